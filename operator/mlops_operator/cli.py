@@ -1,0 +1,78 @@
+"""The `mlops-operator` command: `run` starts the operator; `crds` prints or writes the generated CRDs.
+
+Later subcommands that run inside pods of the operator's image (the model fetcher, the drift runner) hang off
+the same entry point, so one image serves all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import handlers  # noqa: F401  (registers the kopf handlers)
+
+    if not args.all_namespaces and not args.namespace:
+        print("error: give --all-namespaces or at least one --namespace", file=sys.stderr)
+        return 2
+    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
+    kopf.run(
+        standalone=args.standalone,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+        peering_name=args.peering,
+        priority=args.priority,
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .api import crdgen
+
+    if args.out:
+        for path in crdgen.write_crds(args.out):
+            print(path)
+    else:
+        sys.stdout.write(yaml.safe_dump_all(crdgen.render_crds(), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-operator", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mlops-operator {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="start the operator")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="serve this namespace (repeatable; glob patterns as kopf allows)")
+    run.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace")
+    run.add_argument("--standalone", action="store_true", help="no peering: this process acts alone")
+    run.add_argument("--peering", default=None, help="peering object name for several replicas (one acts)")
+    run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    run.add_argument("--liveness", default=None, metavar="URL",
+                     help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--debug", action="store_true")
+    run.set_defaults(func=_run)
+
+    crds = sub.add_parser("crds", help="print the CRDs generated from the models (or write them with --out)")
+    crds.add_argument("--out", default=None, metavar="DIR", help="write one YAML file per CRD into DIR")
+    crds.set_defaults(func=_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""`make run`: a cluster (the local one, or the one in $KUBECONFIG), the CRDs, the quickstart, then the operator
+in the foreground with readable logs. Ctrl-C stops the operator; `make cluster-down` stops the local cluster."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+from .localcluster import ClusterError, LocalCluster, build
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def kubectl() -> str:
+    found = build.k8s_kubectl_or_none()
+    if found is None:
+        raise ClusterError("no kubectl: run 'make cluster-up' once (it builds one) or install kubectl")
+    return str(found)
+
+
+def main() -> int:
+    env = dict(os.environ)
+    try:
+        if env.get("KUBECONFIG"):
+            print(f"using the cluster in KUBECONFIG={env['KUBECONFIG']}")
+        else:
+            cluster = LocalCluster(ROOT / ".cluster")
+            cluster.up()
+            env["KUBECONFIG"] = str(cluster.layout.kubeconfig)
+            print(f"local cluster up; kubeconfig: {env['KUBECONFIG']}")
+        kc = kubectl()
+        crds = sorted((ROOT / "crds").glob("*.yaml"))
+        if crds:
+            subprocess.run([kc, "apply", "--server-side", "--force-conflicts", "--field-manager=mlops-operator",
+                            *sum((["-f", str(p)] for p in crds), [])], env=env, check=True)
+            subprocess.run([kc, "wait", "--for=condition=Established", "--timeout=60s",
+                            *[f"crd/{p.stem.split('_', 1)[1]}.mlops.dev" for p in crds]], env=env, check=True)
+        quickstart = ROOT / "examples" / "quickstart.yaml"
+        if quickstart.exists():
+            subprocess.run([kc, "apply", "-f", str(quickstart)], env=env, check=True)
+    except (ClusterError, subprocess.CalledProcessError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    kubeconfig = env["KUBECONFIG"]
+    print("\nThe operator runs in the foreground now (Ctrl-C stops it). In another shell:\n"
+          f"  kubectl --kubeconfig {kubeconfig} get mlops -A\n"
+          f"  kubectl --kubeconfig {kubeconfig} get pods -A -o wide\n", flush=True)
+    os.execve(str(ROOT / ".venv" / "bin" / "mlops-operator"),
+              ["mlops-operator", "run", "--standalone", "--all-namespaces"], env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

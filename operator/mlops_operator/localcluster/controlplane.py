@@ -1,0 +1,390 @@
+"""Starts and stops the local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+
+Owns: the state folder (default `.cluster/`: kubeconfig, pki/, etcd/, logs/, state.json), free loopback ports,
+and the processes it starts, which it stops by pid and only after checking the pid is still its own.
+Calls: build (binaries), nodes (the simulated pool), openssl, and the simulator as a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+
+from . import build
+from .errors import ClusterError
+
+SERVICE_CIDR = "10.96.0.0/12"  # a /24 runs out at 254 Services
+# Every write request is logged with its user agent, so tests and benchmarks can count the operator's writes.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+# Stop order matters: kube-apiserver may ignore SIGTERM for long once etcd is gone.
+STOP_ORDER = ("simulator", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+
+
+@dataclasses.dataclass
+class Layout:
+    root: pathlib.Path
+
+    @property
+    def kubeconfig(self) -> pathlib.Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def state(self) -> pathlib.Path:
+        return self.root / "state.json"
+
+    @property
+    def logs(self) -> pathlib.Path:
+        return self.root / "logs"
+
+    @property
+    def pki(self) -> pathlib.Path:
+        return self.root / "pki"
+
+    @property
+    def etcd_data(self) -> pathlib.Path:
+        return self.root / "etcd"
+
+    def log(self, component: str) -> pathlib.Path:
+        return self.logs / f"{component}.log"
+
+
+def default_root() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("MLOPS_CLUSTER_DIR", ".cluster")).resolve()
+
+
+# ---------------------------------------------------------------- processes
+
+def _cmdline(pid: int) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_ours(pid: int, marker: str) -> bool:
+    """True while pid is alive and still runs what we started (pids get reused)."""
+    cmd = _cmdline(pid)
+    if not cmd or marker not in cmd:
+        return False
+    with contextlib.suppress(OSError):
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _stop_pid(pid: int, marker: str, grace: float = 5.0) -> None:
+    if not _is_ours(pid, marker):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _is_ours(pid, marker):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        _reap(pid)
+        if not _is_ours(pid, marker):
+            return
+        time.sleep(0.1)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _tail(path: pathlib.Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- certificates
+
+def _openssl(args: list[str], log: pathlib.Path) -> None:
+    with open(log, "a") as out:
+        proc = subprocess.run(["openssl", *args], stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise ClusterError(f"openssl {args[0]} failed; see {log}")
+
+
+def make_pki(pki: pathlib.Path, log: pathlib.Path) -> None:
+    """A CA, a serving certificate for 127.0.0.1 signed by it, and the service-account key pair."""
+    pki.mkdir(parents=True, exist_ok=True)
+    if (pki / "apiserver.crt").exists():
+        return
+    p = lambda name: str(pki / name)  # noqa: E731
+    _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=mlops-local-ca",
+              "-keyout", p("ca.key"), "-out", p("ca.crt")], log)
+    _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
+              "-keyout", p("apiserver.key"), "-out", p("apiserver.csr")], log)
+    ext = pki / "apiserver.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+                   "DNS:kubernetes.default.svc,IP:10.96.0.1\n"
+                   "extendedKeyUsage=serverAuth\n")
+    _openssl(["x509", "-req", "-in", p("apiserver.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"),
+              "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", p("apiserver.crt")], log)
+    _openssl(["genrsa", "-out", p("sa.key"), "2048"], log)
+    _openssl(["rsa", "-in", p("sa.key"), "-pubout", "-out", p("sa.pub")], log)
+
+
+# ---------------------------------------------------------------- the cluster
+
+class LocalCluster:
+    """One local control plane rooted at a state folder."""
+
+    def __init__(self, root: pathlib.Path | None = None):
+        self.layout = Layout(root or default_root())
+
+    # state.json holds {"components": {name: {"pid", "marker"}}, "ports": {...}, "binaries": ...}
+    def _read_state(self) -> dict | None:
+        try:
+            return json.loads(self.layout.state.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.layout.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.layout.state)
+
+    def running(self) -> dict | None:
+        """The state of a cluster whose processes are all alive and whose API server answers, else None."""
+        state = self._read_state()
+        if not state:
+            return None
+        for comp in state.get("components", {}).values():
+            if not _is_ours(comp["pid"], comp["marker"]):
+                return None
+        return state if self._ready(state) else None
+
+    def _ready(self, state: dict) -> bool:
+        try:
+            return self._get(state, "/readyz") == 200
+        except OSError:
+            return False
+
+    def _get(self, state: dict, path: str) -> int:
+        ctx = ssl.create_default_context(cafile=str(self.layout.pki / "ca.crt"))
+        req = urllib.request.Request(f"https://127.0.0.1:{state['ports']['apiserver']}{path}",
+                                     headers={"Authorization": f"Bearer {state['token']}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=3) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    # ------------------------------------------------------------ up
+
+    def up(self, simulate_nodes: bool = True, pool_file: str | None = None, ports: dict | None = None) -> dict:
+        """Starts the cluster, or returns the running one. `ports` pins some ports (default: free ones)."""
+        running = self.running()
+        if running:
+            return running
+        self.down(quiet=True)  # a half-dead earlier cluster: stop what is left of it
+        lay = self.layout
+        lay.logs.mkdir(parents=True, exist_ok=True)
+        bins = build.ensure(lay.log("build"))
+        make_pki(lay.pki, lay.log("pki"))
+        token = secrets.token_hex(16)
+        (lay.pki / "tokens.csv").write_text(f'{token},mlops-admin,mlops-admin,"system:masters"\n')
+        ports = {"etcd": _free_port(), "etcd_peer": _free_port(), "apiserver": _free_port(), **(ports or {})}
+        state = {"components": {}, "ports": ports, "token": token, "binaries": bins.source,
+                 "started": time.time()}
+        try:
+            self._start_all(state, bins, simulate_nodes, pool_file)
+        except BaseException:
+            self._write_state(state)
+            self.down(quiet=True)
+            raise
+        return state
+
+    @property
+    def audit_log(self) -> pathlib.Path:
+        return self.layout.log("audit")
+
+    def _audit_policy(self) -> pathlib.Path:
+        path = self.layout.pki / "audit-policy.yaml"
+        path.write_text(AUDIT_POLICY)
+        return path
+
+    def _start(self, state: dict, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = self.layout.log(name)
+        with open(log, "ab") as out:
+            out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env)
+        # The marker must appear in /proc/<pid>/cmdline: the state folder is on every command line we start.
+        state["components"][name] = {"pid": proc.pid, "marker": str(self.layout.root)}
+        self._write_state(state)
+        return proc
+
+    def _wait(self, name: str, proc: subprocess.Popen, check, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise ClusterError(f"{name} exited with code {code} while starting; see {self.layout.log(name)}\n"
+                                   f"{_tail(self.layout.log(name))}")
+            with contextlib.suppress(OSError):
+                if check():
+                    return
+            time.sleep(0.2)
+        raise ClusterError(f"{name} did not become ready in {timeout:.0f}s; see {self.layout.log(name)}")
+
+    def _start_all(self, state: dict, bins: build.Binaries, simulate_nodes: bool, pool_file: str | None) -> None:
+        lay, ports, pki = self.layout, state["ports"], self.layout.pki
+        for name in ("etcd", "etcd_peer", "apiserver"):
+            if _port_taken(ports[name]):
+                raise ClusterError(f"port 127.0.0.1:{ports[name]} for {name} is taken by another process")
+        root = str(lay.root)
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        etcd = self._start(state, "etcd", [
+            str(bins.etcd), "--name", "mlops-local", "--data-dir", str(lay.etcd_data),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
+            "--initial-cluster", f"mlops-local=http://127.0.0.1:{ports['etcd_peer']}",
+            "--quota-backend-bytes=4294967296", "--log-level", "warn"])
+        self._wait("etcd", etcd, lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200, 30)
+        apiserver = self._start(state, "kube-apiserver", [
+            str(bins.apiserver), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}", "--insecure-port=0",
+            f"--cert-dir={pki}", f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}", f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={pki / 'tokens.csv'}", f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc", "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
+            "--max-requests-inflight=800", "--max-mutating-requests-inflight=400", "--profiling=false",
+            f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json", "--audit-log-maxsize=500", "--audit-log-maxbackup=1",
+            "--v=1", "--external-hostname=localhost"])
+        self._wait("kube-apiserver", apiserver, lambda: self._ready(state), 90)
+        self.write_kubeconfig(state)
+        kubeconfig = str(lay.kubeconfig)
+        if bins.controller_manager:
+            self._start(state, "kube-controller-manager", [
+                str(bins.controller_manager), f"--kubeconfig={kubeconfig}",
+                f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+                "--leader-elect=false", "--controllers=*,-nodeipam,-nodelifecycle", "--secure-port=0", "--port=0",
+                "--kube-api-qps=200", "--kube-api-burst=400", "--v=1"])
+        if bins.scheduler:
+            self._start(state, "kube-scheduler", [
+                str(bins.scheduler), f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--secure-port=0",
+                "--port=0", "--kube-api-qps=200", "--kube-api-burst=400", "--v=1"])
+        time.sleep(0.5)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            comp = state["components"].get(name)
+            if comp and not _is_ours(comp["pid"], comp["marker"]):
+                raise ClusterError(f"{name} exited right after start; see {lay.log(name)}\n{_tail(lay.log(name))}")
+        if simulate_nodes:
+            self._start_nodes(state, pool_file)
+
+    def _start_nodes(self, state: dict, pool_file: str | None) -> None:
+        from . import nodes  # the kubernetes client is only needed once the API server is up
+
+        pool = nodes.load_pool(pool_file)
+        nodes.register(self.core_api(), pool)
+        argv = [sys.executable, "-m", "mlops_operator.localcluster.simulator", "--kubeconfig",
+                str(self.layout.kubeconfig), "--state-dir", str(self.layout.root / "sim")]
+        if pool_file:
+            argv += ["--pool", pool_file]
+        proc = self._start(state, "simulator", argv)
+        time.sleep(0.3)
+        if proc.poll() is not None:
+            raise ClusterError(f"the node simulator exited with code {proc.returncode}; see "
+                               f"{self.layout.log('simulator')}\n{_tail(self.layout.log('simulator'))}")
+
+    def core_api(self):
+        from kubernetes import client, config
+
+        return client.CoreV1Api(config.new_client_from_config(config_file=str(self.layout.kubeconfig)))
+
+    def write_kubeconfig(self, state: dict) -> None:
+        server = f"https://127.0.0.1:{state['ports']['apiserver']}"
+        cfg = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "mlops-local", "preferences": {},
+            "clusters": [{"name": "mlops-local", "cluster": {
+                "server": server, "certificate-authority": str(self.layout.pki / "ca.crt")}}],
+            "users": [{"name": "mlops-admin", "user": {"token": state["token"]}}],
+            "contexts": [{"name": "mlops-local", "context": {"cluster": "mlops-local", "user": "mlops-admin"}}],
+        }
+        tmp = self.layout.kubeconfig.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.layout.kubeconfig)
+
+    # ------------------------------------------------------------ down / status
+
+    def down(self, quiet: bool = False) -> list[str]:
+        state = self._read_state()
+        stopped: list[str] = []
+        if state:
+            comps = state.get("components", {})
+            for name in STOP_ORDER:
+                comp = comps.get(name)
+                if comp and _is_ours(comp["pid"], comp["marker"]):
+                    _stop_pid(comp["pid"], comp["marker"], grace=2.0 if name == "kube-apiserver" else 5.0)
+                    stopped.append(name)
+            self.layout.state.unlink(missing_ok=True)
+        # A fresh cluster every time: etcd data and credentials go with it; logs stay for reading.
+        import shutil
+
+        shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
+        self.layout.kubeconfig.unlink(missing_ok=True)
+        if not quiet and not stopped:
+            print("no local cluster was running")
+        return stopped
+
+    def status(self) -> dict:
+        state = self._read_state()
+        if not state:
+            return {"running": False}
+        comps = {name: ("running" if _is_ours(c["pid"], c["marker"]) else "exited") + f" (pid {c['pid']})"
+                 for name, c in state["components"].items()}
+        return {"running": self.running() is not None, "apiserver": f"https://127.0.0.1:{state['ports']['apiserver']}",
+                "kubeconfig": str(self.layout.kubeconfig), "binaries": state.get("binaries"), "components": comps}
