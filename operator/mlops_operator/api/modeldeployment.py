@@ -1,0 +1,218 @@
+"""ModelDeployment: serve a model behind a Service, optionally with a canary and autoscaling.
+
+Spec and status shapes only; semantic checks live in api/validation.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import (
+    AGE_COLUMN,
+    ApiModel,
+    Duration,
+    EnvVar,
+    Kind,
+    PrinterColumn,
+    Quantity,
+    Resources,
+    Scheduling,
+    SecretRef,
+    StatusBase,
+    StatusModel,
+)
+
+RUNTIME_PRESETS = ("vllm", "triton", "sklearn", "custom")
+
+
+class Model(ApiModel):
+    """The model to serve: where it is stored and in which format."""
+
+    uri: str = Field(
+        min_length=1,
+        description=(
+            "Where the model is stored: s3://bucket/path, gs://bucket/path, hf://org/name, pvc://claim/path, "
+            "http(s)://host/path or file:///path. A storage init container fetches it into a volume the "
+            "server reads."
+        ),
+    )
+    format: str | None = Field(
+        None,
+        description=(
+            "Model format when the runtime cannot infer it from the files, e.g. safetensors, onnx, joblib, "
+            "pickle, tensorrt."
+        ),
+    )
+    secret_ref: SecretRef | None = Field(
+        None, description="Secret with credentials for the model's storage, passed to the storage init container."
+    )
+
+
+class Runtime(ApiModel):
+    """The model server. A preset gives image, port, probes and args; custom needs image and port."""
+
+    preset: Literal["vllm", "triton", "sklearn", "custom"] = Field(
+        description="Model server: vllm (LLMs, OpenAI API), triton, sklearn, or custom (bring image and port)."
+    )
+    image: str | None = Field(None, min_length=1, description="Container image; overrides the preset's image.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments appended to the preset's arguments.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables of the server container.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port the server listens on (HTTP); overrides the preset's port."
+    )
+
+
+class RuntimeOverrides(ApiModel):
+    """Changes to the stable runtime for the canary only; the preset stays the same."""
+
+    image: str | None = Field(None, min_length=1, description="Container image for the canary pods.")
+    args: list[str] | None = Field(None, description="Extra arguments for the canary, replacing the stable ones.")
+    env: list[EnvVar] | None = Field(
+        None, description="Environment variables for the canary, replacing the stable ones."
+    )
+
+
+class MetricTarget(ApiModel):
+    """A per-pod metric the HPA scales on (a Pods metric with an AverageValue target)."""
+
+    name: str = Field(min_length=1, description="Metric name as served by the custom metrics API.")
+    target: Quantity = Field(description='Desired average value per pod, a quantity such as 10 or "500m".')
+
+
+class Autoscaling(ApiModel):
+    """Horizontal autoscaling through an HPA. Set exactly one of targetCPUUtilization or metric."""
+
+    min_replicas: int = Field(1, ge=1, description="Fewest replicas the HPA keeps.")
+    max_replicas: int = Field(ge=1, description="Most replicas the HPA may create.")
+    target_cpu_utilization: int | None = Field(
+        None, alias="targetCPUUtilization", ge=1,
+        description="Target average CPU utilization, percent of the CPU request.",
+    )
+    metric: MetricTarget | None = Field(None, description="Scale on a custom per-pod metric instead of CPU.")
+
+
+class CanaryStep(ApiModel):
+    """One step of a canary progression: shift traffic, then pause."""
+
+    weight: int = Field(ge=0, le=100, description="Percent of traffic (and of replicas) the canary gets.")
+    pause: Duration | None = Field(
+        None,
+        description=(
+            'How long to hold this step before the next one: seconds or a duration such as "30s", "5m". '
+            "Omit to hold until promote is set (or analysis passes)."
+        ),
+    )
+
+
+class CanaryAnalysis(ApiModel):
+    """Reserved for automated metric analysis that promotes or aborts the canary; no fields yet."""
+
+
+class Canary(ApiModel):
+    """A second Deployment behind the same Service, serving a new model to a share of traffic. Traffic follows
+    the replica ratio (no service mesh). Set weight for a fixed share or steps for a progression; set promote
+    or abort to finish."""
+
+    model: Model | None = Field(None, description="The canary's model; required.")
+    runtime: RuntimeOverrides | None = Field(None, description="Runtime changes for the canary only.")
+    weight: int | None = Field(
+        None, ge=0, le=100, description="Fixed percent of traffic for the canary; use instead of steps."
+    )
+    steps: list[CanaryStep] = Field(
+        default_factory=list, description="Traffic progression, weights not decreasing; use instead of weight."
+    )
+    analysis: CanaryAnalysis | None = Field(None, description="Automated analysis (reserved; no fields yet).")
+    promote: bool = Field(
+        False, description="Set true to make the canary the stable model (then remove the canary block)."
+    )
+    abort: bool = Field(False, description="Set true to scale the canary to zero and serve only the stable model.")
+
+
+class Rollout(ApiModel):
+    """How a new model is rolled out."""
+
+    canary: Canary | None = Field(
+        None,
+        description=(
+            "Canary rollout; omit to replace the model in one step. A second Deployment behind the same Service "
+            "serves the canary model to a share of traffic, following the replica ratio (no service mesh). Set "
+            "weight for a fixed share or steps for a progression; set promote or abort to finish."
+        ),
+    )
+
+
+class PredictionLog(ApiModel):
+    """Where live inputs and predictions are written, for drift monitoring."""
+
+    uri: str = Field(min_length=1, description="Destination: s3://, gs://, pvc://claim/path or file:// URI.")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Fraction of requests logged, 0 to 1.")
+    secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the destination.")
+
+
+class Monitoring(ApiModel):
+    """Observability of the served model."""
+
+    prediction_log: PredictionLog | None = Field(None, description="Log live inputs and predictions.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a ModelDeployment."""
+
+    model: Model = Field(description="The model to serve.")
+    runtime: Runtime = Field(description="The model server that serves it.")
+    replicas: int = Field(1, ge=0, description="Pods serving the stable model; ignored when autoscaling is set.")
+    resources: Resources = Field(default_factory=Resources, description="CPU, memory and GPUs per pod.")
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Where the pods may run.")
+    autoscaling: Autoscaling | None = Field(None, description="Scale with an HPA instead of fixed replicas.")
+    rollout: Rollout | None = Field(None, description="Canary rollout of a new model.")
+    monitoring: Monitoring | None = Field(None, description="Prediction logging for drift monitoring.")
+    service_account_name: str | None = Field(None, description="ServiceAccount of the serving pods.")
+
+
+class StableStatus(StatusModel):
+    """What the stable Deployment serves."""
+
+    model_uri: str | None = Field(None, description="Model the stable pods serve.")
+    revision: str | None = Field(None, description="Revision (pod template hash) of the stable pods.")
+
+
+class CanaryStatus(StatusModel):
+    """Progress of the canary."""
+
+    model_uri: str | None = Field(None, description="Model the canary pods serve.")
+    weight: int | None = Field(None, ge=0, le=100, description="Percent of traffic the canary gets now.")
+    step: int | None = Field(None, ge=0, description="Index of the current step in spec.rollout.canary.steps.")
+    phase: Literal["Progressing", "Paused", "Promoted", "Aborted", "Failed"] | None = Field(
+        None, description="Progressing, Paused (waiting for promote), Promoted, Aborted or Failed."
+    )
+
+
+class ModelDeploymentStatus(StatusBase):
+    """Observed state of a ModelDeployment. Conditions: Ready, Available, Progressing; when pods cannot start,
+    the reason says why (Unschedulable, ImagePullBackOff, CrashLoopBackOff, OOMKilled)."""
+
+    url: str | None = Field(None, description="In-cluster URL of the model server.")
+    replicas: int | None = Field(None, ge=0, description="Pods (stable and canary) that exist.")
+    ready_replicas: int | None = Field(None, ge=0, description="Pods (stable and canary) ready to serve.")
+    stable: StableStatus | None = Field(None, description="The stable model.")
+    canary: CanaryStatus | None = Field(None, description="The canary, while one exists.")
+
+
+MODEL_DEPLOYMENT = Kind(
+    kind="ModelDeployment",
+    plural="modeldeployments",
+    short_name="md",
+    description="ModelDeployment serves a model behind a Service, with optional canary rollout and autoscaling.",
+    spec=ModelDeploymentSpec,
+    status=ModelDeploymentStatus,
+    printer_columns=(
+        PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition."),
+        PrinterColumn("Replicas", "integer", ".status.readyReplicas", "Pods ready to serve."),
+        PrinterColumn("Model", "string", ".spec.model.uri", "Model being served."),
+        PrinterColumn("Canary", "integer", ".status.canary.weight", "Percent of traffic on the canary."),
+        PrinterColumn("URL", "string", ".status.url", "In-cluster URL."),
+        AGE_COLUMN,
+    ),
+)

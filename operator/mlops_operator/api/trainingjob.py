@@ -1,0 +1,159 @@
+"""TrainingJob: run a (possibly distributed) training on N workers, then optionally promote its model.
+
+Spec and status shapes only; semantic checks live in api/validation.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import (
+    AGE_COLUMN,
+    ApiModel,
+    Duration,
+    EnvVar,
+    Kind,
+    ObjectRef,
+    PrinterColumn,
+    Resources,
+    Scheduling,
+    SecretRef,
+    StatusBase,
+    StatusModel,
+    Timestamp,
+)
+
+
+class TrainingScheduling(Scheduling):
+    """Where workers may run, and gang scheduling: all workers start together or none do."""
+
+    gang_timeout: Duration | None = Field(
+        None,
+        description=(
+            'How long the workers may wait to be scheduled together: seconds or a duration such as "10m". '
+            "Omit to wait without limit."
+        ),
+    )
+    gang_timeout_action: Literal["wait", "fail"] = Field(
+        "wait",
+        description=(
+            "What happens when gangTimeout passes: wait (keep waiting, reason Unschedulable) or fail "
+            "(the job fails with reason GangTimeout)."
+        ),
+    )
+
+
+class Dataset(ApiModel):
+    """Training data, passed to the workers as DATASET_URI."""
+
+    uri: str = Field(min_length=1, description="Where the data is: s3://, gs://, hf://, pvc://, http(s):// or file://.")
+    secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the data's storage.")
+
+
+class Output(ApiModel):
+    """Where the trained model goes, passed to the workers as OUTPUT_MODEL_URI."""
+
+    model_uri: str = Field(min_length=1, description="Destination of the model: s3://, gs://, pvc:// or file://.")
+    secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the destination.")
+
+
+class Checkpoint(ApiModel):
+    """Where checkpoints go so a restarted attempt resumes, passed to the workers as CHECKPOINT_URI."""
+
+    uri: str = Field(min_length=1, description="Checkpoint location: s3://, gs://, pvc:// or file://.")
+    secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the location.")
+
+
+class Promote(ApiModel):
+    """On success, hand the output model to a ModelDeployment in this namespace."""
+
+    model_deployment: ObjectRef = Field(description="The ModelDeployment that receives the model.")
+    as_: Literal["canary", "stable"] = Field(
+        "canary", alias="as", description="canary: roll it out as the canary; stable: replace the stable model."
+    )
+
+
+class TrainingJobSpec(ApiModel):
+    """Desired state of a TrainingJob."""
+
+    image: str = Field(min_length=1, description="Container image of every worker.")
+    command: list[str] = Field(default_factory=list, description="Entrypoint; the image's when empty.")
+    args: list[str] = Field(default_factory=list, description="Arguments to the entrypoint.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables of every worker.")
+    framework: Literal["pytorch", "generic"] = Field(
+        "pytorch",
+        description=(
+            "pytorch sets the torchrun rendezvous (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, NODE_RANK, "
+            "NPROC_PER_NODE = GPUs per worker); generic runs the command as it is on every worker."
+        ),
+    )
+    workers: int = Field(1, ge=1, description="Number of worker pods, scheduled together.")
+    resources: Resources = Field(default_factory=Resources, description="CPU, memory and GPUs per worker.")
+    scheduling: TrainingScheduling = Field(
+        default_factory=TrainingScheduling, description="Where workers may run; gang timeout."
+    )
+    dataset: Dataset | None = Field(None, description="Training data (DATASET_URI).")
+    output: Output | None = Field(None, description="Where the trained model goes (OUTPUT_MODEL_URI).")
+    checkpoint: Checkpoint | None = Field(None, description="Where checkpoints go (CHECKPOINT_URI).")
+    backoff_limit: int = Field(3, ge=0, description="Retries of the whole gang after a retryable failure.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Seconds the job may run in total (all attempts) before it fails."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Seconds after success or failure until the job and its pods are deleted."
+    )
+    suspend: bool = Field(False, description="true stops the workers (status Suspended); false resumes.")
+    queue_name: str | None = Field(
+        None, description="Kueue LocalQueue to admit the job through (label kueue.x-k8s.io/queue-name)."
+    )
+    promote: Promote | None = Field(None, description="On success, give the output model to a ModelDeployment.")
+    service_account_name: str | None = Field(None, description="ServiceAccount of the worker pods.")
+
+
+class WorkerCounts(StatusModel):
+    """Worker pods by state."""
+
+    active: int = Field(0, ge=0, description="Workers running or pending.")
+    succeeded: int = Field(0, ge=0, description="Workers that exited successfully.")
+    failed: int = Field(0, ge=0, description="Workers that failed in this attempt.")
+
+
+class Failure(StatusModel):
+    """Why the last attempt failed."""
+
+    reason: str = Field(description="CamelCase reason, e.g. OOMKilled, GangTimeout, DeadlineExceeded.")
+    message: str = Field(description="Details, e.g. the failing worker's exit message.")
+    retryable: bool = Field(description="Whether another attempt may succeed (within backoffLimit).")
+
+
+class TrainingJobStatus(StatusBase):
+    """Observed state of a TrainingJob. Conditions: Running, Succeeded, Failed, Suspended."""
+
+    phase: Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"] | None = Field(
+        None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
+    )
+    attempt: int | None = Field(None, ge=0, description="Current attempt, starting at 1.")
+    start_time: Timestamp | None = Field(None, description="When the first attempt started.")
+    completion_time: Timestamp | None = Field(None, description="When the job succeeded or failed.")
+    workers: WorkerCounts | None = Field(None, description="Worker pods by state.")
+    model_uri: str | None = Field(None, description="The trained model, after success.")
+    failure: Failure | None = Field(None, description="Why the last attempt failed.")
+
+
+TRAINING_JOB = Kind(
+    kind="TrainingJob",
+    plural="trainingjobs",
+    short_name="tj",
+    description="TrainingJob runs a training on one or more workers (gang-scheduled) and can promote its model.",
+    spec=TrainingJobSpec,
+    status=TrainingJobStatus,
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Restarting, Succeeded, Failed."),
+        PrinterColumn("Workers", "integer", ".spec.workers", "Worker pods."),
+        PrinterColumn("GPUs", "integer", ".spec.resources.gpu.count", "GPUs per worker."),
+        PrinterColumn("Attempt", "integer", ".status.attempt", "Current attempt."),
+        AGE_COLUMN,
+    ),
+)

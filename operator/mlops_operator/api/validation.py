@@ -1,0 +1,313 @@
+"""Turn a raw custom resource into a spec model, or into errors that name the field ("spec.x.y: what is wrong").
+
+Two layers: pydantic parsing (shape, types, limits: the same rules as the CRD schema) and semantic checks the
+schema cannot express (a canary without a model, 0 GPUs of a MIG profile, a reference to another namespace,
+a cron schedule that does not parse, ...). Controllers call `validate_object(body)` and, on `InvalidSpec`,
+set Ready=False reason InvalidSpec with `exc.message` and leave every child untouched.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from croniter import croniter
+from pydantic import ValidationError
+
+from .common import READ_SCHEMES, WRITE_SCHEMES, ApiModel, EnvVar, EnvVarSource, Gpu, Kind, ObjectRef, duration_seconds
+from .driftmonitor import DriftMonitorSpec
+from .kinds import kind_for
+from .modeldeployment import ModelDeploymentSpec
+from .trainingjob import TrainingJobSpec
+
+# A MIG profile resource: nvidia.com/mig-<compute slices>g.<memory>gb, optionally +me (media extensions).
+MIG_PROFILE = re.compile(r"^nvidia\.com/mig-(\d+)g\.(\d+)gb(\+me)?$")
+MIG_SLICES = (1, 2, 3, 4, 7)
+# One GPU splits into at most 7 MIG instances. We allow at most that many per pod: a workload that needs more
+# than one GPU's worth of MIG instances should request whole GPUs instead.
+MAX_MIG_PER_POD = 7
+
+P_VALUE_TESTS = ("ks", "chisquare", "ztest")
+NUMERICAL_TESTS = ("ks", "wasserstein")
+CATEGORICAL_TESTS = ("chisquare", "ztest")
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_PVC_CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator will not act on; `errors` are "path: message" strings naming the fields."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+
+    @property
+    def message(self) -> str:
+        """All errors in one line, for a condition message or an event."""
+        return "; ".join(self.errors)
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _message(msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:] if msg[1:2].islower() else msg
+
+
+def pydantic_errors(exc: ValidationError, prefix: str = "spec") -> list[str]:
+    """pydantic's errors as "spec.x.y: message" strings (camelCase paths, list indexes as [i]), in order."""
+    errors: list[str] = []
+    for error in exc.errors(include_url=False):
+        line = f"{_path(prefix, error['loc'])}: {_message(error['msg'])}"
+        if line not in errors:
+            errors.append(line)
+    return errors
+
+
+def parse_spec(kind: Kind | str, spec: Mapping[str, Any] | None) -> ApiModel:
+    """The spec model for a raw spec dict; raises InvalidSpec naming the fields that do not parse."""
+    model = (kind if isinstance(kind, Kind) else kind_for(kind)).spec
+    if spec is None:
+        raise InvalidSpec(["spec: required"])
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        raise InvalidSpec(pydantic_errors(exc)) from None
+
+
+def validate_object(body: Mapping[str, Any], kind: Kind | str | None = None) -> ApiModel:
+    """Parse and check a whole custom resource (kopf body or dict): returns the spec model, or raises
+    InvalidSpec with every error found (parse errors first; semantic checks only run on a parsed spec)."""
+    kind = kind_for(kind or body.get("kind", "")) if not isinstance(kind, Kind) else kind
+    metadata = body.get("metadata") or {}
+    errors = []
+    name = metadata.get("name")
+    if name is not None and not (_DNS_LABEL.match(name) and len(name) <= 63):
+        errors.append(
+            "metadata.name: must be a DNS label (lowercase letters, digits, '-', starting with a letter, at most "
+            "63 characters) because it names Services and labels"
+        )
+    try:
+        spec = parse_spec(kind, body.get("spec"))
+    except InvalidSpec as exc:
+        raise InvalidSpec(errors + exc.errors) from None
+    errors += validate_spec(spec, namespace=metadata.get("namespace"))
+    if errors:
+        raise InvalidSpec(errors)
+    return spec
+
+
+def validate_spec(spec: ApiModel, *, namespace: str | None = None, prefix: str = "spec") -> list[str]:
+    """Semantic errors of a parsed spec, each naming its field; empty when the spec makes sense.
+    `namespace` is the object's; references naming another namespace are errors (skipped when unknown)."""
+    errors: list[str] = []
+    for path, node in _walk(spec, prefix):
+        for node_type, check in _NODE_CHECKS:
+            if isinstance(node, node_type):
+                check(errors, path, node, namespace)
+    for spec_type, check in _SPEC_CHECKS:
+        if isinstance(spec, spec_type):
+            check(errors, prefix, spec, namespace)
+    return errors
+
+
+def _walk(model: ApiModel, path: str) -> Iterator[tuple[str, ApiModel]]:
+    """Every model in the tree with its wire path, parents first."""
+    yield path, model
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        child = f"{path}.{field.alias or name}"
+        if isinstance(value, ApiModel):
+            yield from _walk(value, child)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, ApiModel):
+                    yield from _walk(item, f"{child}[{index}]")
+
+
+# --- checks shared by all kinds ---------------------------------------------------------------------------
+
+
+def _check_ref(errors: list[str], path: str, ref: ObjectRef, namespace: str | None) -> None:
+    if ref.namespace is not None and namespace is not None and ref.namespace != namespace:
+        errors.append(
+            f"{path}.namespace: references stay in the object's namespace {namespace!r}, not {ref.namespace!r}"
+        )
+
+
+def _check_env(errors: list[str], path: str, env: EnvVar, namespace: str | None) -> None:
+    if env.value is not None and env.value_from is not None:
+        errors.append(f"{path}: set value or valueFrom, not both")
+
+
+def _check_env_source(errors: list[str], path: str, source: EnvVarSource, namespace: str | None) -> None:
+    if (source.secret_key_ref is None) == (source.config_map_key_ref is None):
+        errors.append(f"{path}: set exactly one of secretKeyRef or configMapKeyRef")
+
+
+def _check_gpu(errors: list[str], path: str, gpu: Gpu, namespace: str | None) -> None:
+    mig = MIG_PROFILE.match(gpu.resource)
+    if gpu.resource.startswith("nvidia.com/mig-") and mig is None:
+        errors.append(f"{path}.resource: {gpu.resource!r} is not a MIG profile like nvidia.com/mig-1g.10gb")
+    is_mig = mig is not None or "-MIG-" in (gpu.product or "")
+    if mig is not None and int(mig.group(1)) not in MIG_SLICES:
+        errors.append(f"{path}.resource: a MIG profile has 1, 2, 3, 4 or 7 compute slices, not {mig.group(1)}")
+    if mig is not None and gpu.count == 0:
+        errors.append(
+            f"{path}.count: 0 GPUs of MIG profile {gpu.resource} requests nothing; "
+            "set count >= 1, or drop gpu for a CPU-only pod"
+        )
+    elif gpu.count == 0 and gpu.product:
+        errors.append(f"{path}.product: a GPU product with count 0 requests no GPU; set count >= 1 or drop product")
+    if is_mig and gpu.count > MAX_MIG_PER_POD:
+        errors.append(
+            f"{path}.count: {gpu.count} MIG instances cannot be satisfied; a GPU splits into at most "
+            f"{MAX_MIG_PER_POD}, so request at most {MAX_MIG_PER_POD} or use whole GPUs (nvidia.com/gpu)"
+        )
+
+
+def _check_uri(errors: list[str], path: str, uri: str | None, schemes: tuple[str, ...]) -> None:
+    if uri is None:
+        return
+    allowed = ", ".join(f"{scheme}://" for scheme in schemes)
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        errors.append(f"{path}: {uri!r} has no scheme; use one of {allowed}")
+    elif scheme not in schemes:
+        errors.append(f"{path}: unsupported scheme {scheme + '://'!r}; use one of {allowed}")
+    elif not rest.strip("/"):
+        errors.append(f"{path}: {uri!r} names no location after {scheme}://")
+    elif scheme == "pvc" and not _PVC_CLAIM.match(rest.split("/", 1)[0]):
+        errors.append(f"{path}: {uri!r} must be pvc://<claim name>/<path>")
+
+
+# Checks of shapes that appear anywhere in a spec (including a retrain template), by model type.
+_Check = Callable[[list[str], str, Any, "str | None"], None]
+_NODE_CHECKS: tuple[tuple[type, _Check], ...] = (
+    (ObjectRef, _check_ref),
+    (EnvVar, _check_env),
+    (EnvVarSource, _check_env_source),
+    (Gpu, _check_gpu),
+)
+
+
+# --- per kind ---------------------------------------------------------------------------------------------
+
+
+def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec, namespace: str | None) -> None:
+    _check_uri(errors, f"{p}.model.uri", spec.model.uri, READ_SCHEMES)
+    if spec.runtime.preset == "custom":
+        if spec.runtime.image is None:
+            errors.append(f"{p}.runtime.image: runtime preset custom needs an image")
+        if spec.runtime.port is None:
+            errors.append(f"{p}.runtime.port: runtime preset custom needs a port")
+
+    scaling = spec.autoscaling
+    if scaling is not None:
+        if (scaling.target_cpu_utilization is None) == (scaling.metric is None):
+            errors.append(f"{p}.autoscaling: set exactly one of targetCPUUtilization or metric")
+        if scaling.min_replicas > scaling.max_replicas:
+            errors.append(
+                f"{p}.autoscaling.minReplicas: {scaling.min_replicas} is more than maxReplicas {scaling.max_replicas}"
+            )
+
+    canary = spec.rollout.canary if spec.rollout else None
+    if canary is not None:
+        c = f"{p}.rollout.canary"
+        if canary.model is None:
+            errors.append(f"{c}.model.uri: a canary needs a model")
+        else:
+            _check_uri(errors, f"{c}.model.uri", canary.model.uri, READ_SCHEMES)
+        if canary.weight is not None and canary.steps:
+            errors.append(f"{c}: set weight (a fixed share) or steps (a progression), not both")
+        elif canary.weight is None and not canary.steps:
+            errors.append(f"{c}: set weight (a fixed share) or steps (a progression)")
+        for index in range(1, len(canary.steps)):
+            if canary.steps[index].weight < canary.steps[index - 1].weight:
+                errors.append(f"{c}.steps[{index}].weight: weights must not decrease from step to step")
+        if canary.promote and canary.abort:
+            errors.append(f"{c}: promote and abort are both set; choose one")
+
+    log = spec.monitoring.prediction_log if spec.monitoring else None
+    if log is not None:
+        _check_uri(errors, f"{p}.monitoring.predictionLog.uri", log.uri, WRITE_SCHEMES)
+
+
+def _check_training_job(errors: list[str], p: str, spec: TrainingJobSpec, namespace: str | None) -> None:
+    if spec.dataset is not None:
+        _check_uri(errors, f"{p}.dataset.uri", spec.dataset.uri, READ_SCHEMES)
+    if spec.output is not None:
+        _check_uri(errors, f"{p}.output.modelUri", spec.output.model_uri, WRITE_SCHEMES)
+    if spec.checkpoint is not None:
+        _check_uri(errors, f"{p}.checkpoint.uri", spec.checkpoint.uri, WRITE_SCHEMES)
+    if spec.promote is not None and spec.output is None:
+        errors.append(f"{p}.output.modelUri: promote needs an output model")
+    if spec.scheduling.gang_timeout_action == "fail" and spec.scheduling.gang_timeout is None:
+        errors.append(f"{p}.scheduling.gangTimeout: gangTimeoutAction fail needs a gangTimeout")
+    if spec.queue_name is not None and not (_LABEL_VALUE.match(spec.queue_name) and len(spec.queue_name) <= 63):
+        errors.append(f"{p}.queueName: {spec.queue_name!r} is not a valid label value (Kueue reads it from a label)")
+
+
+def _check_drift_monitor(errors: list[str], p: str, spec: DriftMonitorSpec, namespace: str | None) -> None:
+    _check_uri(errors, f"{p}.reference.uri", spec.reference.uri, READ_SCHEMES)
+    if spec.current is not None:
+        _check_uri(errors, f"{p}.current.uri", spec.current.uri, READ_SCHEMES)
+
+    if (spec.schedule is None) == (spec.interval is None):
+        errors.append(f"{p}.schedule: set exactly one of schedule (cron) or interval")
+    if spec.schedule is not None and not _cron_ok(spec.schedule):
+        errors.append(f'{p}.schedule: {spec.schedule!r} is not a cron schedule like "0 * * * *" or "@hourly"')
+    if spec.interval is not None and duration_seconds(spec.interval) == 0:
+        errors.append(f"{p}.interval: must be longer than 0s")
+
+    seen: set[str] = set()
+    for index, feature in enumerate(spec.features):
+        f = f"{p}.features[{index}]"
+        if feature.name in seen:
+            errors.append(f"{f}.name: feature {feature.name!r} is listed twice")
+        seen.add(feature.name)
+        if feature.type == "categorical" and feature.test in NUMERICAL_TESTS:
+            errors.append(f"{f}.test: {feature.test} is for numerical features; {feature.name!r} is categorical")
+        if feature.type == "numerical" and feature.test in CATEGORICAL_TESTS:
+            errors.append(f"{f}.test: {feature.test} is for categorical features; {feature.name!r} is numerical")
+        if feature.threshold is not None:
+            if feature.test in P_VALUE_TESTS and not 0 < feature.threshold <= 1:
+                errors.append(f"{f}.threshold: a p-value threshold for {feature.test} must be in (0, 1]")
+            if feature.test == "jensenshannon" and feature.threshold > 1:
+                errors.append(f"{f}.threshold: the Jensen-Shannon distance is at most 1")
+
+    actions = spec.actions
+    if actions is not None and actions.alert is not None and actions.alert.alertmanager is not None:
+        url = actions.alert.alertmanager.url
+        if not url.startswith(("http://", "https://")):
+            errors.append(f"{p}.actions.alert.alertmanager.url: {url!r} must be an http:// or https:// URL")
+    if actions is not None and actions.retrain is not None:
+        template = f"{p}.actions.retrain.template"
+        _check_training_job(errors, template, actions.retrain.template, namespace)
+
+
+def _cron_ok(schedule: str) -> bool:
+    # Kubernetes CronJob syntax: five fields or a macro such as @hourly; croniter alone would also take seconds.
+    if not (schedule.startswith("@") or len(schedule.split()) == 5):
+        return False
+    return croniter.is_valid(schedule)
+
+
+_SPEC_CHECKS: tuple[tuple[type, _Check], ...] = (
+    (ModelDeploymentSpec, _check_model_deployment),
+    (TrainingJobSpec, _check_training_job),
+    (DriftMonitorSpec, _check_drift_monitor),
+)

@@ -1,0 +1,288 @@
+"""Parse errors and semantic checks name the field: "spec.x.y: what is wrong"."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mlops_operator.api import InvalidSpec, parse_spec, validate_object, validate_spec
+from mlops_operator.api.driftmonitor import DriftMonitorSpec
+from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+from mlops_operator.api.trainingjob import TrainingJobSpec
+
+MD = {"model": {"uri": "s3://bucket/iris"}, "runtime": {"preset": "sklearn"}}
+TJ = {"image": "trainer:1", "output": {"modelUri": "s3://bucket/out"}}
+DM = {"modelDeployment": {"name": "iris"}, "reference": {"uri": "s3://bucket/ref.parquet"}, "schedule": "0 * * * *"}
+
+
+def body(kind, spec, namespace="team-a", name="example"):
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "generation": 1}, "spec": spec}
+
+
+def errors_of(kind, spec, **kwargs):
+    """Every error validate_object reports (empty when the spec is fine)."""
+    try:
+        validate_object(body(kind, spec, **kwargs))
+    except InvalidSpec as exc:
+        assert exc.message == "; ".join(exc.errors)
+        return exc.errors
+    return []
+
+
+def md(**changes):
+    spec = copy.deepcopy(MD)
+    spec.update(changes)
+    return spec
+
+
+def dm(**changes):
+    spec = copy.deepcopy(DM)
+    spec.update(changes)
+    return {key: value for key, value in spec.items() if value is not None}
+
+
+def test_valid_minimal_specs_pass():
+    assert errors_of("ModelDeployment", MD) == []
+    assert errors_of("TrainingJob", TJ) == []
+    assert errors_of("DriftMonitor", DM) == []
+
+
+# --- parse errors -------------------------------------------------------------------------------------------
+
+
+def test_parse_errors_name_wire_paths():
+    spec = md(runtime={"preset": "torchserve", "env": [{"value": "x"}]}, replicas=-1)
+    with pytest.raises(InvalidSpec) as caught:
+        parse_spec("ModelDeployment", spec)
+    assert caught.value.errors == [
+        "spec.runtime.preset: input should be 'vllm', 'triton', 'sklearn' or 'custom'",
+        "spec.runtime.env[0].name: field required",
+        "spec.replicas: input should be greater than or equal to 0",
+    ]
+
+
+def test_parse_errors_for_custom_types_and_typos():
+    errors = errors_of("ModelDeployment", md(resources={"memory": "4 GB"}, replica=3))
+    assert errors == ["spec.resources.memory: must be a Kubernetes quantity such as 2, 500m or 4Gi",
+                      "spec.replica: extra inputs are not permitted"]
+
+
+def test_missing_spec():
+    with pytest.raises(InvalidSpec) as caught:
+        validate_object({"kind": "TrainingJob", "metadata": {"name": "x"}})
+    assert caught.value.errors == ["spec: required"]
+
+
+def test_metadata_name_must_fit_service_names():
+    assert errors_of("ModelDeployment", MD, name="1-model")[0].startswith("metadata.name: must be a DNS label")
+    assert errors_of("ModelDeployment", MD, name="a" * 64)[0].startswith("metadata.name:")
+    assert errors_of("ModelDeployment", MD, name="a" * 63) == []
+    # reported together with parse errors, not instead of them
+    assert [e.split(":")[0] for e in errors_of("ModelDeployment", md(replicas=-1), name="Iris")] == [
+        "metadata.name", "spec.replicas"]
+
+
+# --- ModelDeployment ----------------------------------------------------------------------------------------
+
+
+def test_canary_without_a_model():
+    errors = errors_of("ModelDeployment", md(rollout={"canary": {"weight": 10}}))
+    assert errors == ["spec.rollout.canary.model.uri: a canary needs a model"]
+
+
+@pytest.mark.parametrize("canary, expected", [
+    ({"weight": 10, "steps": [{"weight": 20}]}, "spec.rollout.canary: set weight (a fixed share) or steps"),
+    ({}, "spec.rollout.canary: set weight (a fixed share) or steps (a progression)"),
+    ({"steps": [{"weight": 50}, {"weight": 20}]}, "spec.rollout.canary.steps[1].weight: weights must not decrease"),
+    ({"weight": 10, "promote": True, "abort": True}, "spec.rollout.canary: promote and abort are both set"),
+    ({"weight": 10, "model": {"uri": "ftp://host/m"}}, "spec.rollout.canary.model.uri: unsupported scheme 'ftp://'"),
+])
+def test_canary_rules(canary, expected):
+    canary = {"model": {"uri": "s3://bucket/v2"}, **canary}
+    errors = errors_of("ModelDeployment", md(rollout={"canary": canary}))
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_custom_runtime_needs_image_and_port():
+    assert errors_of("ModelDeployment", md(runtime={"preset": "custom"})) == [
+        "spec.runtime.image: runtime preset custom needs an image",
+        "spec.runtime.port: runtime preset custom needs a port",
+    ]
+    assert errors_of("ModelDeployment", md(runtime={"preset": "custom", "image": "srv:1", "port": 8080})) == []
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("ftp://host/model", "spec.model.uri: unsupported scheme 'ftp://'; use one of s3://, gs://, hf://, pvc://"),
+    ("models/iris", "spec.model.uri: 'models/iris' has no scheme"),
+    ("s3://", "spec.model.uri: 's3://' names no location after s3://"),
+    ("pvc://Bad_Claim/model", "spec.model.uri: 'pvc://Bad_Claim/model' must be pvc://<claim name>/<path>"),
+])
+def test_model_uri_schemes(uri, expected):
+    errors = errors_of("ModelDeployment", md(model={"uri": uri}))
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+@pytest.mark.parametrize("uri", ["s3://b/m", "gs://b/m", "hf://org/name", "pvc://models/iris", "https://h/m.onnx",
+                                 "http://h/m", "file:///models/iris"])
+def test_supported_model_uris(uri):
+    assert errors_of("ModelDeployment", md(model={"uri": uri})) == []
+
+
+def test_prediction_log_must_be_writable():
+    errors = errors_of("ModelDeployment", md(monitoring={"predictionLog": {"uri": "hf://org/logs"}}))
+    assert errors == ["spec.monitoring.predictionLog.uri: unsupported scheme 'hf://'; use one of s3://, gs://, "
+                      "pvc://, file://"]
+
+
+def test_autoscaling_rules():
+    both = {"maxReplicas": 3, "targetCPUUtilization": 70, "metric": {"name": "qps", "target": 10}}
+    assert errors_of("ModelDeployment", md(autoscaling=both)) == [
+        "spec.autoscaling: set exactly one of targetCPUUtilization or metric"]
+    inverted = {"minReplicas": 5, "maxReplicas": 2, "targetCPUUtilization": 70}
+    assert errors_of("ModelDeployment", md(autoscaling=inverted)) == [
+        "spec.autoscaling.minReplicas: 5 is more than maxReplicas 2"]
+
+
+# --- GPUs ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gpu, expected", [
+    ({"count": 0, "resource": "nvidia.com/mig-1g.10gb"}, "spec.resources.gpu.count: 0 GPUs of MIG profile"),
+    ({"count": 8, "resource": "nvidia.com/mig-1g.10gb"}, "spec.resources.gpu.count: 8 MIG instances cannot"),
+    ({"count": 8, "product": "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"}, "spec.resources.gpu.count: 8 MIG instances"),
+    ({"count": 1, "resource": "nvidia.com/mig-5g.40gb"}, "spec.resources.gpu.resource: a MIG profile has 1, 2, 3"),
+    ({"count": 1, "resource": "nvidia.com/mig-big"}, "spec.resources.gpu.resource: 'nvidia.com/mig-big' is not"),
+    ({"count": 0, "product": "NVIDIA-H100-80GB-HBM3"}, "spec.resources.gpu.product: a GPU product with count 0"),
+])
+def test_gpu_rules(gpu, expected):
+    errors = errors_of("ModelDeployment", md(resources={"gpu": gpu}))
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+@pytest.mark.parametrize("gpu", [
+    {"count": 7, "resource": "nvidia.com/mig-1g.10gb"},
+    {"count": 1, "resource": "nvidia.com/mig-3g.40gb+me"},
+    {"count": 8, "product": "NVIDIA-H100-80GB-HBM3"},
+    {"count": 0},
+    {"count": 2, "resource": "amd.com/gpu"},
+])
+def test_gpu_blocks_that_make_sense(gpu):
+    assert errors_of("TrainingJob", {**TJ, "resources": {"gpu": gpu}}) == []
+
+
+# --- references ---------------------------------------------------------------------------------------------
+
+
+def test_reference_to_another_namespace():
+    errors = errors_of("DriftMonitor", dm(modelDeployment={"name": "iris", "namespace": "team-b"}))
+    assert errors == ["spec.modelDeployment.namespace: references stay in the object's namespace 'team-a', "
+                      "not 'team-b'"]
+    assert errors_of("DriftMonitor", dm(modelDeployment={"name": "iris", "namespace": "team-a"})) == []
+
+
+def test_nested_references_are_checked_everywhere():
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "namespace": "other"}}}]
+    model = {"uri": "hf://o/m", "secretRef": {"name": "hf", "namespace": "x"}}
+    spec = md(runtime={"preset": "vllm", "env": env}, model=model)
+    assert [e.split(":")[0] for e in errors_of("ModelDeployment", spec)] == [
+        "spec.model.secretRef.namespace", "spec.runtime.env[0].valueFrom.secretKeyRef.namespace"]
+
+
+def test_env_sources():
+    env = [{"name": "A", "value": "1", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+           {"name": "B", "valueFrom": {}}]
+    assert errors_of("TrainingJob", {**TJ, "env": env}) == [
+        "spec.env[0]: set value or valueFrom, not both",
+        "spec.env[1].valueFrom: set exactly one of secretKeyRef or configMapKeyRef",
+    ]
+
+
+# --- TrainingJob --------------------------------------------------------------------------------------------
+
+
+def test_training_job_rules():
+    spec = {"image": "t:1", "promote": {"modelDeployment": {"name": "iris"}},
+            "scheduling": {"gangTimeoutAction": "fail"}, "queueName": "-bad-", "checkpoint": {"uri": "http://h/c"}}
+    assert [e.split(":")[0] for e in errors_of("TrainingJob", spec)] == [
+        "spec.checkpoint.uri", "spec.output.modelUri", "spec.scheduling.gangTimeout", "spec.queueName"]
+
+
+# --- DriftMonitor -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule, interval, expected", [
+    (None, None, "spec.schedule: set exactly one of schedule (cron) or interval"),
+    ("0 * * * *", "1h", "spec.schedule: set exactly one of schedule (cron) or interval"),
+    ("61 * * * *", None, "spec.schedule: '61 * * * *' is not a cron schedule"),
+    ("every hour", None, "spec.schedule: 'every hour' is not a cron schedule"),
+    ("0 0 * * * *", None, "spec.schedule: '0 0 * * * *' is not a cron schedule"),  # seconds field: not k8s cron
+    (None, "0s", "spec.interval: must be longer than 0s"),
+])
+def test_schedule_rules(schedule, interval, expected):
+    errors = errors_of("DriftMonitor", dm(schedule=schedule, interval=interval))
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+@pytest.mark.parametrize("schedule, interval", [("@hourly", None), ("*/15 * * * *", None), (None, 3600),
+                                                (None, "30m")])
+def test_schedules_that_parse(schedule, interval):
+    assert errors_of("DriftMonitor", dm(schedule=schedule, interval=interval)) == []
+
+
+def test_feature_rules():
+    features = [
+        {"name": "amount", "type": "categorical", "test": "ks"},
+        {"name": "country", "type": "numerical", "test": "chisquare"},
+        {"name": "amount", "test": "ztest", "threshold": 1.5},
+        {"name": "age", "test": "jensenshannon", "threshold": 2},
+        {"name": "ok", "type": "numerical", "test": "psi", "threshold": 0.2},
+    ]
+    assert errors_of("DriftMonitor", dm(features=features)) == [
+        "spec.features[0].test: ks is for numerical features; 'amount' is categorical",
+        "spec.features[1].test: chisquare is for categorical features; 'country' is numerical",
+        "spec.features[2].name: feature 'amount' is listed twice",
+        "spec.features[2].threshold: a p-value threshold for ztest must be in (0, 1]",
+        "spec.features[3].threshold: the Jensen-Shannon distance is at most 1",
+    ]
+
+
+def test_alertmanager_url():
+    actions = {"alert": {"alertmanager": {"url": "alertmanager:9093"}}}
+    assert errors_of("DriftMonitor", dm(actions=actions)) == [
+        "spec.actions.alert.alertmanager.url: 'alertmanager:9093' must be an http:// or https:// URL"]
+
+
+def test_retrain_template_parse_errors_are_prefixed():
+    template = {"workers": 0, "framework": "jax"}
+    errors = errors_of("DriftMonitor", dm(actions={"retrain": {"template": template}}))
+    assert errors == [
+        "spec.actions.retrain.template.image: field required",
+        "spec.actions.retrain.template.framework: input should be 'pytorch' or 'generic'",
+        "spec.actions.retrain.template.workers: input should be greater than or equal to 1",
+    ]
+
+
+def test_retrain_template_semantic_errors_are_prefixed():
+    template = {"image": "t:1", "resources": {"gpu": {"count": 0, "resource": "nvidia.com/mig-2g.20gb"}},
+                "promote": {"modelDeployment": {"name": "iris", "namespace": "elsewhere"}}}
+    errors = errors_of("DriftMonitor", dm(actions={"retrain": {"template": template}}))
+    assert [e.split(":")[0] for e in errors] == [
+        "spec.actions.retrain.template.resources.gpu.count",
+        "spec.actions.retrain.template.promote.modelDeployment.namespace",
+        "spec.actions.retrain.template.output.modelUri",
+    ]
+
+
+def test_validate_spec_on_models_directly():
+    spec = ModelDeploymentSpec.model_validate(md(rollout={"canary": {"weight": 5}}))
+    assert validate_spec(spec) == ["spec.rollout.canary.model.uri: a canary needs a model"]
+    # the object's namespace unknown: a ref's namespace cannot be compared, so it is not an error
+    monitor = DriftMonitorSpec.model_validate(dm(modelDeployment={"name": "iris", "namespace": "b"}))
+    assert validate_spec(monitor) == []
+    assert validate_spec(monitor, namespace="a")[0].startswith("spec.modelDeployment.namespace")
+    job = TrainingJobSpec.model_validate({"image": "t:1", "dataset": {"uri": "ftp://x/y"}})
+    assert validate_spec(job, prefix="template") == [
+        "template.dataset.uri: unsupported scheme 'ftp://'; use one of s3://, gs://, hf://, pvc://, http://, "
+        "https://, file://"]
