@@ -88,11 +88,117 @@ def namespace(kube, request):
         name=name, labels={"mlops.dev/test": "true"})))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items):
+        # Pods are refused until the default ServiceAccount has its token, not merely exists.
+        if any(sa.metadata.name == "default" and sa.secrets
+               for sa in core.list_namespaced_service_account(name).items):
             break
         time.sleep(0.1)
     else:
-        pytest.fail(f"namespace {name}: the default ServiceAccount never appeared (controller manager down?)")
+        pytest.fail(f"namespace {name}: the default ServiceAccount got no token (controller manager down?)")
     yield name
     core.delete_namespace(name)
 
+
+
+@pytest.fixture(scope="session")
+def crds(kube):
+    """The CRDs generated from the models, server-side applied and Established; returns them."""
+    from kubernetes import client
+
+    from helpers import apply, wait_for
+    from mlops_operator.api import crdgen
+
+    rendered = crdgen.render_crds()
+    for crd in rendered:
+        apply(kube, crd, field_manager="mlops-operator")
+    ext = client.ApiextensionsV1Api(kube)
+
+    def established():
+        return all(any(c.type == "Established" and c.status == "True"
+                       for c in (ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []))
+                   for crd in rendered)
+
+    wait_for(established, timeout=30, message="CRDs Established")
+    return rendered
+
+
+class OperatorProcess:
+    """The operator as a real process (`mlops-operator run`), started and stopped by pid."""
+
+    def __init__(self, kubeconfig: str, log_path: pathlib.Path):
+        self.kubeconfig, self.log_path = kubeconfig, log_path
+        self.proc = None
+        self.metrics_port = None
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.metrics_port = sock.getsockname()[1]
+        exe = pathlib.Path(sys.executable).with_name("mlops-operator")
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, MLOPS_OPERATOR_IMAGE="mlops-operator:test")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(exe), "run", "--standalone", "--all-namespaces",
+                 f"--metrics-bind-address=127.0.0.1:{self.metrics_port}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the operator exited with {self.proc.returncode}; see {self.log_path}")
+            if "mlops-operator started" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the operator did not start in 30 s; see {self.log_path}")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metric(self, name: str, **labels) -> float:
+        """Sum of a metric's samples matching labels, scraped from the operator's /metrics."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+@pytest.fixture(scope="session")
+def operator(cluster, crds):
+    """One operator process for the whole session, watching all namespaces."""
+    proc = OperatorProcess(cluster, ROOT / ".cluster" / "logs" / "operator-tests.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def audit(local_cluster):
+    """Reads the API server's audit log: who wrote what (the operator's requests carry its user agent)."""
+    if local_cluster is None:
+        pytest.skip("USE_EXISTING_CLUSTER=true: the API server's audit log is not ours to read")
+    from helpers import AuditLog
+
+    return AuditLog(local_cluster.audit_log)

@@ -17,3 +17,68 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {message}; last seen: {last!r}")
+
+
+
+def request(kube, method: str, path: str, body=None, query=None, content_type: str = "application/json"):
+    """A raw API call through the official client's ApiClient; returns (status code, parsed body) and never
+    raises on HTTP errors, so tests can assert on rejections."""
+    import json
+    from urllib.parse import urlencode
+
+    cfg = kube.configuration
+    url = cfg.host + path + ("?" + urlencode(query) if query else "")
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    if token:
+        headers["Authorization"] = token
+    resp = kube.call_api(method, url, header_params=headers, body=body)
+    raw = resp.read()
+    try:
+        return resp.status, json.loads(raw) if raw else None
+    except ValueError:
+        return resp.status, raw.decode(errors="replace")
+
+
+def apply(kube, obj: dict, field_manager: str = "mlops-tests") -> dict:
+    """Server-side apply of any object (no discovery round trips); fails the test on an error answer."""
+    from mlops_operator.k8s.client import object_path
+
+    code, data = request(kube, "PATCH", object_path(obj), body=obj, content_type="application/apply-patch+yaml",
+                         query={"fieldManager": field_manager, "force": "true"})
+    if code >= 300:
+        pytest.fail(f"apply {obj['kind']}/{obj['metadata']['name']} failed: {code} {data}")
+    return data
+
+
+class AuditLog:
+    """Write requests recorded by the local API server's audit log (one JSON object per line)."""
+
+    OPERATOR_AGENT = "mlops-operator/"
+
+    def __init__(self, path):
+        self.path = path
+
+    def mark(self) -> int:
+        """A position to count from (the current size of the log)."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def writes(self, since: int, namespace: str | None = None, agent: str = OPERATOR_AGENT) -> list[dict]:
+        import json
+
+        out = []
+        with open(self.path, "rb") as f:
+            f.seek(since)
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                ref = entry.get("objectRef") or {}
+                if not str(entry.get("userAgent", "")).startswith(agent):
+                    continue
+                if namespace is not None and ref.get("namespace") != namespace:
+                    continue
+                out.append({"verb": entry.get("verb"), "resource": ref.get("resource"), "name": ref.get("name"),
+                            "subresource": ref.get("subresource"), "code": (entry.get("responseStatus") or {}).get("code")})
+        return out

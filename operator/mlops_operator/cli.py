@@ -7,20 +7,36 @@ the same entry point, so one image serves all of them.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import __version__
 
 
+def _quiet_handlers(record: logging.LogRecord) -> bool:
+    """Our kopf handlers only enqueue keys: a line per event saying so is noise, not news."""
+    return not (record.levelno <= logging.INFO and str(record.msg).startswith("Handler '")
+                and str(record.msg).endswith(" succeeded."))
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the kopf handlers)
+    from . import handlers, metrics  # noqa: F401  (importing handlers registers them with kopf)
 
     if not args.all_namespaces and not args.namespace:
         print("error: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
+    if not (args.verbose or args.debug):
+        logging.getLogger("kopf.objects").addFilter(_quiet_handlers)
+    if args.metrics_bind_address not in ("", "0"):
+        try:
+            port = metrics.serve(args.metrics_bind_address)
+            logging.getLogger("mlops_operator").info("metrics on http://%s:%d/metrics",
+                                                     args.metrics_bind_address.rpartition(":")[0], port)
+        except OSError as err:  # metrics are not worth failing the operator for
+            logging.getLogger("mlops_operator").warning("no metrics on %s: %s", args.metrics_bind_address, err)
     kopf.run(
         standalone=args.standalone,
         clusterwide=args.all_namespaces,
@@ -45,6 +61,18 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_model(args: argparse.Namespace) -> int:
+    from .modelfetch import FetchError, fetch
+
+    try:
+        dest = fetch(args.uri, args.dest)
+    except FetchError as err:
+        print(f"fetch-model: {err}", file=sys.stderr)
+        return 1
+    print(f"fetch-model: {args.uri} -> {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mlops-operator {__version__}")
@@ -59,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     run.add_argument("--liveness", default=None, metavar="URL",
                      help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-bind-address", default="127.0.0.1:8080", metavar="HOST:PORT",
+                     help="serve Prometheus metrics here (port 0: a free one; '0': off)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.set_defaults(func=_run)
@@ -66,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="print the CRDs generated from the models (or write them with --out)")
     crds.add_argument("--out", default=None, metavar="DIR", help="write one YAML file per CRD into DIR")
     crds.set_defaults(func=_crds)
+    fetch = sub.add_parser("fetch-model", help="fetch a model into a folder (the serving pods' init container)")
+    fetch.add_argument("--uri", required=True, help="file://, http(s)://, s3://, gs:// or hf:// URI")
+    fetch.add_argument("--dest", required=True, help="folder to fetch into")
+    fetch.set_defaults(func=_fetch_model)
     return parser
 
 

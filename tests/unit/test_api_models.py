@@ -94,7 +94,8 @@ def test_model_deployment_defaults():
     assert spec.scheduling.node_selector == {} and spec.scheduling.tolerations == []
     assert spec.rollout is None and spec.autoscaling is None
     assert spec.to_dict() == {**MINIMAL_MD, "runtime": {"preset": "sklearn", "args": [], "env": []}, "replicas": 1,
-                              "resources": {}, "scheduling": {"nodeSelector": {}, "tolerations": []}}
+                              "resources": {}, "scheduling": {"nodeSelector": {}, "tolerations": []},
+                              "podAnnotations": {}}
 
 
 def test_gpu_defaults():

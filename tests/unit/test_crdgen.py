@@ -179,7 +179,8 @@ def test_retrain_template_is_a_real_trainingjob_schema(crds):
 def test_explain_canary_is_useful(crds):
     canary = node(crds["ModelDeployment"], "spec.rollout.canary")
     assert "second Deployment" in canary["description"]
-    assert set(canary["properties"]) == {"model", "runtime", "weight", "steps", "analysis", "promote", "abort"}
+    assert set(canary["properties"]) == {"model", "runtime", "weight", "steps", "analysis", "promote", "abort",
+                                           "podAnnotations"}
     assert "30s" in canary["properties"]["steps"]["items"]["properties"]["pause"]["description"]
     assert "\n" not in canary["description"]
 

@@ -22,6 +22,7 @@ from .common import (
     SecretRef,
     StatusBase,
     StatusModel,
+    Timestamp,
 )
 
 RUNTIME_PRESETS = ("vllm", "triton", "sklearn", "custom")
@@ -124,6 +125,9 @@ class Canary(ApiModel):
         default_factory=list, description="Traffic progression, weights not decreasing; use instead of weight."
     )
     analysis: CanaryAnalysis | None = Field(None, description="Automated analysis (reserved; no fields yet).")
+    pod_annotations: dict[str, str] | None = Field(
+        None, description="Annotations of the canary pods, replacing spec.podAnnotations for them."
+    )
     promote: bool = Field(
         False, description="Set true to make the canary the stable model (then remove the canary block)."
     )
@@ -168,7 +172,13 @@ class ModelDeploymentSpec(ApiModel):
     autoscaling: Autoscaling | None = Field(None, description="Scale with an HPA instead of fixed replicas.")
     rollout: Rollout | None = Field(None, description="Canary rollout of a new model.")
     monitoring: Monitoring | None = Field(None, description="Prediction logging for drift monitoring.")
-    service_account_name: str | None = Field(None, description="ServiceAccount of the serving pods.")
+    service_account_name: str | None = Field(
+        None, description="ServiceAccount of the serving pods; only then is its token mounted."
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to the serving pods (for example for metrics scraping or a sidecar).",
+    )
 
 
 class StableStatus(StatusModel):
@@ -186,6 +196,9 @@ class CanaryStatus(StatusModel):
     step: int | None = Field(None, ge=0, description="Index of the current step in spec.rollout.canary.steps.")
     phase: Literal["Progressing", "Paused", "Promoted", "Aborted", "Failed"] | None = Field(
         None, description="Progressing, Paused (waiting for promote), Promoted, Aborted or Failed."
+    )
+    step_start_time: Timestamp | None = Field(
+        None, description="When the current step's canary pods were all ready; its pause counts from here."
     )
 
 

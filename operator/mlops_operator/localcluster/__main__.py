@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 
 from . import build
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop exactly the processes this state folder started")
     sub.add_parser("status", help="print the state of the control plane as JSON")
     args = parser.parse_args(argv)
-    cluster = LocalCluster(default_root() if args.dir is None else os.path.abspath(args.dir))
+    cluster = LocalCluster(default_root() if args.dir is None else pathlib.Path(args.dir).resolve())
     try:
         if args.cmd == "ensure":
             if use_existing_cluster():

@@ -176,7 +176,7 @@ class LocalCluster:
     """One local control plane rooted at a state folder."""
 
     def __init__(self, root: pathlib.Path | None = None):
-        self.layout = Layout(root or default_root())
+        self.layout = Layout(pathlib.Path(root) if root else default_root())
 
     # state.json holds {"components": {name: {"pid", "marker"}}, "ports": {...}, "binaries": ...}
     def _read_state(self) -> dict | None:

@@ -1,0 +1,206 @@
+"""An asynchronous Kubernetes REST client for the controllers: get, list, server-side apply, status patches,
+deletes and events, without blocking kopf's event loop.
+
+Owns: one aiohttp session per operator process, credentials (kubeconfig or in-cluster, through the official
+client's loaders), the map from kind to REST path, API discovery, and request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from typing import Any
+
+import aiohttp
+
+from .. import FIELD_MANAGER, __version__
+from .. import metrics
+
+USER_AGENT = f"mlops-operator/{__version__}"
+
+# kind -> (plural, namespaced). Versions are the caller's (some are chosen by discovery).
+RESOURCES: dict[str, tuple[str, bool]] = {
+    "Pod": ("pods", True), "Service": ("services", True), "ServiceAccount": ("serviceaccounts", True),
+    "ConfigMap": ("configmaps", True), "Secret": ("secrets", True), "Event": ("events", True),
+    "Namespace": ("namespaces", False), "Node": ("nodes", False),
+    "Deployment": ("deployments", True), "ReplicaSet": ("replicasets", True),
+    "Job": ("jobs", True), "CronJob": ("cronjobs", True),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
+    "PodDisruptionBudget": ("poddisruptionbudgets", True),
+    "Role": ("roles", True), "RoleBinding": ("rolebindings", True),
+    "ModelDeployment": ("modeldeployments", True), "TrainingJob": ("trainingjobs", True),
+    "DriftMonitor": ("driftmonitors", True),
+    "CustomResourceDefinition": ("customresourcedefinitions", False),
+}
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    plural, namespaced = RESOURCES[kind]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespaced and namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+def object_path(obj: dict) -> str:
+    meta = obj["metadata"]
+    return resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any, method: str, path: str):
+        self.status, self.body = status, body
+        message = body.get("message") if isinstance(body, dict) else str(body)[:300]
+        self.message = message or ""
+        super().__init__(f"{method} {path}: {status} {message}")
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Nothing can be created in a namespace being deleted: no point retrying."""
+        return self.status == 403 and "because it is being terminated" in self.message
+
+
+class KubeClient:
+    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, auth, limit: int = 32):
+        self.host = host.rstrip("/")
+        self._ssl = ssl_context
+        self._auth = auth  # callable returning the Authorization header value, or None
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._discovered: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> "KubeClient":
+        """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        try:
+            if kubeconfig:
+                raise config.ConfigException("explicit kubeconfig")
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        if cfg.verify_ssl:
+            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+        else:
+            ctx = False
+        if cfg.cert_file and ctx:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+
+        def auth() -> str | None:
+            # The official client keeps the token as "BearerToken" (recent) or "authorization" (older).
+            return cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization") or None
+
+        return cls(cfg.host, ctx, auth)
+
+    async def _session_(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
+                headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=60))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+                      content_type: str = "application/json") -> Any:
+        session = await self._session_()
+        headers = {"Accept": "application/json"}
+        token = self._auth()
+        if token:
+            headers["Authorization"] = token
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        with metrics.api_request_timer(method):
+            async with session.request(method, self.host + path, params=params, data=data,
+                                       headers=headers) as resp:
+                metrics.api_request(method, resp.status)
+                payload = await resp.json(content_type=None) if resp.content_length != 0 else None
+                if resp.status >= 400:
+                    raise ApiError(resp.status, payload, method, path)
+                return payload
+
+    # -------------------------------------------------------------- verbs
+
+    async def get(self, path: str) -> dict | None:
+        try:
+            return await self.request("GET", path)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def list(self, path: str, label_selector: str | None = None) -> list[dict]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        return (await self.request("GET", path, params=params))["items"]
+
+    async def apply(self, obj: dict, force: bool = True) -> dict:
+        """Server-side apply under the operator's one field manager."""
+        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        return await self.request("PATCH", object_path(obj), params=params, body=obj,
+                                  content_type="application/apply-patch+yaml")
+
+    async def patch_status(self, obj_path: str, status: dict) -> dict:
+        return await self.request("PATCH", obj_path + "/status", body={"status": status},
+                                  content_type="application/merge-patch+json",
+                                  params={"fieldManager": FIELD_MANAGER})
+
+    async def merge_patch(self, obj_path: str, patch: dict) -> dict:
+        return await self.request("PATCH", obj_path, body=patch, content_type="application/merge-patch+json",
+                                  params={"fieldManager": FIELD_MANAGER})
+
+    async def delete(self, obj_path: str, propagation: str = "Background") -> bool:
+        try:
+            await self.request("DELETE", obj_path, body={"propagationPolicy": propagation})
+            return True
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+
+    async def create(self, collection_path: str, body: dict) -> dict:
+        return await self.request("POST", collection_path, body=body, params={"fieldManager": FIELD_MANAGER})
+
+    # -------------------------------------------------------------- discovery
+
+    async def group_versions(self, group: str) -> list[str]:
+        """Versions the API server serves for a group, preferred first (cached for the process)."""
+        if group not in self._discovered:
+            try:
+                doc = await self.request("GET", f"/apis/{group}")
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+                doc = {"versions": []}
+            preferred = (doc.get("preferredVersion") or {}).get("version")
+            versions = [v["version"] for v in doc.get("versions", [])]
+            self._discovered[group] = sorted(versions, key=lambda v: v != preferred)
+        return self._discovered[group]
+
+    async def pick_version(self, group: str, wanted: list[str]) -> str:
+        """The first of `wanted` (newest first) the server serves, as 'group/version'."""
+        served = await self.group_versions(group)
+        for version in wanted:
+            if version in served:
+                return f"{group}/{version}"
+        raise ApiError(404, {"message": f"the API server serves none of {group}/{wanted}"}, "GET", f"/apis/{group}")
+
+
+_lock = asyncio.Lock()
+_client: KubeClient | None = None
+
+
+async def shared() -> KubeClient:
+    """The process's one client (created on first use, inside the running loop)."""
+    global _client
+    async with _lock:
+        if _client is None:
+            _client = KubeClient.from_environment()
+        return _client

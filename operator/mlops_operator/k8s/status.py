@@ -1,0 +1,44 @@
+"""Writing a custom resource's status: only when it changed, as one merge patch to the status subresource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .client import KubeClient, object_path
+
+
+def clean(value: Any) -> Any:
+    """value without None entries (absent and null mean the same in a status)."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def status_patch(old: dict | None, new: dict) -> dict | None:
+    """The merge patch from old to new status (nulls remove keys), or None when nothing changed."""
+    old, new = clean(old or {}), clean(new)
+    return None if old == new else _merge_patch(old, new)
+
+
+def _merge_patch(old: dict, new: dict) -> dict:
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            if value != old[key]:
+                patch[key] = _merge_patch(old[key], value)
+        elif old.get(key) != value:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+async def write_status(client: KubeClient, body: dict, status: dict) -> bool:
+    patch = status_patch(body.get("status"), status)
+    if patch is None:
+        return False
+    await client.patch_status(object_path(body), patch)
+    return True

@@ -1,0 +1,489 @@
+"""What a kubelet would report for a pod: the simulator's pure lifecycle rules and status patches.
+
+Owns: the per-pod state machine (`decide`), the failure annotations, and the pod status bodies it writes.
+Calls: nothing (no I/O, no clock; `now` is passed in as epoch seconds). Pods are API JSON dicts (camelCase).
+
+The state of a pod is read from its own status, so a restarted simulator carries on where the last one stopped:
+
+    bound, no containerStatuses ──start delay──▶ Running/Ready ──run time──▶ Succeeded   (restartPolicy Never/OnFailure)
+                                              └▶ Running/Ready (final)                     (restartPolicy Always)
+    with sim.mlops.dev/failure: exit:N | OOMKilled | CrashLoopBackOff | ImagePullBackOff | ErrImagePull | Evicted
+        run-to-completion pods end Failed; Always pods crash-loop (restartCount grows with a doubling back-off);
+        image pull failures stay Pending; Evicted ends Failed with status.reason Evicted.
+        sim.mlops.dev/failure-after: N  runs the pod Running/Ready for N seconds first.
+        sim.mlops.dev/failure-container: a,b  limits the failure to those containers (default: all).
+    sim.mlops.dev/run-seconds: N  overrides the run time of a run-to-completion pod.
+    metadata.deletionTimestamp ──▶ delete with grace period 0 (no kubelet will ever confirm it).
+
+Pods whose image is the project's own (`is_own_image`) and that have processes to run are handed to the I/O layer
+(`Plan("run-local")`); their status comes from the results (`Terminated`) via the builders below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+from typing import Any, Iterable, Mapping, Sequence
+
+ANN_FAILURE = "sim.mlops.dev/failure"
+ANN_FAILURE_AFTER = "sim.mlops.dev/failure-after"
+ANN_FAILURE_CONTAINER = "sim.mlops.dev/failure-container"
+ANN_RUN_SECONDS = "sim.mlops.dev/run-seconds"
+
+FAILURE_MODES = ("exit", "OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Evicted")
+RUN_TO_COMPLETION = ("Never", "OnFailure")
+EVICTED_MESSAGE = "The node was low on resource: memory. "
+OOM_EXIT_CODE = 137
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    start_delay: float = 0.5
+    run_seconds: float = 1.0
+    crash_backoff: float = 2.0
+    crash_backoff_max: float = 60.0
+    own_images: tuple[str, ...] = ("mlops-operator",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    mode: str
+    exit_code: int = 1
+    after: float | None = None
+    containers: tuple[str, ...] = ()  # empty: every main container
+
+    def hits(self, container: str) -> bool:
+        return not self.containers or container in self.containers
+
+    @property
+    def terminated_reason(self) -> str:
+        if self.mode == "OOMKilled":
+            return "OOMKilled"
+        return "Completed" if self.exit_code == 0 else "Error"
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What the I/O layer knows that the pod object does not say."""
+    host_ip: str
+    pod_ip: str
+    seen_at: float  # when the simulator first saw the pod bound to a node
+    started_at: float | None = None  # exact start time, when this simulator process started it
+    local_busy: bool = False  # local processes for this pod are running now
+
+
+@dataclasses.dataclass(frozen=True)
+class Terminated:
+    """How one container (or local process) ended."""
+    exit_code: int
+    started_at: float
+    finished_at: float
+    reason: str = ""  # default: Completed for 0, Error otherwise
+    message: str = ""
+
+    @property
+    def final_reason(self) -> str:
+        return self.reason or ("Completed" if self.exit_code == 0 else "Error")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    action: str  # "none" | "wait" | "patch" | "delete" | "run-local"
+    at: float | None = None  # for "wait": when to decide again
+    body: dict[str, Any] | None = None  # for "patch": the body for PATCH .../status (strategic merge)
+    note: str = ""
+
+
+NOTHING = Plan("none")
+
+
+# --- small helpers -------------------------------------------------------------------------------------------
+
+def ts(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def image_name(image: str) -> str:
+    """The last path component of an image reference, without tag or digest: `reg:5000/a/b:1.0` -> `b`."""
+    repo = image_repository(image)
+    return repo.rsplit("/", 1)[-1]
+
+
+def image_repository(image: str) -> str:
+    ref = image.split("@", 1)[0]
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    return ref[:colon] if colon > slash else ref
+
+
+def is_own_image(image: str, own_images: Iterable[str]) -> bool:
+    """True for the project's image. A configured name with a `/` must equal the repository; without, the last
+    path component (`mlops-operator` matches `mlops-operator:0.1.0` and `gh.invalid/x/mlops-operator@sha256:..`)."""
+    repo = image_repository(image or "")
+    for own in own_images:
+        if "/" in own:
+            if repo == image_repository(own):
+                return True
+        elif repo.rsplit("/", 1)[-1] == image_name(own):
+            return True
+    return False
+
+
+def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
+    return pod.get("spec", {}).get("restartPolicy", "Always") in RUN_TO_COMPLETION
+
+
+def uses_local_processes(pod: Mapping[str, Any], settings: Settings) -> bool:
+    """Own-image pods run their init containers, and (run-to-completion only) their main containers, locally."""
+    spec = pod.get("spec", {})
+    if not any(is_own_image(c.get("image", ""), settings.own_images)
+               for c in spec.get("initContainers", []) + spec.get("containers", [])):
+        return False
+    return bool(spec.get("initContainers")) or is_run_to_completion(pod)
+
+
+def parse_failure(annotations: Mapping[str, str] | None) -> Failure | None:
+    """The failure a pod asks for, or None. Raises ValueError for an annotation it cannot read."""
+    annotations = annotations or {}
+    raw = (annotations.get(ANN_FAILURE) or "").strip()
+    if not raw:
+        return None
+    after_raw = annotations.get(ANN_FAILURE_AFTER)
+    after = float(after_raw) if after_raw not in (None, "") else None
+    containers = tuple(c.strip() for c in (annotations.get(ANN_FAILURE_CONTAINER) or "").split(",") if c.strip())
+    if raw.lower().startswith("exit:"):
+        return Failure("exit", exit_code=int(raw.split(":", 1)[1]), after=after, containers=containers)
+    by_lower = {m.lower(): m for m in FAILURE_MODES if m != "exit"}
+    mode = by_lower.get(raw.lower())
+    if mode is None:
+        raise ValueError(f"unknown {ANN_FAILURE} {raw!r}; expected exit:N or one of {', '.join(by_lower.values())}")
+    if mode == "OOMKilled":
+        return Failure(mode, exit_code=OOM_EXIT_CODE, after=after, containers=containers)
+    return Failure(mode, exit_code=1, after=after, containers=containers)
+
+
+def run_seconds(pod: Mapping[str, Any], settings: Settings) -> float:
+    raw = (pod.get("metadata", {}).get("annotations") or {}).get(ANN_RUN_SECONDS)
+    try:
+        return max(0.0, float(raw)) if raw not in (None, "") else settings.run_seconds
+    except ValueError:
+        return settings.run_seconds
+
+
+def crash_backoff(restart_count: int, settings: Settings) -> float:
+    return min(settings.crash_backoff * 2 ** max(0, restart_count - 1), settings.crash_backoff_max)
+
+
+def _hex(*parts: Any) -> str:
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def container_id(pod: Mapping[str, Any], name: str, restart_count: int = 0) -> str:
+    return "containerd://" + _hex(pod["metadata"].get("uid", ""), name, restart_count)
+
+
+def image_id(image: str) -> str:
+    return f"docker-pullable://{image_repository(image)}@sha256:{_hex(image)}"
+
+
+# --- status bodies -------------------------------------------------------------------------------------------
+
+def _condition(pod: Mapping[str, Any], type_: str, ok: bool, now: float, reason: str = "", message: str = ""):
+    status = "True" if ok else "False"
+    old = next((c for c in pod.get("status", {}).get("conditions") or [] if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") \
+        else ts(now)
+    cond = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": since}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    return cond
+
+
+def _conditions(pod, now: float, *, initialized: bool = True, ready: bool, completed: bool = False,
+                not_ready: Sequence[str] = (), not_initialized: Sequence[str] = ()) -> list[dict[str, Any]]:
+    conds = []
+    if not any(c.get("type") == "PodScheduled" for c in pod.get("status", {}).get("conditions") or []):
+        conds.append(_condition(pod, "PodScheduled", True, now))  # created with spec.nodeName set
+    if completed:
+        conds += [_condition(pod, "Initialized", True, now, "PodCompleted"),
+                  _condition(pod, "Ready", False, now, "PodCompleted"),
+                  _condition(pod, "ContainersReady", False, now, "PodCompleted")]
+        return conds
+    if initialized:
+        conds.append(_condition(pod, "Initialized", True, now))
+    else:
+        conds.append(_condition(pod, "Initialized", False, now, "ContainersNotInitialized",
+                                f"containers with incomplete status: [{' '.join(not_initialized)}]"))
+    if ready:
+        conds += [_condition(pod, "Ready", True, now), _condition(pod, "ContainersReady", True, now)]
+    else:
+        msg = f"containers with unready status: [{' '.join(not_ready)}]"
+        conds += [_condition(pod, "Ready", False, now, "ContainersNotReady", msg),
+                  _condition(pod, "ContainersReady", False, now, "ContainersNotReady", msg)]
+    return conds
+
+
+def _base(pod, now: float, facts: Facts, phase: str) -> dict[str, Any]:
+    status = pod.get("status", {})
+    return {
+        "phase": phase,
+        "hostIP": facts.host_ip,
+        "podIP": facts.pod_ip,
+        "podIPs": [{"ip": facts.pod_ip}],
+        "startTime": status.get("startTime") or ts(now),
+    }
+
+
+def _cstatus(pod, c: Mapping[str, Any], state: dict[str, Any], *, ready: bool, restart_count: int = 0,
+             last_state: dict[str, Any] | None = None, with_id: bool = True) -> dict[str, Any]:
+    out = {
+        "name": c["name"], "image": c.get("image", ""), "imageID": image_id(c.get("image", "")) if with_id else "",
+        "ready": ready, "started": "running" in state, "restartCount": restart_count,
+        "state": state, "lastState": last_state or {},
+    }
+    if with_id:
+        out["containerID"] = container_id(pod, c["name"], restart_count)
+    return out
+
+
+def _terminated(pod, c, t: Terminated, restart_count: int = 0) -> dict[str, Any]:
+    term = {"exitCode": t.exit_code, "reason": t.final_reason, "startedAt": ts(t.started_at),
+            "finishedAt": ts(t.finished_at), "containerID": container_id(pod, c["name"], restart_count)}
+    if t.message:
+        term["message"] = t.message
+    return {"terminated": term}
+
+
+def _init_statuses(pod, now: float, results: Mapping[str, Terminated] | None = None) -> list[dict[str, Any]]:
+    """Init containers: the given results, Completed for the ones before, waiting for the ones after a failure."""
+    out, failed = [], False
+    for c in pod.get("spec", {}).get("initContainers", []):
+        if failed:
+            out.append(_cstatus(pod, c, {"waiting": {"reason": "PodInitializing"}}, ready=False, with_id=False))
+            continue
+        t = (results or {}).get(c["name"]) or Terminated(0, now, now)
+        out.append(_cstatus(pod, c, _terminated(pod, c, t), ready=t.exit_code == 0))
+        failed = t.exit_code != 0
+    return out
+
+
+def _with_init(body_status: dict[str, Any], pod, now, init_results=None) -> dict[str, Any]:
+    if pod.get("spec", {}).get("initContainers"):
+        body_status["initContainerStatuses"] = _init_statuses(pod, now, init_results)
+    return {"status": body_status}
+
+
+def running_status(pod, now: float, facts: Facts, init_results: Mapping[str, Terminated] | None = None):
+    """All main containers running and ready."""
+    st = _base(pod, now, facts, "Running")
+    st["conditions"] = _conditions(pod, now, ready=True)
+    st["containerStatuses"] = [
+        _cstatus(pod, c, {"running": {"startedAt": ts(now)}}, ready=True) for c in pod["spec"]["containers"]]
+    return _with_init(st, pod, now, init_results)
+
+
+def finished_status(pod, now: float, facts: Facts, results: Mapping[str, Terminated],
+                    init_results: Mapping[str, Terminated] | None = None):
+    """Every main container terminated: Succeeded if all exited 0, else Failed. Missing results count as 0."""
+    st = _base(pod, now, facts, "Succeeded")
+    statuses = []
+    for c in pod["spec"]["containers"]:
+        t = results.get(c["name"]) or Terminated(0, now, now)
+        if t.exit_code != 0:
+            st["phase"] = "Failed"
+        statuses.append(_cstatus(pod, c, _terminated(pod, c, t), ready=False))
+    st["conditions"] = _conditions(pod, now, ready=False, completed=True)
+    st["containerStatuses"] = statuses
+    return _with_init(st, pod, now, init_results)
+
+
+def failure_results(pod, now: float, started_at: float, failure: Failure) -> dict[str, Terminated]:
+    return {c["name"]: (Terminated(failure.exit_code, started_at, now, failure.terminated_reason)
+                        if failure.hits(c["name"]) else Terminated(0, started_at, now))
+            for c in pod["spec"]["containers"]}
+
+
+def crashloop_status(pod, now: float, facts: Facts, failure: Failure, restart_count: int, started_at: float,
+                     settings: Settings = Settings()):
+    """Always pods whose containers keep dying: Running phase, waiting CrashLoopBackOff, lastState terminated."""
+    st = _base(pod, now, facts, "Running")
+    meta = pod["metadata"]
+    statuses, unready = [], []
+    for c in pod["spec"]["containers"]:
+        if not failure.hits(c["name"]):
+            statuses.append(_cstatus(pod, c, {"running": {"startedAt": ts(started_at)}}, ready=True))
+            continue
+        unready.append(c["name"])
+        last = _terminated(pod, c, Terminated(failure.exit_code, started_at, now, failure.terminated_reason),
+                           restart_count - 1)
+        backoff = int(crash_backoff(restart_count, settings))
+        waiting = {"waiting": {"reason": "CrashLoopBackOff",
+                               "message": f"back-off {backoff}s restarting failed container={c['name']} "
+                                          f"pod={meta['name']}_{meta.get('namespace', '')}({meta.get('uid', '')})"}}
+        statuses.append(_cstatus(pod, c, waiting, ready=False, restart_count=restart_count, last_state=last))
+    st["conditions"] = _conditions(pod, now, ready=False, not_ready=unready)
+    st["containerStatuses"] = statuses
+    return _with_init(st, pod, now)
+
+
+def image_pull_status(pod, now: float, facts: Facts, failure: Failure):
+    st = _base(pod, now, facts, "Pending")
+    statuses, unready = [], []
+    for c in pod["spec"]["containers"]:
+        if not failure.hits(c["name"]):
+            statuses.append(_cstatus(pod, c, {"running": {"startedAt": ts(now)}}, ready=True))
+            continue
+        unready.append(c["name"])
+        image = c.get("image", "")
+        message = (f'Back-off pulling image "{image}"' if failure.mode == "ImagePullBackOff" else
+                   f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": not found')
+        statuses.append(_cstatus(pod, c, {"waiting": {"reason": failure.mode, "message": message}},
+                                 ready=False, with_id=False))
+    st["conditions"] = _conditions(pod, now, ready=False, not_ready=unready)
+    st["containerStatuses"] = statuses
+    return _with_init(st, pod, now)
+
+
+def evicted_status(pod, now: float, facts: Facts, started_at: float):
+    body = finished_status(pod, now, facts, {c["name"]: Terminated(OOM_EXIT_CODE, started_at, now)
+                                             for c in pod["spec"]["containers"]})
+    body["status"].update(phase="Failed", reason="Evicted", message=EVICTED_MESSAGE)
+    return body
+
+
+def init_failed_status(pod, now: float, facts: Facts, init_results: Mapping[str, Terminated]):
+    """An init container failed: Never pods end Failed; others stay Pending (Init:Error)."""
+    if pod.get("spec", {}).get("restartPolicy") == "Never":
+        st = _base(pod, now, facts, "Failed")
+        st["conditions"] = _conditions(pod, now, ready=False, completed=True)
+    else:
+        st = _base(pod, now, facts, "Pending")
+        failed = [n for n, t in init_results.items() if t.exit_code != 0]
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        st["conditions"] = _conditions(pod, now, initialized=False, not_initialized=failed, ready=False,
+                                       not_ready=names)
+    st["containerStatuses"] = [_cstatus(pod, c, {"waiting": {"reason": "PodInitializing"}}, ready=False,
+                                        with_id=False) for c in pod["spec"]["containers"]]
+    return _with_init(st, pod, now, init_results)
+
+
+# --- the state machine -----------------------------------------------------------------------------------------
+
+def _running_since(pod, facts: Facts) -> float | None:
+    if facts.started_at is not None:
+        return facts.started_at
+    for cs in pod.get("status", {}).get("containerStatuses") or []:
+        t = parse_ts(cs.get("state", {}).get("running", {}).get("startedAt"))
+        if t is not None:
+            return t
+    return parse_ts(pod.get("status", {}).get("startTime"))
+
+
+def _fail_now(pod, now: float, facts: Facts, failure: Failure, started_at: float, settings: Settings) -> Plan:
+    if failure.mode in ("ImagePullBackOff", "ErrImagePull"):
+        return Plan("patch", body=image_pull_status(pod, now, facts, failure), note=failure.mode)
+    if failure.mode == "Evicted":
+        return Plan("patch", body=evicted_status(pod, now, facts, started_at), note="Evicted")
+    if is_run_to_completion(pod):
+        body = finished_status(pod, now, facts, failure_results(pod, now, started_at, failure))
+        return Plan("patch", body=body, note=f"{body['status']['phase']} ({failure.mode} {failure.exit_code})")
+    return Plan("patch", body=crashloop_status(pod, now, facts, failure, 1, started_at, settings),
+                note="CrashLoopBackOff")
+
+
+def decide(pod: Mapping[str, Any], now: float, settings: Settings, facts: Facts) -> Plan:
+    """The next thing to do for a pod: nothing, wait until a time, patch its status, delete it, or run it."""
+    meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
+    if meta.get("deletionTimestamp"):
+        # A zero grace period was already asked for; what remains are finalizers, not ours to remove.
+        return NOTHING if meta.get("deletionGracePeriodSeconds") == 0 else Plan("delete", note="finish deletion")
+    if not spec.get("nodeName"):
+        return NOTHING
+    phase = status.get("phase") or "Pending"
+    if phase in ("Succeeded", "Failed"):
+        return NOTHING
+    try:
+        failure = parse_failure(meta.get("annotations"))
+    except ValueError as exc:
+        failure, bad = None, str(exc)
+    else:
+        bad = ""
+    local = failure is None and uses_local_processes(pod, settings)
+    statuses = status.get("containerStatuses") or []
+
+    if not statuses:  # not started yet
+        due = facts.seen_at + settings.start_delay
+        if now < due:
+            return Plan("wait", at=due)
+        if local:
+            return NOTHING if facts.local_busy else Plan("run-local", note="run locally")
+        if failure is not None and (failure.after is None or failure.mode in ("ImagePullBackOff", "ErrImagePull")):
+            return _fail_now(pod, now, facts, failure, now, settings)
+        return Plan("patch", body=running_status(pod, now, facts), note="Running" + (f" ({bad})" if bad else ""))
+
+    if phase == "Pending":  # image pull failures and failed init containers stay as they are
+        return NOTHING
+    if local:
+        if facts.local_busy or not is_run_to_completion(pod):
+            return NOTHING
+        return Plan("run-local", note="resume: run again")  # its processes died with an earlier simulator
+
+    crashing = [cs for cs in statuses if "waiting" in (cs.get("state") or {})]
+    if crashing:
+        if failure is None:
+            return NOTHING  # the annotation went away; healing is not simulated
+        restarts = max(cs.get("restartCount", 0) for cs in crashing)
+        last = parse_ts((crashing[0].get("lastState") or {}).get("terminated", {}).get("finishedAt")) or now
+        due = last + crash_backoff(restarts, settings)
+        if now < due:
+            return Plan("wait", at=due)
+        return Plan("patch", body=crashloop_status(pod, now, facts, failure, restarts + 1, now, settings),
+                    note=f"restart #{restarts + 1}")
+
+    started = _running_since(pod, facts) or now
+    if failure is not None and failure.after is not None:
+        due = started + failure.after
+        return Plan("wait", at=due) if now < due else _fail_now(pod, now, facts, failure, started, settings)
+    if is_run_to_completion(pod):
+        due = started + run_seconds(pod, settings)
+        if now < due:
+            return Plan("wait", at=due)
+        results = {c["name"]: Terminated(0, started, now) for c in spec.get("containers", [])}
+        return Plan("patch", body=finished_status(pod, now, facts, results), note="Succeeded")
+    return NOTHING
+
+
+# --- comparing with what is there ---------------------------------------------------------------------------------
+
+def already_applied(body: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """True when a status patch would change nothing (timestamps included)."""
+    return _subset(body.get("status", {}), pod.get("status", {}))
+
+
+def _subset(want: Any, have: Any) -> bool:
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return not want and have in (None, {})
+        return all(_subset(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        if not isinstance(have, list):
+            return not want and have is None
+        if want and all(isinstance(w, dict) and "type" in w for w in want):  # conditions merge by type
+            by_type = {h.get("type"): h for h in have if isinstance(h, dict)}
+            return all(_subset(w, by_type.get(w["type"])) for w in want)
+        return len(want) == len(have) and all(_subset(w, h) for w, h in zip(want, have))
+    if want is None:
+        return have is None
+    return want == have

@@ -1,0 +1,576 @@
+"""The node simulator: plays kubelet for pods bound to the simulated node pool.
+
+    python -m mlops_operator.localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
+
+Owns: one watch on pods in all namespaces, a timer heap for delayed transitions, status PATCHes, the deletions
+that no kubelet will finish, and threads for the own-image pods that run as local processes.
+Calls: the API server (raw JSON through the kubernetes ApiClient), `simstatus` for every decision and status body
+(pure), `simprocess` for local processes (see its docstring for the volume path-remapping rule), `nodes` for the pool.
+
+The kube-scheduler alone decides placement; this never binds a pod. Pods on no node are left alone unless they
+carry a deletionTimestamp. Everything is level-triggered: what to do next is derived from the pod's current
+status, so a restarted simulator resumes where the last one stopped.
+
+Config file (YAML, all keys optional; command-line flags win):
+
+    startDelaySeconds: 0.5        # bound -> Running
+    runSeconds: 1.0               # Running -> Succeeded for run-to-completion pods (annotation sim.mlops.dev/run-seconds)
+    crashBackoffSeconds: 2        # first CrashLoopBackOff restart; doubles per restart
+    crashBackoffMaxSeconds: 60
+    ownImages: [mlops-operator]   # images run as local processes (last path component, or a full repository)
+    ownImageEntrypoint: [mlops-operator]
+    pool: nodes.yaml              # node pool file (relative to this file); or a `nodes:` list inline
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import heapq
+import ipaddress
+import itertools
+import json
+import logging
+import pathlib
+import queue
+import shutil
+import signal
+import sys
+import threading
+import time
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from . import nodes as nodepool
+from . import simprocess
+from .errors import ClusterError
+from .simstatus import (Facts, Plan, Settings, Terminated, already_applied, decide, finished_status,
+                        init_failed_status, is_own_image, is_run_to_completion, running_status)
+
+log = logging.getLogger("simulator")
+
+POD_NETWORK = ipaddress.IPv4Network("10.244.0.0/16")
+SMP = "application/strategic-merge-patch+json"
+WATCH_TIMEOUT = 240
+RETRY_SECONDS = 1.0
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    settings: Settings
+    pool: nodepool.NodePool
+    entrypoint: tuple[str, ...] = simprocess.DEFAULT_ENTRYPOINT
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    base = pathlib.Path(".")
+    if path:
+        try:
+            data = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ClusterError(f"simulator config: cannot read {path}: {exc}") from exc
+        base = pathlib.Path(path).parent
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {"startDelaySeconds", "runSeconds", "crashBackoffSeconds", "crashBackoffMaxSeconds", "ownImages",
+             "ownImageEntrypoint", "pool", "nodes"}
+    if set(data) - known:
+        raise ClusterError(f"simulator config: unknown keys {sorted(set(data) - known)}")
+    d = Settings()
+    settings = Settings(
+        start_delay=float(data.get("startDelaySeconds", d.start_delay)),
+        run_seconds=float(data.get("runSeconds", d.run_seconds)),
+        crash_backoff=float(data.get("crashBackoffSeconds", d.crash_backoff)),
+        crash_backoff_max=float(data.get("crashBackoffMaxSeconds", d.crash_backoff_max)),
+        own_images=tuple(data.get("ownImages") or d.own_images),
+    )
+    if data.get("nodes"):
+        pool = nodepool.pool_from_dict({"nodes": data["nodes"]})
+    elif (overrides or {}).get("pool"):
+        pool = nodepool.load_pool(overrides["pool"])  # a command-line path, relative to the working directory
+    elif data.get("pool"):
+        pool = nodepool.load_pool(base / str(data["pool"]))
+    else:
+        pool = nodepool.default_pool()
+    entrypoint = tuple(data.get("ownImageEntrypoint") or simprocess.DEFAULT_ENTRYPOINT)
+    return Config(settings=settings, pool=pool, entrypoint=entrypoint)
+
+
+# --- raw JSON access to the API server ---------------------------------------------------------------------
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"{status}: {body[:300]}")
+        self.status = status
+        self.body = body
+
+
+class Kube:
+    """A few pod calls as plain JSON: no model classes, so thousands of pods stay cheap."""
+
+    def __init__(self, api_client):
+        self.api_client = api_client
+
+    def _call(self, method: str, path: str, query: list | None = None, body: Any = None,
+              content_type: str | None = None, timeout: float | tuple | None = 30, stream: bool = False):
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        req = self.api_client.param_serialize(method=method, resource_path=path, query_params=query or [],
+                                              header_params=headers, body=body, auth_settings=["BearerToken"])
+        resp = self.api_client.call_api(*req, _request_timeout=timeout)
+        if stream and 200 <= resp.status < 300:
+            return resp.response
+        data = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiError(resp.status, data.decode("utf-8", errors="replace") if data else "")
+        return json.loads(data) if data else None
+
+    def list_pods(self) -> tuple[list[dict], str]:
+        items, cont = [], ""
+        while True:
+            query = [("limit", 500)] + ([("continue", cont)] if cont else [])
+            page = self._call("GET", "/api/v1/pods", query, timeout=120)
+            items.extend(page.get("items") or [])
+            cont = page["metadata"].get("continue") or ""
+            if not cont:
+                return items, page["metadata"]["resourceVersion"]
+
+    def watch_pods(self, resource_version: str) -> Iterator[dict]:
+        query = [("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", WATCH_TIMEOUT)]
+        resp = self._call("GET", "/api/v1/pods", query, timeout=(10, WATCH_TIMEOUT + 30), stream=True)
+        try:
+            buf = b""
+            for chunk in resp.stream(64 * 1024, decode_content=False):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            resp.release_conn()
+
+    def patch_pod_status(self, namespace: str, name: str, body: dict) -> dict:
+        return self._call("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", body=body,
+                          content_type=SMP)
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+        self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body=body)
+
+    def get(self, path: str) -> dict | None:
+        try:
+            return self._call("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def lookup(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        """Decoded data of a Secret or ConfigMap, or None."""
+        plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
+        obj = self.get(f"/api/v1/namespaces/{namespace}/{plural}/{name}") if name else None
+        if not obj:
+            return None
+        data = dict(obj.get("data") or {})
+        if kind == "Secret":
+            return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in data.items()}
+        data.update({k: base64.b64decode(v).decode("utf-8", errors="replace")
+                     for k, v in (obj.get("binaryData") or {}).items()})
+        return data
+
+
+# --- small state ---------------------------------------------------------------------------------------------
+
+class IpAllocator:
+    """Unique fake pod IPs from 10.244.0.0/16 (status only: nothing ever sends traffic there)."""
+
+    def __init__(self, network: ipaddress.IPv4Network = POD_NETWORK):
+        self.network = network
+        self._hosts = network.num_addresses - 2
+        self._next = 1
+        self._by_uid: dict[str, str] = {}
+        self._used: set[str] = set()
+
+    def claim(self, uid: str, ip: str) -> None:
+        if ip and ipaddress.IPv4Address(ip) in self.network and ip not in self._used:
+            self._by_uid[uid] = ip
+            self._used.add(ip)
+
+    def get(self, uid: str) -> str:
+        if uid in self._by_uid:
+            return self._by_uid[uid]
+        if len(self._used) >= self._hosts:
+            raise ClusterError("pod network 10.244.0.0/16 is full")
+        while True:
+            ip = str(self.network.network_address + self._next)
+            self._next = self._next % self._hosts + 1
+            if ip not in self._used:
+                break
+        self._by_uid[uid] = ip
+        self._used.add(ip)
+        return ip
+
+    def release(self, uid: str) -> None:
+        ip = self._by_uid.pop(uid, None)
+        if ip:
+            self._used.discard(ip)
+
+
+def _rv(obj: Mapping[str, Any]) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _key(pod: Mapping[str, Any]) -> str:
+    return f"{pod['metadata'].get('namespace')}/{pod['metadata'].get('name')}"
+
+
+# --- the simulator -------------------------------------------------------------------------------------------
+
+class Simulator:
+    def __init__(self, kube: Kube, config: Config, state_dir: pathlib.Path, kubeconfig: pathlib.Path):
+        self.kube = kube
+        self.settings = config.settings
+        self.state_dir = pathlib.Path(state_dir)
+        self.hosts: dict[str, str] = config.pool.host_ips()  # simulated node -> host IP
+        self._not_ours: dict[str, float] = {}  # node name -> when we last checked it is not simulated
+        self.procs = simprocess.ProcessTable()
+        self.runner = simprocess.Runner(self.state_dir, kubeconfig, kube.lookup, self.procs, config.entrypoint)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.pods: dict[str, dict] = {}  # uid -> newest pod seen
+        self.seen_at: dict[str, float] = {}
+        self.started_at: dict[str, float] = {}
+        self.local: set[str] = set()  # uids with a local run in progress
+        self.ips = IpAllocator()
+        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._timers: list[tuple[float, int, str]] = []
+        self._due: dict[str, float] = {}
+        self._seq = itertools.count()
+        self.writes = 0
+
+    # --- which pods are ours ---
+    def _is_sim_node(self, name: str) -> bool:
+        if name in self.hosts:
+            return True
+        checked = self._not_ours.get(name)
+        if checked and time.time() - checked < 30:
+            return False
+        try:
+            node = self.kube.get(f"/api/v1/nodes/{name}")
+        except Exception as exc:  # noqa: BLE001 - a failed lookup only delays the pod to its next event
+            log.warning("cannot read node %s: %s", name, exc)
+            return False
+        if node and (node["metadata"].get("labels") or {}).get(nodepool.SIMULATED_LABEL) == "true":
+            addrs = node.get("status", {}).get("addresses") or []
+            self.hosts[name] = next((a["address"] for a in addrs if a.get("type") == "InternalIP"), "10.0.0.1")
+            log.info("simulating node %s too (labelled %s)", name, nodepool.SIMULATED_LABEL)
+            return True
+        self._not_ours[name] = time.time()
+        return False
+
+    def _relevant(self, pod: Mapping[str, Any]) -> bool:
+        node = pod.get("spec", {}).get("nodeName")
+        if node:
+            return self._is_sim_node(node)
+        return bool(pod["metadata"].get("deletionTimestamp"))
+
+    # --- cache, fed by the watch and by our own writes ---
+    def observe(self, pod: dict) -> None:
+        if not self._relevant(pod):
+            return
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            old = self.pods.get(uid)
+            if old is not None and _rv(old) > _rv(pod):
+                return  # our own write already gave us something newer
+            self.pods[uid] = pod
+            if pod.get("spec", {}).get("nodeName"):
+                self.seen_at.setdefault(uid, time.time())
+                if not pod.get("spec", {}).get("hostNetwork"):
+                    self.ips.claim(uid, pod.get("status", {}).get("podIP", ""))
+        self._queue.put(uid)
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            pod = self.pods.pop(uid, None)
+            self.seen_at.pop(uid, None)
+            self.started_at.pop(uid, None)
+            self._due.pop(uid, None)
+            self.ips.release(uid)
+        self.procs.stop(uid)
+        if pod is None:
+            return
+        # Volumes live as long as the pod (logs stay, for debugging), unless a new pod took the name.
+        folder = simprocess.pod_dir(self.state_dir, pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        if folder.exists():
+            with self._lock:
+                reused = any(_key(p) == _key(pod) for p in self.pods.values())
+            if not reused:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def resync(self, pods: list[dict]) -> None:
+        uids = {p["metadata"]["uid"] for p in pods}
+        with self._lock:
+            gone = [u for u in self.pods if u not in uids]
+        for uid in gone:
+            self.forget(uid)
+        with self._lock:  # every IP in use is known before any pod gets a new one
+            for pod in pods:
+                if pod.get("status", {}).get("podIP") and not pod.get("spec", {}).get("hostNetwork"):
+                    self.ips.claim(pod["metadata"]["uid"], pod["status"]["podIP"])
+        for pod in pods:
+            self.observe(pod)
+
+    # --- the watch thread ---
+    def watch_loop(self) -> None:
+        rv = ""
+        while not self.stopping.is_set():
+            try:
+                if not rv:
+                    pods, rv = self.kube.list_pods()
+                    self.resync(pods)
+                    log.info("listed %d pods (resourceVersion %s), %d on simulated nodes or terminating",
+                             len(pods), rv, len(self.pods))
+                for event in self.kube.watch_pods(rv):
+                    if self.stopping.is_set():
+                        return
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        log.info("watch error %s: %s; listing again", obj.get("code"), obj.get("message"))
+                        rv = ""
+                        break
+                    rv = obj.get("metadata", {}).get("resourceVersion") or rv
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "DELETED":
+                        self.forget(obj["metadata"]["uid"])
+                    else:
+                        self.observe(obj)
+            except ApiError as exc:
+                log.warning("watch: %s", exc)
+                if exc.status == 410:
+                    rv = ""
+                self.stopping.wait(RETRY_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - the API server may be restarting; keep trying
+                if self.stopping.is_set():
+                    return
+                log.warning("watch: %s: %s", type(exc).__name__, exc)
+                self.stopping.wait(RETRY_SECONDS)
+
+    # --- the decision loop (one thread) ---
+    def _schedule(self, uid: str, at: float) -> None:
+        with self._lock:
+            if self._due.get(uid, float("inf")) <= at:
+                return  # an earlier timer will decide again anyway
+            self._due[uid] = at
+        heapq.heappush(self._timers, (at, next(self._seq), uid))
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            timeout = 0.5
+            if self._timers:
+                timeout = min(timeout, max(0.0, self._timers[0][0] - time.time()))
+            batch = set()
+            try:
+                batch.add(self._queue.get(timeout=timeout))
+                while True:
+                    batch.add(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            now = time.time()
+            while self._timers and self._timers[0][0] <= now:
+                at, _, uid = heapq.heappop(self._timers)
+                with self._lock:
+                    if self._due.get(uid) == at:
+                        del self._due[uid]
+                        batch.add(uid)
+            for uid in batch:
+                if self.stopping.is_set():
+                    break
+                self.step(uid)
+
+    def facts(self, uid: str, pod: Mapping[str, Any]) -> Facts:
+        host_ip = self.hosts.get(pod.get("spec", {}).get("nodeName", ""), "")
+        with self._lock:
+            pod_ip = host_ip if pod.get("spec", {}).get("hostNetwork") else self.ips.get(uid)
+            return Facts(host_ip=host_ip, pod_ip=pod_ip, seen_at=self.seen_at.get(uid, time.time()),
+                         started_at=self.started_at.get(uid), local_busy=uid in self.local)
+
+    def step(self, uid: str) -> None:
+        with self._lock:
+            pod = self.pods.get(uid)
+        if pod is None:
+            return
+        unbound = not pod.get("spec", {}).get("nodeName")
+        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod)
+        plan = decide(pod, time.time(), self.settings, facts)
+        try:
+            self.execute(uid, pod, plan)
+        except ApiError as exc:
+            if exc.status == 404:
+                self.forget(uid)
+            elif exc.status in (400, 403, 422):  # 422 also when a new pod took the name (uid mismatch)
+                log.error("%s: %s refused, giving up on it: %s", _key(pod), plan.action, exc)
+            else:
+                log.warning("%s: %s failed, retrying: %s", _key(pod), plan.action, exc)
+                self._schedule(uid, time.time() + RETRY_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - one pod's trouble must not stop the others
+            log.warning("%s: %s failed, retrying: %s: %s", _key(pod), plan.action, type(exc).__name__, exc)
+            self._schedule(uid, time.time() + RETRY_SECONDS)
+
+    def execute(self, uid: str, pod: dict, plan: Plan) -> None:
+        if plan.action == "wait":
+            self._schedule(uid, plan.at)
+        elif plan.action == "patch":
+            self.write_status(uid, pod, plan.body, plan.note)
+        elif plan.action == "delete":
+            self.procs.stop(uid)
+            try:
+                self.kube.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
+                log.info("%s deleted (grace period 0)", _key(pod))
+            except ApiError as exc:
+                if exc.status not in (404, 409):  # gone already, or a new pod took the name
+                    raise
+        elif plan.action == "run-local":
+            with self._lock:
+                if uid in self.local:
+                    return
+                self.local.add(uid)
+            self.procs.begin(uid)  # from here on a deletion cancels the run
+            threading.Thread(target=self.run_local, args=(uid, pod), name=f"local-{_key(pod)}",
+                             daemon=True).start()
+
+    def write_status(self, uid: str, pod: dict, body: dict, note: str = "") -> None:
+        if already_applied(body, pod):
+            return
+        # metadata.uid makes the patch fail instead of landing on a new pod that took the same name
+        body = {**body, "metadata": {"uid": uid}}
+        new = self.kube.patch_pod_status(pod["metadata"]["namespace"], pod["metadata"]["name"], body)
+        self.writes += 1
+        phase = body["status"].get("phase")
+        if phase == "Running" and all("running" in cs.get("state", {})
+                                      for cs in body["status"].get("containerStatuses", [])):
+            with self._lock:
+                self.started_at.setdefault(uid, time.time())
+        if note:
+            log.info("%s %s", _key(pod), note)
+        self.observe(new)
+
+    # --- own-image pods ---
+    def run_local(self, uid: str, pod: dict) -> None:
+        """Init containers, then (run-to-completion pods) the main containers, as local processes."""
+        try:
+            self._run_local(uid, pod)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s: local run failed: %s: %s", _key(pod), type(exc).__name__, exc)
+        finally:
+            self.procs.end(uid)
+            with self._lock:
+                self.local.discard(uid)
+            self._queue.put(uid)
+
+    def _run_local(self, uid: str, pod: dict) -> None:
+        own = self.settings.own_images
+        spec = pod["spec"]
+        vol_dirs = simprocess.prepare_volumes(pod, self.state_dir, self.kube.lookup)
+        resumed = bool(pod.get("status", {}).get("containerStatuses"))
+        init_results: dict[str, Terminated] = {}
+        if not resumed:
+            for c in spec.get("initContainers") or []:
+                if self.procs.cancelled(uid):
+                    return
+                if is_own_image(c.get("image", ""), own):
+                    log.info("%s init container %s: running locally", _key(pod), c["name"])
+                    res = self.runner.run_all(pod, [c], vol_dirs)[c["name"]]
+                else:
+                    res = Terminated(0, time.time(), time.time())
+                init_results[c["name"]] = res
+                if res.exit_code != 0:
+                    body = init_failed_status(pod, time.time(), self.facts(uid, pod), init_results)
+                    self.write_status(uid, pod, body, f"init container {c['name']} failed ({res.exit_code})")
+                    return
+            if self.procs.cancelled(uid):
+                return
+            body = running_status(pod, time.time(), self.facts(uid, pod), init_results or None)
+            self.write_status(uid, pod, body, "Running")
+        if not is_run_to_completion(pod):
+            return  # the server itself is not executed
+        with self._lock:
+            current = self.pods.get(uid, pod)
+        containers = spec["containers"]
+        mine = [c for c in containers if is_own_image(c.get("image", ""), own)]
+        log.info("%s running %s locally", _key(pod), ", ".join(c["name"] for c in mine))
+        results = self.runner.run_all(pod, mine, vol_dirs)
+        if self.procs.cancelled(uid):
+            return
+        started = min((r.started_at for r in results.values()), default=time.time())
+        for c in containers:  # containers of other images count as having done their job
+            results.setdefault(c["name"], Terminated(0, started, time.time()))
+        body = finished_status(current, time.time(), self.facts(uid, pod), results, init_results or None)
+        codes = ", ".join(f"{n}={r.exit_code}" for n, r in results.items())
+        self.write_status(uid, current, body, f"{body['status']['phase']} ({codes})")
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        self.procs.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlops_operator.localcluster.simulator",
+                                     description="Plays kubelet for pods on the simulated node pool.")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--config", help="YAML config (see the module docstring)")
+    parser.add_argument("--pool", help="node pool YAML (default: the built-in pool)")
+    parser.add_argument("--start-delay", type=float, help="seconds from bound to Running (default 0.5)")
+    parser.add_argument("--run-seconds", type=float, help="seconds a run-to-completion pod runs (default 1)")
+    parser.add_argument("--crash-backoff", type=float, help="first CrashLoopBackOff restart after (default 2)")
+    parser.add_argument("--own-image", action="append", help="image run as local processes (repeatable)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(stream=sys.stdout, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries would flood the log
+    try:
+        config = load_config(args.config, {"startDelaySeconds": args.start_delay, "runSeconds": args.run_seconds,
+                                           "crashBackoffSeconds": args.crash_backoff, "ownImages": args.own_image,
+                                           "pool": args.pool})
+    except (ClusterError, ValueError) as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return 2
+
+    from kubernetes import config as kconfig
+    api_client = kconfig.new_client_from_config(config_file=args.kubeconfig)
+    sim = Simulator(Kube(api_client), config, pathlib.Path(args.state_dir), pathlib.Path(args.kubeconfig))
+    pathlib.Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+
+    def on_signal(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        sim.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    s = config.settings
+    log.info("simulator up: nodes %s; start %.1fs, run %.1fs, own images %s", ", ".join(sim.hosts),
+             s.start_delay, s.run_seconds, ", ".join(s.own_images))
+    threading.Thread(target=sim.watch_loop, name="watch", daemon=True).start()
+    try:
+        sim.run()
+    finally:
+        sim.shutdown()
+        log.info("simulator stopped after %d status writes", sim.writes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

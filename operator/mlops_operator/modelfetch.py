@@ -1,0 +1,94 @@
+"""`mlops-operator fetch-model`: the storage init container of serving pods. Fetches a model into a folder.
+
+file:// copies a file or a folder; http(s):// streams one file (a .tar.gz, .tgz or .zip is unpacked);
+s3://, gs:// and hf:// go through fsspec (with s3fs, gcsfs or huggingface_hub installed, as in the operator's
+image), whose backends read credentials from the environment the pod's secretRef fills (AWS_*, GOOGLE_*,
+HF_TOKEN). A marker file makes a second run with the same URI a no-op (an init container may run twice).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from urllib.parse import urlsplit
+
+MARKER = ".mlops-fetched"
+FSSPEC_SCHEMES = {"s3": "s3fs", "gs": "gcsfs", "hf": "huggingface_hub"}
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def fetch(uri: str, dest: str | pathlib.Path) -> pathlib.Path:
+    dest = pathlib.Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / MARKER
+    if marker.exists() and marker.read_text() == uri:
+        return dest
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        _copy_local(pathlib.Path(parts.path), dest)
+    elif parts.scheme in ("http", "https"):
+        _download(uri, dest)
+    elif parts.scheme in FSSPEC_SCHEMES:
+        _fsspec(uri, dest, FSSPEC_SCHEMES[parts.scheme])
+    elif parts.scheme == "pvc":
+        raise FetchError(f"{uri}: pvc:// models are mounted into the pod, not fetched")
+    else:
+        raise FetchError(f"{uri}: unsupported scheme {parts.scheme!r} (file, http, https, s3, gs, hf, pvc)")
+    marker.write_text(uri)
+    return dest
+
+
+def _copy_local(src: pathlib.Path, dest: pathlib.Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    elif src.is_file():
+        shutil.copy2(src, dest / src.name)
+    else:
+        raise FetchError(f"file://{src}: no such file or folder")
+
+
+def _download(uri: str, dest: pathlib.Path) -> None:
+    name = pathlib.PurePosixPath(urlsplit(uri).path).name or "model"
+    with tempfile.NamedTemporaryFile(dir=dest, delete=False, prefix=".partial-") as tmp:
+        try:
+            with urllib.request.urlopen(uri, timeout=60) as resp:
+                shutil.copyfileobj(resp, tmp, length=1 << 20)
+        except OSError as err:  # URLError and HTTPError are OSErrors
+            pathlib.Path(tmp.name).unlink(missing_ok=True)
+            raise FetchError(f"{uri}: {err}") from None
+    path = pathlib.Path(tmp.name)
+    if name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(path) as tar:
+            tar.extractall(dest, filter="data")
+        path.unlink()
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():  # refuse paths that climb out of dest
+                if not (dest / member).resolve().is_relative_to(dest.resolve()):
+                    raise FetchError(f"{uri}: archive member {member!r} escapes the model folder")
+            archive.extractall(dest)
+        path.unlink()
+    else:
+        path.rename(dest / name)
+
+
+def _fsspec(uri: str, dest: pathlib.Path, backend: str) -> None:
+    try:
+        import fsspec
+        fs, path = fsspec.core.url_to_fs(uri)
+    except ImportError as err:
+        raise FetchError(f"{uri}: needs the Python package {backend} (it is in the operator's image): {err}") from None
+    try:
+        if fs.isdir(path):
+            fs.get(path.rstrip("/") + "/", str(dest) + "/", recursive=True)
+        else:
+            fs.get(path, str(dest / pathlib.PurePosixPath(path).name))
+    except (OSError, ValueError) as err:
+        raise FetchError(f"{uri}: {err}") from None

@@ -1,0 +1,81 @@
+"""Runs one reconciler over a work queue with a fixed number of workers, per-key exponential backoff on errors,
+and metrics. The reconciler is `async (key) -> float | None` (seconds until it wants to run again)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+
+from .. import metrics
+from ..k8s.client import ApiError
+from .workqueue import WorkQueue
+
+Reconcile = Callable[[Hashable], Awaitable[float | None]]
+log = logging.getLogger("mlops_operator.controller")
+
+
+class Controller:
+    def __init__(self, name: str, reconcile: Reconcile, workers: int = 8,
+                 base_backoff: float = 0.5, max_backoff: float = 300.0):
+        self.name = name
+        self.queue = WorkQueue(name)
+        self._reconcile = reconcile
+        self._workers = workers
+        self._failures: dict[Hashable, int] = {}
+        self._base, self._max = base_backoff, max_backoff
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
+                           for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            metrics.ACTIVE_WORKERS.labels(self.name).inc()
+            start = time.perf_counter()
+            try:
+                again = await self._reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except ApiError as err:
+                if not err.namespace_terminating:
+                    self._retry(key, err)
+                else:
+                    metrics.RECONCILE_TOTAL.labels(self.name, "success").inc()
+            except Exception as err:  # noqa: BLE001  (any failure is retried with backoff, never fatal)
+                self._retry(key, err)
+            else:
+                self._failures.pop(key, None)
+                if again is not None:
+                    self.queue.add_after(key, again)
+                    metrics.RECONCILE_TOTAL.labels(self.name, "requeue_after").inc()
+                else:
+                    metrics.RECONCILE_TOTAL.labels(self.name, "success").inc()
+            finally:
+                metrics.RECONCILE_TIME.labels(self.name).observe(time.perf_counter() - start)
+                metrics.ACTIVE_WORKERS.labels(self.name).dec()
+                self.queue.done(key)
+
+    def _retry(self, key: Hashable, err: Exception) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(self._max, self._base * 2 ** (failures - 1))
+        metrics.RECONCILE_ERRORS.labels(self.name).inc()
+        metrics.RECONCILE_TOTAL.labels(self.name, "error").inc()
+        log.warning("%s %s: reconcile failed (attempt %d, retry in %.1fs): %s",
+                    self.name, _show(key), failures, delay, err)
+        self.queue.add_after(key, delay)
+
+
+def _show(key: Hashable) -> str:
+    return "/".join(key) if isinstance(key, tuple) else str(key)

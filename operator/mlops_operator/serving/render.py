@@ -1,0 +1,165 @@
+"""The children of a ModelDeployment as plain dicts, from the parsed spec and the canary plan. Pure: no I/O.
+
+- Deployment `<name>` (the stable track) and, during a canary, Deployment `<name>-canary`;
+- Service `<name>` selecting both tracks, so traffic follows the replica ratio;
+- HorizontalPodAutoscaler `<name>` when autoscaling is set (it then owns the stable's replica count);
+- PodDisruptionBudget `<name>` when more than one stable replica runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..api.modeldeployment import MODEL_DEPLOYMENT, Model, ModelDeploymentSpec, RuntimeOverrides
+from ..k8s.labels import labels, selector_labels
+from ..k8s.ownership import owner_reference
+from ..podspec import gpu, security
+from ..podspec.storage import model_storage
+from ..settings import Settings
+from .canary import CanaryPlan
+from .runtimes import resolve
+
+KIND = MODEL_DEPLOYMENT.kind
+TRACK = "mlops.dev/track"
+MODEL_URI_ANNOTATION = "mlops.dev/model-uri"
+SERVER = "server"
+HTTP_PORT = 80
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiVersions:
+    hpa: str = "autoscaling/v2"
+    pdb: str = "policy/v1"
+
+
+def canary_name(name: str) -> str:
+    return f"{name}-canary"
+
+
+def url(name: str, namespace: str, settings: Settings) -> str:
+    return f"http://{name}.{namespace}.svc.{settings.cluster_domain}"
+
+
+def _meta(body: dict, name: str, component: str, extra_labels: dict | None = None) -> dict[str, Any]:
+    md = body["metadata"]
+    return {"name": name, "namespace": md["namespace"],
+            "labels": {**labels(KIND, md["name"], component), **(extra_labels or {})},
+            "ownerReferences": [owner_reference(body)]}
+
+
+def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides: RuntimeOverrides | None,
+                 track: str, settings: Settings, annotations: dict[str, str]) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    runtime = resolve(spec.runtime, name, settings, overrides)
+    volumes, init_containers, model_mount = model_storage(model, settings.operator_image)
+    mounts = [model_mount]
+    shm = gpu.shm(spec.resources)
+    if shm:
+        volumes.append(shm[0])
+        mounts.append(shm[1])
+    container: dict[str, Any] = {
+        "name": SERVER,
+        "image": runtime.image,
+        "args": runtime.args,
+        "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
+        "readinessProbe": runtime.probe,
+        "volumeMounts": mounts,
+        "securityContext": security.container_security_context(),
+    }
+    if runtime.command:
+        container["command"] = runtime.command
+    if runtime.env:
+        container["env"] = runtime.env
+    resources = gpu.container_resources(spec.resources)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": bool(spec.service_account_name),  # "" names no account
+        "securityContext": security.pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        **gpu.pod_scheduling(spec.resources, spec.scheduling),
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    return {
+        "metadata": {"labels": {**labels(KIND, name, SERVER), TRACK: track},
+                     "annotations": {**annotations, MODEL_URI_ANNOTATION: model.uri}},
+        "spec": pod_spec,
+    }
+
+
+def deployment(body: dict, spec: ModelDeploymentSpec, track: str, replicas: int | None, model: Model,
+               overrides: RuntimeOverrides | None, settings: Settings,
+               annotations: dict[str, str]) -> dict[str, Any]:
+    md_name = body["metadata"]["name"]
+    name = md_name if track == "stable" else canary_name(md_name)
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": {**selector_labels(KIND, md_name, SERVER), TRACK: track}},
+        # Never below the ready count during a rollout; one extra pod at a time (GPUs are scarce).
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": pod_template(body, spec, model, overrides, track, settings, annotations),
+    }
+    if replicas is not None:
+        dep_spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(body, name, SERVER, {TRACK: track}), "spec": dep_spec}
+
+
+def service(body: dict, port_name: str = "http") -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(body, name, "service"),
+            "spec": {"type": "ClusterIP", "selector": selector_labels(KIND, name, SERVER),
+                     "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": port_name, "protocol": "TCP"}]}}
+
+
+def hpa(body: dict, spec: ModelDeploymentSpec, api_version: str) -> dict[str, Any]:
+    scaling = spec.autoscaling
+    if scaling.metric is not None:
+        metric = {"type": "Pods", "pods": {"metric": {"name": scaling.metric.name},
+                                           "target": {"type": "AverageValue",
+                                                      "averageValue": str(scaling.metric.target)}}}
+    else:
+        metric = {"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": scaling.target_cpu_utilization or 80}}}
+    name = body["metadata"]["name"]
+    return {"apiVersion": api_version, "kind": "HorizontalPodAutoscaler", "metadata": _meta(body, name, "autoscaler"),
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": scaling.min_replicas, "maxReplicas": scaling.max_replicas,
+                     "metrics": [metric]}}
+
+
+def pdb(body: dict, api_version: str) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    return {"apiVersion": api_version, "kind": "PodDisruptionBudget", "metadata": _meta(body, name, "disruption-budget"),
+            "spec": {"maxUnavailable": 1,
+                     "selector": {"matchLabels": {**selector_labels(KIND, name, SERVER), TRACK: "stable"}}}}
+
+
+def desired(body: dict, spec: ModelDeploymentSpec, plan: CanaryPlan, versions: ApiVersions,
+            settings: Settings) -> dict[str, dict | None]:
+    """Every child by role; None means the child must not exist."""
+    canary = spec.rollout.canary if spec.rollout else None
+    canary_annotations = spec.pod_annotations
+    if canary is not None and canary.pod_annotations is not None:
+        canary_annotations = canary.pod_annotations
+    if plan.stable_from_canary and canary is not None and canary.model is not None:
+        stable_model, stable_overrides, stable_annotations = canary.model, canary.runtime, canary_annotations
+    else:
+        stable_model, stable_overrides, stable_annotations = spec.model, None, spec.pod_annotations
+    autoscaled = spec.autoscaling is not None
+    stable_replicas = None if autoscaled else (
+        plan.stable_replicas if plan.stable_replicas is not None else spec.replicas)
+    min_stable = spec.autoscaling.min_replicas if autoscaled else (stable_replicas or 0)
+    return {
+        "stable": deployment(body, spec, "stable", stable_replicas, stable_model, stable_overrides, settings,
+                             stable_annotations),
+        "canary": deployment(body, spec, "canary", plan.canary_replicas, canary.model, canary.runtime, settings,
+                             canary_annotations) if plan.deploy else None,
+        "service": service(body),
+        "hpa": hpa(body, spec, versions.hpa) if autoscaled else None,
+        "pdb": pdb(body, versions.pdb) if min_stable > 1 else None,
+    }

@@ -1,0 +1,295 @@
+"""ModelDeployment against the real control plane, the node simulator and the operator as a process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kubernetes import client
+
+from helpers import apply, request, wait_for
+
+GROUP_PATH = "/apis/mlops.dev/v1alpha1"
+FAILURE = "sim.mlops.dev/failure"
+
+
+class Models:
+    """Real model files; the serving pods' fetch-model init container copies them (run as a local process by
+    the node simulator, since it is the operator's own image)."""
+
+    def __init__(self, root):
+        self.uris = {}
+        for version in ("v1", "v2"):
+            path = root / version / "model.joblib"
+            path.parent.mkdir(parents=True)
+            path.write_bytes(f"model {version}".encode())
+            self.uris[version] = f"file://{path}"
+        self.v1, self.v2 = self.uris["v1"], self.uris["v2"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return Models(tmp_path_factory.mktemp("models"))
+
+
+def md_manifest(namespace: str, name: str, **spec) -> dict:
+    base = {"model": {"uri": MODELS.v1}, "runtime": {"preset": "sklearn"},
+            "replicas": 1, "resources": {"cpu": "100m", "memory": "256Mi"}}
+    base.update(spec)
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": namespace}, "spec": base}
+
+
+def get_md(kube, namespace: str, name: str) -> dict:
+    code, body = request(kube, "GET", f"{GROUP_PATH}/namespaces/{namespace}/modeldeployments/{name}")
+    assert code == 200, body
+    return body
+
+
+def condition(md: dict, type_: str) -> dict:
+    return next((c for c in (md.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_ready(kube, namespace: str, name: str, status: str = "True", reason: str | None = None,
+               timeout: float = 60) -> dict:
+    def check():
+        md = get_md(kube, namespace, name)
+        ready = condition(md, "Ready")
+        gen_ok = (md.get("status") or {}).get("observedGeneration") == md["metadata"]["generation"]
+        if gen_ok and ready.get("status") == status and (reason is None or ready.get("reason") == reason):
+            return md
+        return None
+
+    return wait_for(check, timeout=timeout, message=f"{name} Ready={status} {reason or ''}")
+
+
+def events_for(kube, namespace: str, name: str) -> list:
+    return [e for e in client.CoreV1Api(kube).list_namespaced_event(namespace).items
+            if e.involved_object.name == name and e.involved_object.kind == "ModelDeployment"]
+
+
+MODELS: Models
+
+
+@pytest.fixture
+def md_ns(namespace, operator, needs_scheduler, needs_controller_manager, models):
+    global MODELS
+    MODELS = models
+    return namespace
+
+
+def test_gpu_model_lands_on_gpu_nodes_and_becomes_ready(kube, md_ns):
+    apply(kube, md_manifest(md_ns, "llm", runtime={"preset": "vllm"},
+                            resources={"cpu": "2", "memory": "8Gi",
+                                       "gpu": {"count": 2, "product": "NVIDIA-H100-80GB-HBM3"}}))
+    md = wait_ready(kube, md_ns, "llm")
+    dep = client.AppsV1Api(kube).read_namespaced_deployment("llm", md_ns)
+    pod_spec = dep.spec.template.spec
+    server = pod_spec.containers[0]
+    assert server.resources.limits["nvidia.com/gpu"] == "2"
+    assert pod_spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert any(t.key == "nvidia.com/gpu" and t.effect == "NoSchedule" for t in pod_spec.tolerations)
+    shm = next(v for v in pod_spec.volumes if v.name == "dshm")
+    assert shm.empty_dir.medium == "Memory"
+    assert pod_spec.security_context.run_as_non_root is True
+    assert server.security_context.allow_privilege_escalation is False
+    assert server.security_context.capabilities.drop == ["ALL"]
+    assert pod_spec.automount_service_account_token is False
+    # Children carry owner references and the recommended labels.
+    assert dep.metadata.owner_references[0].kind == "ModelDeployment"
+    assert dep.metadata.owner_references[0].controller is True
+    assert dep.metadata.labels["app.kubernetes.io/managed-by"] == "mlops-operator"
+    assert dep.metadata.labels["mlops.dev/modeldeployment"] == "llm"
+    pods = client.CoreV1Api(kube).list_namespaced_pod(md_ns, label_selector="mlops.dev/modeldeployment=llm").items
+    assert pods and all(p.spec.node_name.startswith("gpu-") for p in pods)
+    assert md["status"]["readyReplicas"] == 1
+    assert md["status"]["url"] == f"http://llm.{md_ns}.svc.cluster.local"
+    svc = client.CoreV1Api(kube).read_namespaced_service("llm", md_ns)
+    assert svc.spec.selector == {"mlops.dev/modeldeployment": "llm", "app.kubernetes.io/component": "server"}
+
+
+def test_too_many_gpus_is_unschedulable_with_the_schedulers_words(kube, md_ns):
+    apply(kube, md_manifest(md_ns, "huge", resources={"gpu": {"count": 64}}))
+    md = wait_ready(kube, md_ns, "huge", "False", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in condition(md, "Ready")["message"]
+    assert any(e.reason == "Unschedulable" and e.type == "Warning" for e in events_for(kube, md_ns, "huge"))
+
+
+@pytest.mark.parametrize("mode, reason", [("CrashLoopBackOff", "CrashLoopBackOff"),
+                                          ("ImagePullBackOff", "ImagePullBackOff"),
+                                          ("OOMKilled", "OOMKilled")])
+def test_pod_failures_surface_and_recovery_turns_ready_again(kube, md_ns, mode, reason):
+    name = f"fail-{mode.lower()}"
+    apply(kube, md_manifest(md_ns, name, podAnnotations={FAILURE: mode}))
+    md = wait_ready(kube, md_ns, name, "False", reason)
+    assert condition(md, "Available")["status"] == "False"
+    apply(kube, md_manifest(md_ns, name))  # the fix: new pods without the failure
+    wait_ready(kube, md_ns, name, "True")
+
+
+def test_invalid_spec_leaves_the_running_deployment_exactly_as_it_was(kube, md_ns):
+    apply(kube, md_manifest(md_ns, "steady", replicas=2))
+    wait_ready(kube, md_ns, "steady")
+    apps = client.AppsV1Api(kube)
+    before = apps.read_namespaced_deployment("steady", md_ns)
+    # Schema-valid, meaningless: a canary without a model.
+    apply(kube, md_manifest(md_ns, "steady", replicas=2, rollout={"canary": {"weight": 10}}))
+    md = wait_ready(kube, md_ns, "steady", "False", "InvalidSpec")
+    assert "spec.rollout.canary.model" in condition(md, "Ready")["message"]
+    time.sleep(1)
+    after = apps.read_namespaced_deployment("steady", md_ns)
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert after.status.ready_replicas == 2
+    assert any(e.reason == "InvalidSpec" and e.type == "Warning" for e in events_for(kube, md_ns, "steady"))
+    with pytest.raises(client.ApiException):
+        apps.read_namespaced_deployment("steady-canary", md_ns)
+
+
+def test_hpa_and_pdb_follow_the_spec_and_deletion_removes_every_child(kube, md_ns):
+    apply(kube, md_manifest(md_ns, "scaled", replicas=3))
+    wait_ready(kube, md_ns, "scaled")
+    policy_path = f"/apis/policy/v1beta1/namespaces/{md_ns}/poddisruptionbudgets/scaled"
+    hpa_path = f"/apis/autoscaling/v2beta2/namespaces/{md_ns}/horizontalpodautoscalers/scaled"
+    wait_for(lambda: request(kube, "GET", policy_path)[0] == 200, message="PDB with 3 replicas")
+    assert request(kube, "GET", hpa_path)[0] == 404
+
+    apply(kube, md_manifest(md_ns, "scaled", replicas=1,
+                            autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 70}))
+    code, hpa = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(request(kube, "GET", hpa_path)),
+                         message="HPA with autoscaling")
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+    apply(kube, md_manifest(md_ns, "scaled", replicas=1))
+    wait_for(lambda: request(kube, "GET", hpa_path)[0] == 404, message="HPA gone")
+    wait_for(lambda: request(kube, "GET", policy_path)[0] == 404, message="PDB gone with one replica")
+
+    request(kube, "DELETE", f"{GROUP_PATH}/namespaces/{md_ns}/modeldeployments/scaled")
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    wait_for(lambda: not apps.list_namespaced_deployment(md_ns).items
+             and not core.list_namespaced_service(md_ns).items
+             and not core.list_namespaced_pod(md_ns).items, timeout=60, message="children garbage-collected")
+
+
+class EndpointWatcher:
+    """Samples the Service's ready endpoints in the background; records whether the stable ever had none."""
+
+    def __init__(self, kube, namespace: str, name: str):
+        self.core = client.CoreV1Api(kube)
+        self.namespace, self.name = namespace, name
+        self.gaps, self.samples = 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _stable_ips(self) -> set[str]:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=(
+            f"mlops.dev/modeldeployment={self.name},mlops.dev/track=stable")).items
+        return {p.status.pod_ip for p in pods if p.status.pod_ip}
+
+    def _run(self):
+        while not self._stop.is_set():
+            ep = self.core.read_namespaced_endpoints(self.name, self.namespace)
+            ready = {a.ip for s in ep.subsets or [] for a in s.addresses or []}
+            self.samples += 1
+            if not ready & self._stable_ips():
+                self.gaps += 1
+            time.sleep(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_canary_walks_its_steps_to_promotion_without_losing_stable_endpoints(kube, md_ns):
+    stable_uri, canary_uri = MODELS.v1, MODELS.v2
+    apply(kube, md_manifest(md_ns, "walk", replicas=4, model={"uri": stable_uri}))
+    wait_ready(kube, md_ns, "walk")
+    steps = [{"weight": 25, "pause": 1}, {"weight": 50, "pause": 1}]
+    with EndpointWatcher(kube, md_ns, "walk") as watcher:
+        apply(kube, md_manifest(md_ns, "walk", replicas=4, model={"uri": stable_uri},
+                                rollout={"canary": {"model": {"uri": canary_uri}, "steps": steps}}))
+        md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Paused" else None)(
+            get_md(kube, md_ns, "walk")), timeout=60, message="canary done with its steps")
+        assert md["status"]["canary"]["step"] == 1
+        assert md["status"]["canary"]["weight"] == 50  # 2 canary of 4 serving pods, from the live objects
+        apply(kube, md_manifest(md_ns, "walk", replicas=4, model={"uri": stable_uri},
+                                rollout={"canary": {"model": {"uri": canary_uri}, "steps": steps, "promote": True}}))
+        md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Promoted" else None)(
+            get_md(kube, md_ns, "walk")), timeout=90, message="canary promoted")
+    assert watcher.samples > 10 and watcher.gaps == 0
+    assert md["status"]["stable"]["modelUri"] == canary_uri
+    apps = client.AppsV1Api(kube)
+    wait_for(lambda: not any(d.metadata.name == "walk-canary" for d in apps.list_namespaced_deployment(md_ns).items),
+             message="canary Deployment removed after promotion")
+    reasons = [e.reason for e in events_for(kube, md_ns, "walk")]
+    assert {"CanaryStarted", "CanaryStep", "CanaryPromoted"} <= set(reasons)
+    # GitOps finish: the canary's model becomes spec.model; nothing rolls again.
+    before = apps.read_namespaced_deployment("walk", md_ns).metadata.generation
+    apply(kube, md_manifest(md_ns, "walk", replicas=4, model={"uri": canary_uri}))
+    wait_ready(kube, md_ns, "walk")
+    time.sleep(1)
+    assert apps.read_namespaced_deployment("walk", md_ns).metadata.generation == before
+
+
+def test_a_canary_aborted_mid_way_goes_away_and_the_stable_keeps_serving(kube, md_ns):
+    stable_uri, canary_uri = MODELS.v1, MODELS.v2
+    apply(kube, md_manifest(md_ns, "abort", replicas=2, model={"uri": stable_uri}))
+    wait_ready(kube, md_ns, "abort")
+    canary = {"model": {"uri": canary_uri}, "steps": [{"weight": 50, "pause": 3600}, {"weight": 100}]}
+    with EndpointWatcher(kube, md_ns, "abort") as watcher:
+        apply(kube, md_manifest(md_ns, "abort", replicas=2, model={"uri": stable_uri}, rollout={"canary": canary}))
+        wait_for(lambda: (get_md(kube, md_ns, "abort")["status"].get("canary") or {}).get("weight") == 50,
+                 timeout=60, message="canary serving half")
+        apply(kube, md_manifest(md_ns, "abort", replicas=2, model={"uri": stable_uri},
+                                rollout={"canary": {**canary, "abort": True}}))
+        md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Aborted"
+                               and m["status"]["replicas"] == 2 else None)(get_md(kube, md_ns, "abort")),
+                      timeout=60, message="canary aborted and gone")
+    assert watcher.gaps == 0
+    assert md["status"]["stable"]["modelUri"] == stable_uri
+    assert "CanaryAborted" in [e.reason for e in events_for(kube, md_ns, "abort")]
+
+
+def test_a_crashing_canary_does_not_advance(kube, md_ns):
+    apply(kube, md_manifest(md_ns, "hold", replicas=2))
+    wait_ready(kube, md_ns, "hold")
+    apply(kube, md_manifest(md_ns, "hold", replicas=2, rollout={"canary": {
+        "model": {"uri": MODELS.v2}, "steps": [{"weight": 50, "pause": 0}, {"weight": 100}],
+        "podAnnotations": {FAILURE: "CrashLoopBackOff"}}}))
+    md = wait_for(lambda: (lambda m: m if condition(m, "Progressing").get("reason") == "CanaryCrashLoopBackOff"
+                           else None)(get_md(kube, md_ns, "hold")), timeout=60, message="canary blocked")
+    time.sleep(2)
+    md = get_md(kube, md_ns, "hold")
+    assert md["status"]["canary"]["step"] == 0
+    assert condition(md, "Ready")["status"] == "True"  # the stable still serves
+
+
+def test_a_converged_deployment_and_an_operator_restart_make_no_writes(kube, md_ns, operator, audit):
+    start = audit.mark()
+    apply(kube, md_manifest(md_ns, "quiet", replicas=2))
+    apply(kube, md_manifest(md_ns, "quiet-canary-md", replicas=2, rollout={"canary": {
+        "model": {"uri": MODELS.v2}, "weight": 50}}))
+    wait_ready(kube, md_ns, "quiet")
+    wait_for(lambda: (get_md(kube, md_ns, "quiet-canary-md")["status"].get("canary") or {}).get("phase") == "Paused",
+             timeout=60, message="fixed-weight canary settled")
+    time.sleep(2)
+    # The audit log does see the operator: creating these took applies and status writes.
+    created = audit.writes(start, md_ns)
+    assert {"deployments", "services", "modeldeployments"} <= {w["resource"] for w in created}
+    assert any(w["subresource"] == "status" for w in created)
+    mark = audit.mark()
+    time.sleep(3)
+    assert audit.writes(mark, md_ns) == [], "the operator wrote while nothing changed"
+    mark = audit.mark()
+    operator.restart()
+    time.sleep(5)
+    assert audit.writes(mark, md_ns) == [], "the operator wrote on a restart resync"
+    # And it still acts after the restart.
+    apply(kube, md_manifest(md_ns, "quiet", replicas=3))
+    md = wait_ready(kube, md_ns, "quiet")
+    assert md["status"]["readyReplicas"] == 3
