@@ -293,3 +293,57 @@ def test_a_converged_deployment_and_an_operator_restart_make_no_writes(kube, md_
     apply(kube, md_manifest(md_ns, "quiet", replicas=3))
     md = wait_ready(kube, md_ns, "quiet")
     assert md["status"]["readyReplicas"] == 3
+
+
+class ModelServer:
+    """A real HTTP server on loopback serving one model file (404 for anything else); stopped afterwards."""
+
+    def __init__(self, payload: bytes):
+        import http.server
+
+        payload_ = payload
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path == "/models/iris.joblib":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(payload_)))
+                    self.end_headers()
+                    self.wfile.write(payload_)
+                else:
+                    self.send_error(404)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_model_is_fetched_over_http_by_the_operators_own_image(kube, md_ns, local_cluster):
+    payload = b"pretend this is a pickled sklearn model"
+    with ModelServer(payload) as server:
+        apply(kube, md_manifest(md_ns, "fetched", model={"uri": f"{server.url}/models/iris.joblib"}))
+        wait_ready(kube, md_ns, "fetched")
+        pod = client.CoreV1Api(kube).list_namespaced_pod(
+            md_ns, label_selector="mlops.dev/modeldeployment=fetched").items[0]
+        init = pod.spec.init_containers[0]
+        assert init.image == "mlops-operator:test"
+        assert init.command[:2] == ["mlops-operator", "fetch-model"]
+        assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+        if local_cluster is not None:  # the simulator ran it here: the bytes are in the pod's model volume
+            fetched = local_cluster.layout.root / "sim" / "pods" / md_ns / pod.metadata.name / "volumes" / "model"
+            assert (fetched / "iris.joblib").read_bytes() == payload
+
+        apply(kube, md_manifest(md_ns, "missing", model={"uri": f"{server.url}/models/absent.joblib"}))
+        md = wait_ready(kube, md_ns, "missing", "False", "ModelFetchFailed")
+    assert "404" in condition(md, "Ready")["message"]
