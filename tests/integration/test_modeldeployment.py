@@ -347,3 +347,20 @@ def test_the_model_is_fetched_over_http_by_the_operators_own_image(kube, md_ns, 
         apply(kube, md_manifest(md_ns, "missing", model={"uri": f"{server.url}/models/absent.joblib"}))
         md = wait_ready(kube, md_ns, "missing", "False", "ModelFetchFailed")
     assert "404" in condition(md, "Ready")["message"]
+
+
+def test_a_child_the_api_server_rejects_is_an_invalid_spec_not_a_retry_loop(kube, md_ns, operator):
+    apply(kube, md_manifest(md_ns, "odd", replicas=1))
+    wait_ready(kube, md_ns, "odd")
+    before = client.AppsV1Api(kube).read_namespaced_deployment("odd", md_ns).metadata.resource_version
+    # affinity passes through our schema unchecked; the Deployment's schema has no such field.
+    apply(kube, md_manifest(md_ns, "odd", replicas=1,
+                            scheduling={"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnored": []}}}))
+    md = wait_ready(kube, md_ns, "odd", "False", "InvalidSpec")
+    assert "rejected the Deployment" in condition(md, "Ready")["message"]
+    assert "affinity" in condition(md, "Ready")["message"]
+    errors = operator.metric("controller_runtime_reconcile_errors_total", controller="modeldeployment")
+    time.sleep(3)
+    assert operator.metric("controller_runtime_reconcile_errors_total", controller="modeldeployment") == errors
+    after = client.AppsV1Api(kube).read_namespaced_deployment("odd", md_ns).metadata.resource_version
+    assert after == before

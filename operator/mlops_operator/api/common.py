@@ -74,12 +74,18 @@ def _duration(value: Any) -> int | str:
     raise ValueError('must be seconds or a duration such as "30s", "5m", "1h30m"')
 
 
-_INT_OR_STRING = WithJsonSchema({"x-kubernetes-int-or-string": True})
+def _int_or_string(pattern: re.Pattern[str]) -> WithJsonSchema:
+    # The API server enforces the same rules as the validators above: minimum applies to integers only,
+    # pattern and minLength to strings only (both regexes are RE2-compatible, as Go needs).
+    return WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "minimum": 0, "minLength": 1, "pattern": pattern.pattern}
+    )
 
-Quantity = Annotated[int | str, PlainValidator(_quantity), _INT_OR_STRING]
+
+Quantity = Annotated[int | str, PlainValidator(_quantity), _int_or_string(_QUANTITY)]
 """A Kubernetes quantity (int-or-string in the schema): 2, "500m", "4Gi"."""
 
-Duration = Annotated[int | str, PlainValidator(_duration), _INT_OR_STRING]
+Duration = Annotated[int | str, PlainValidator(_duration), _int_or_string(_DURATION)]
 """Seconds as an integer, or a string of d/h/m/s parts: "30s", "5m", "1h30m"."""
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]

@@ -57,6 +57,11 @@ class ApiError(Exception):
         super().__init__(f"{method} {path}: {status} {message}")
 
     @property
+    def rejected_content(self) -> bool:
+        """The API server refused what we sent as invalid (so retrying the same content cannot help)."""
+        return self.status == 422 or (self.status == 500 and "failed to create typed patch object" in self.message)
+
+    @property
     def namespace_terminating(self) -> bool:
         """Nothing can be created in a namespace being deleted: no point retrying."""
         return self.status == 403 and "because it is being terminated" in self.message

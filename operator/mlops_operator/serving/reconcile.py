@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
-from ..k8s.client import KubeClient, object_path
+from ..k8s.client import ApiError, KubeClient, object_path
 from ..k8s.conditions import find_condition, invalid_spec, set_condition
 from ..k8s.diff import stamp, up_to_date
 from ..k8s.events import emit
@@ -96,7 +96,15 @@ async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, s
             continue
         stamped = stamp(want)
         if not up_to_date(have, stamped):
-            await client.apply(stamped)
+            try:
+                await client.apply(stamped)
+            except ApiError as err:
+                if not err.rejected_content:
+                    raise
+                # Pass-through fields (affinity, tolerations, env) reach the API server unchecked by our schema.
+                await report_invalid(client, body, [
+                    f"spec: the API server rejected the {want['kind']} made from this spec: {err.message}"], now)
+                return None
 
     new_status, events = status.compute(body, live["stable"], live["canary"], pods, plan,
                                         render.url(key[1], key[0], settings), now)
