@@ -64,19 +64,22 @@ def _download(uri: str, dest: pathlib.Path) -> None:
             pathlib.Path(tmp.name).unlink(missing_ok=True)
             raise FetchError(f"{uri}: {err}") from None
     path = pathlib.Path(tmp.name)
-    if name.endswith((".tar.gz", ".tgz")):
-        with tarfile.open(path) as tar:
-            tar.extractall(dest, filter="data")
-        path.unlink()
-    elif name.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():  # refuse paths that climb out of dest
-                if not (dest / member).resolve().is_relative_to(dest.resolve()):
-                    raise FetchError(f"{uri}: archive member {member!r} escapes the model folder")
-            archive.extractall(dest)
-        path.unlink()
-    else:
-        path.rename(dest / name)
+    try:
+        if name.endswith((".tar.gz", ".tgz")):
+            with tarfile.open(path, "r:gz") as tar:
+                tar.extractall(dest, filter="data")  # refuses members that climb out of dest
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():  # refuse paths that climb out of dest
+                    if not (dest / member).resolve().is_relative_to(dest.resolve()):
+                        raise FetchError(f"{uri}: archive member {member!r} escapes the model folder")
+                archive.extractall(dest)
+        else:
+            path.rename(dest / name)
+    except (tarfile.TarError, zipfile.BadZipFile) as err:  # e.g. a proxy's HTML page instead of the archive
+        raise FetchError(f"{uri}: not a usable archive: {' '.join(str(err).split())}") from None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _fsspec(uri: str, dest: pathlib.Path, backend: str) -> None:

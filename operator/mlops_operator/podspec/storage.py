@@ -30,6 +30,9 @@ def model_storage(model: Model, operator_image: str) -> tuple[list[dict], list[d
         "volumeMounts": [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
         "securityContext": container_security_context(),
+        # The kubelet then puts the tail of the fetcher's stderr (which names the URI and the error) into
+        # lastState.terminated.message: the status reports ModelFetchFailed with it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if model.secret_ref is not None:
         fetcher["envFrom"] = [{"secretRef": {"name": model.secret_ref.name}}]

@@ -53,6 +53,11 @@ def pod_problem(pod: dict) -> tuple[str, str] | None:
                 return "OOMKilled", (f"{kind} {cname} of pod {name} was killed for using more memory than its "
                                      "limit (OOMKilled); raise spec.resources.memory")
             waiting = _get(cs, "state", "waiting") or {}
+            if (kind == "init container" and cname == "fetch-model" and waiting.get("reason") == "CrashLoopBackOff"
+                    and last.get("exitCode", 0) != 0):
+                # Pods of a Deployment restart a failed init container: between runs the fetcher waits in
+                # CrashLoopBackOff, and its failed run (lastState) is the real reason.
+                term, waiting = last, {}
             if waiting.get("reason") in WAITING_REASONS:
                 detail = waiting.get("message") or (f"last exit code {last['exitCode']}" if "exitCode" in last else "")
                 return waiting["reason"], f"{kind} {cname} of pod {name}: {waiting['reason']}" + (
@@ -79,6 +84,8 @@ def summarize(pods: list[dict]) -> tuple[str, str] | None:
 
 def restarts(pods: list[dict]) -> tuple[str, str] | None:
     for pod in pods:
+        if _get(pod, "metadata", "deletionTimestamp"):
+            continue
         for cs in _get(pod, "status", "containerStatuses", default=[]) or []:
             if cs.get("restartCount", 0) > 0:
                 return "Restarting", (f"container {cs.get('name')} of pod {pod['metadata']['name']} restarted "
@@ -109,6 +116,11 @@ def observe_canary(canary_dep: dict | None, pods: list[dict], stable_dep: dict |
     return CanaryObservation(ready=rolled_out(canary_dep) and problem is None, problem=problem,
                              stable_promoted=stable_promoted,
                              replicas=_get(canary_dep, "spec", "replicas", default=0) if canary_dep else 0)
+
+
+def _family(reason: str | None) -> str | None:
+    """The kubelet alternates ErrImagePull and ImagePullBackOff on every retry: one story, one event."""
+    return "ImagePullBackOff" if reason == "ErrImagePull" else reason
 
 
 def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dict], plan: CanaryPlan,
@@ -146,7 +158,9 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
         progressing = ("True" if active else "False", *plan.blocked)
     elif plan.deploy:
         progressing = ("True", "CanaryProgressing", f"canary step {plan.status['step']} in progress")
-    elif stable is not None and not rolled_out(stable):
+    elif stable is None:
+        progressing = ("True", "Creating", "the stable Deployment is being created")
+    elif not rolled_out(stable):
         progressing = ("True", "RollingOut", f"{_get(stable, 'status', 'updatedReplicas', default=0)}/{want} "
                                              "replicas updated")
     else:
@@ -173,7 +187,7 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
         status["canary"] = {**plan.status, "weight": weight}
     events = list(plan.events)
     before = find_condition(old.get("conditions"), "Ready")
-    if before is None or (before.get("status"), before.get("reason")) != (ready_c[0], ready_c[1]):
+    if before is None or (before.get("status"), _family(before.get("reason"))) != (ready_c[0], _family(ready_c[1])):
         if ready_c[0] == "True":
             events.append(("Normal", "Ready", f"{ready_c[2]}, serving {status['stable']['modelUri']}"))
         elif ready_c[1] not in ("Creating", "RollingOut"):

@@ -1,0 +1,101 @@
+"""Runtime presets give image, port, args and probe; the spec overrides them; a canary overrides the spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops_operator.api.modeldeployment import Runtime, RuntimeOverrides
+from mlops_operator.podspec.storage import MODEL_DIR
+from mlops_operator.serving.runtimes import resolve
+from mlops_operator.settings import Settings
+
+SETTINGS = Settings(operator_image="mlops-operator:test", vllm_image="reg/vllm:1", triton_image="reg/triton:2",
+                    sklearn_image="reg/sklearn:3", cluster_domain="cluster.local", workers=1)
+
+
+def runtime(**fields) -> Runtime:
+    return Runtime.model_validate(fields)
+
+
+def test_vllm_preset():
+    r = resolve(runtime(preset="vllm"), "llama", SETTINGS)
+    assert r.image == "reg/vllm:1"
+    assert r.port == 8000
+    assert r.command is None  # the image's entrypoint is the OpenAI server
+    assert r.args == ["--model", MODEL_DIR, "--served-model-name", "llama", "--port", "8000"]
+    assert r.probe == {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 5, "failureThreshold": 3}
+    assert r.env == []
+
+
+def test_triton_preset():
+    r = resolve(runtime(preset="triton"), "resnet", SETTINGS)
+    assert (r.image, r.port, r.command) == ("reg/triton:2", 8000, ["tritonserver"])
+    assert r.args == [f"--model-repository={MODEL_DIR}", "--http-port=8000"]
+    assert r.probe["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+
+
+def test_sklearn_preset_probes_the_model_endpoint():
+    r = resolve(runtime(preset="sklearn"), "iris", SETTINGS)
+    assert (r.image, r.port, r.command) == ("reg/sklearn:3", 8080, None)
+    assert r.args == ["--model_name=iris", f"--model_dir={MODEL_DIR}", "--http_port=8080"]
+    assert r.probe["httpGet"] == {"path": "/v1/models/iris", "port": 8080}
+
+
+def test_custom_runtime_probes_the_tcp_port():
+    r = resolve(runtime(preset="custom", image="me/server:7", port=9000), "iris", SETTINGS)
+    assert (r.image, r.port, r.command, r.args) == ("me/server:7", 9000, None, [])
+    assert r.probe == {"tcpSocket": {"port": 9000}, "periodSeconds": 5, "failureThreshold": 3}
+
+
+@pytest.mark.parametrize("preset,path", [("vllm", "/health"), ("triton", "/v2/health/ready"),
+                                         ("sklearn", "/v1/models/m")])
+def test_spec_overrides_image_port_and_appends_args(preset, path):
+    base = resolve(runtime(preset=preset), "m", SETTINGS)
+    r = resolve(runtime(preset=preset, image="mirror/server:9", port=7777, args=["--extra", "1"],
+                        env=[{"name": "LOG_LEVEL", "value": "debug"}]), "m", SETTINGS)
+    assert r.image == "mirror/server:9"
+    assert r.port == 7777
+    assert r.probe["httpGet"] == {"path": path, "port": 7777}  # the probe follows the port
+    assert str(7777) in " ".join(r.args) and "8000" not in " ".join(r.args) and "8080" not in " ".join(r.args)
+    assert r.args[-2:] == ["--extra", "1"]
+    assert len(r.args) == len(base.args) + 2
+    assert r.env == [{"name": "LOG_LEVEL", "value": "debug"}]
+
+
+def test_env_from_secret_is_passed_as_a_reference():
+    r = resolve(runtime(preset="vllm", env=[{"name": "HF_TOKEN",
+                                             "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]),
+                "m", SETTINGS)
+    assert r.env == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+
+
+def test_canary_overrides_replace_image_args_and_env():
+    stable = runtime(preset="vllm", image="vllm:old", args=["--max-model-len", "4096"],
+                     env=[{"name": "A", "value": "1"}])
+    overrides = RuntimeOverrides.model_validate(
+        {"image": "vllm:new", "args": ["--max-model-len", "8192"], "env": [{"name": "B", "value": "2"}]})
+    r = resolve(stable, "llama", SETTINGS, overrides)
+    assert r.image == "vllm:new"
+    # The preset's own args stay; the stable's extra args are replaced, not appended to.
+    assert r.args == ["--model", MODEL_DIR, "--served-model-name", "llama", "--port", "8000",
+                      "--max-model-len", "8192"]
+    assert r.env == [{"name": "B", "value": "2"}]
+    assert r.port == 8000 and r.probe["httpGet"]["path"] == "/health"  # the preset stays the same
+
+
+def test_canary_overrides_left_out_keep_the_stable_values():
+    stable = runtime(preset="sklearn", image="sk:1", args=["--workers", "2"], env=[{"name": "A", "value": "1"}])
+    r = resolve(stable, "iris", SETTINGS, RuntimeOverrides())
+    assert r == resolve(stable, "iris", SETTINGS)
+    only_image = resolve(stable, "iris", SETTINGS, RuntimeOverrides(image="sk:2"))
+    assert only_image.image == "sk:2"
+    assert only_image.args[-2:] == ["--workers", "2"] and only_image.env == [{"name": "A", "value": "1"}]
+
+
+def test_canary_args_replace_when_the_stable_has_no_extra_args():
+    r = resolve(runtime(preset="triton"), "m", SETTINGS, RuntimeOverrides(args=["--log-verbose=1"]))
+    assert r.args == [f"--model-repository={MODEL_DIR}", "--http-port=8000", "--log-verbose=1"]
+    cleared = resolve(runtime(preset="triton", args=["--strict-readiness=true"]), "m", SETTINGS,
+                      RuntimeOverrides(args=[], env=[]))
+    assert cleared.args == [f"--model-repository={MODEL_DIR}", "--http-port=8000"]
+    assert cleared.env == []
