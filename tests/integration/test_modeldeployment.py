@@ -73,7 +73,7 @@ MODELS: Models
 
 
 @pytest.fixture
-def md_ns(namespace, operator, needs_scheduler, needs_controller_manager, models):
+def md_ns(namespace, operator, needs_scheduler, needs_controller_manager, needs_simulator, models):
     global MODELS
     MODELS = models
     return namespace

@@ -9,7 +9,7 @@ from helpers import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("needs_scheduler")]
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("needs_scheduler", "needs_simulator")]
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 OWN_IMAGE = "mlops-operator:0.1.0"

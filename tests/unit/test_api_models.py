@@ -55,9 +55,6 @@ def _contains(full, part):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_name_no_registry_host(path):
-    text = path.read_text()
-    for host in ("hub.invalid", "gh.invalid", "nv.invalid", "qu.invalid", "gc.invalid", "registry."):
-        assert host not in text
     for doc in documents(path):
         for image in _images(doc["spec"]):
             assert "." not in image.split("/")[0], f"{image} names a registry host"

@@ -142,8 +142,8 @@ def test_image_pull_back_off():
 
 
 def test_err_image_pull():
-    message = ('failed to pull and unpack image "hub.invalid/reg/sklearn:3": failed to resolve reference '
-               '"hub.invalid/reg/sklearn:3": hub.invalid/reg/sklearn:3: not found')
+    message = ('failed to pull and unpack image "reg/sklearn:3": failed to resolve reference '
+               '"reg/sklearn:3": reg/sklearn:3: not found')
     p = pod(phase="Pending", init=[fetched()], containers=[waiting("ErrImagePull", message)])
     reason, text = status.pod_problem(p)
     assert reason == "ErrImagePull" and text.endswith(message) and "container server" in text

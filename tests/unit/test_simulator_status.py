@@ -239,7 +239,7 @@ def test_finished_pods_are_left_alone():
 # --- own image and local processes ---
 
 @pytest.mark.parametrize("image,own", [
-    ("mlops-operator:0.1.0", True), ("mlops-operator", True), ("gh.invalid/acme/mlops-operator:1@sha256:ab", True),
+    ("mlops-operator:0.1.0", True), ("mlops-operator", True), ("example.invalid/acme/mlops-operator:1@sha256:ab", True),
     ("localhost:5000/mlops-operator", True), ("mlops-operator-extra:1", False), ("nginx:1.19", False),
     ("mlops-operator/server:1", False), ("", False)])
 def test_own_image_detection(image, own):
@@ -247,8 +247,8 @@ def test_own_image_detection(image, own):
 
 
 def test_own_image_with_a_repository():
-    assert is_own_image("gh.invalid/acme/mlops-operator:2", ["gh.invalid/acme/mlops-operator"])
-    assert not is_own_image("hub.invalid/other/mlops-operator:2", ["gh.invalid/acme/mlops-operator"])
+    assert is_own_image("example.invalid/acme/mlops-operator:2", ["example.invalid/acme/mlops-operator"])
+    assert not is_own_image("other.invalid/other/mlops-operator:2", ["example.invalid/acme/mlops-operator"])
     assert image_name("reg:5000/a/b:1.0") == "b"
 
 

@@ -128,7 +128,7 @@ def image_repository(image: str) -> str:
 
 def is_own_image(image: str, own_images: Iterable[str]) -> bool:
     """True for the project's image. A configured name with a `/` must equal the repository; without, the last
-    path component (`mlops-operator` matches `mlops-operator:0.1.0` and `gh.invalid/x/mlops-operator@sha256:..`)."""
+    path component (`mlops-operator` matches `mlops-operator:0.1.0` and `example.invalid/x/mlops-operator@sha256:..`)."""
     repo = image_repository(image or "")
     for own in own_images:
         if "/" in own:
