@@ -123,10 +123,15 @@ def crds(kube):
 
 
 class OperatorProcess:
-    """The operator as a real process (`mlops-operator run`), started and stopped by pid."""
+    """The operator as a real process (`mlops-operator run`), started and stopped by pid. `running` holds those
+    alive in this session, so a test that needs to be the only operator in a namespace can pause them."""
 
-    def __init__(self, kubeconfig: str, log_path: pathlib.Path):
+    running: set["OperatorProcess"] = set()
+
+    def __init__(self, kubeconfig: str, log_path: pathlib.Path,
+                 run_args: tuple[str, ...] = ("--standalone", "--all-namespaces"), env: dict | None = None):
         self.kubeconfig, self.log_path = kubeconfig, log_path
+        self.run_args, self.env = tuple(run_args), dict(env or {"MLOPS_OPERATOR_IMAGE": "mlops-operator:test"})
         self.proc = None
         self.metrics_port = None
 
@@ -139,13 +144,13 @@ class OperatorProcess:
             sock.bind(("127.0.0.1", 0))
             self.metrics_port = sock.getsockname()[1]
         exe = pathlib.Path(sys.executable).with_name("mlops-operator")
-        env = dict(os.environ, KUBECONFIG=self.kubeconfig, MLOPS_OPERATOR_IMAGE="mlops-operator:test")
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, **self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(exe), "run", "--standalone", "--all-namespaces",
-                 f"--metrics-bind-address=127.0.0.1:{self.metrics_port}"],
+                [str(exe), "run", *self.run_args, f"--metrics-bind-address=127.0.0.1:{self.metrics_port}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        OperatorProcess.running.add(self)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -158,6 +163,7 @@ class OperatorProcess:
     def stop(self) -> None:
         import signal
 
+        OperatorProcess.running.discard(self)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -213,3 +219,42 @@ def needs_simulator(kube):
     nodes = client.CoreV1Api(kube).list_node(label_selector="sim.mlops.dev/simulated=true").items
     if not nodes:
         pytest.skip("no simulated nodes in this cluster: the test drives the node simulator")
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory):
+    """A real Alertmanager (Debian's) on loopback, clustering off; yields its base URL, stopped by pid."""
+    import shutil
+    import socket
+    import subprocess
+    import urllib.request
+
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        pytest.skip("no Alertmanager binary (make test installs Debian's prometheus-alertmanager)")
+    root = tmp_path_factory.mktemp("alertmanager")
+    (root / "alertmanager.yml").write_text(
+        "route: {receiver: drop, group_wait: 1s}\nreceivers: [{name: drop}]\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(root / "alertmanager.log", "wb") as log:
+        proc = subprocess.Popen([binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root}",
+                                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"Alertmanager exited; see {root / 'alertmanager.log'}")
+        try:
+            if urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -73,6 +73,12 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift_check(args: argparse.Namespace) -> int:
+    from .monitoring.runner import run
+
+    return run(args.namespace, args.name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mlops-operator {__version__}")
@@ -100,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--uri", required=True, help="file://, http(s)://, s3://, gs:// or hf:// URI")
     fetch.add_argument("--dest", required=True, help="folder to fetch into")
     fetch.set_defaults(func=_fetch_model)
+    drift = sub.add_parser("drift-check", help="run one drift check of a DriftMonitor and write its status")
+    drift.add_argument("--namespace", required=True)
+    drift.add_argument("--name", required=True)
+    drift.set_defaults(func=_drift_check)
     return parser
 
 

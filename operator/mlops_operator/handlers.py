@@ -19,7 +19,9 @@ from .k8s.client import KubeClient
 from .k8s.labels import MANAGED_BY
 from .runtime.cache import Cache
 from .runtime.controller import Controller
+from .monitoring import reconcile as monitoring
 from .serving import reconcile as serving
+from .training import reconcile as training
 from .settings import SETTINGS
 
 log = logging.getLogger("mlops_operator")
@@ -28,7 +30,8 @@ OWNER_LABELS = ("mlops.dev/modeldeployment", "mlops.dev/trainingjob", "mlops.dev
 
 CACHE = Cache()
 CONTROLLERS: dict[str, Controller] = {}
-INDICES = ("modeldeployments_idx", "deployments_idx", "services_idx", "hpas_idx", "pdbs_idx", "pods_idx")
+INDICES = ("modeldeployments_idx", "trainingjobs_idx", "driftmonitors_idx", "deployments_idx", "services_idx",
+           "hpas_idx", "pdbs_idx", "pods_idx")
 
 
 def _plain(body: kopf.Body) -> dict:
@@ -44,6 +47,16 @@ def _owner_keys(namespace: str, labels: kopf.Labels) -> list[tuple[str, str, str
 
 @kopf.index(GROUP, VERSION, "modeldeployments")
 async def modeldeployments_idx(namespace: str, name: str, body: kopf.Body, **_):
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "trainingjobs")
+async def trainingjobs_idx(namespace: str, name: str, body: kopf.Body, **_):
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "driftmonitors")
+async def driftmonitors_idx(namespace: str, name: str, body: kopf.Body, **_):
     return {(namespace, name): _plain(body)}
 
 
@@ -89,6 +102,16 @@ async def modeldeployment_changed(namespace: str, name: str, **_):
     _enqueue("modeldeployment", namespace, name)
 
 
+@kopf.on.event(GROUP, VERSION, "trainingjobs")
+async def trainingjob_changed(namespace: str, name: str, **_):
+    _enqueue("trainingjob", namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "driftmonitors")
+async def driftmonitor_changed(namespace: str, name: str, **_):
+    _enqueue("driftmonitor", namespace, name)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
@@ -116,7 +139,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs):
     async def reconcile_md(key):
         return await serving.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
 
+    async def reconcile_tj(key):
+        return await training.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
+
     CONTROLLERS["modeldeployment"] = Controller("modeldeployment", reconcile_md, workers=SETTINGS.workers)
+    async def reconcile_dm(key):
+        return await monitoring.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
+
+    CONTROLLERS["trainingjob"] = Controller("trainingjob", reconcile_tj, workers=SETTINGS.workers)
+    CONTROLLERS["driftmonitor"] = Controller("driftmonitor", reconcile_dm, workers=4)
     for controller in CONTROLLERS.values():
         controller.start()
     log.info("mlops-operator started: controllers %s", ", ".join(CONTROLLERS))

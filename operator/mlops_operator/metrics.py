@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime, timezone
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -26,6 +27,39 @@ API_LATENCY = Histogram("rest_client_request_duration_seconds", "Kubernetes API 
 MANAGED_OBJECTS = Gauge("mlops_managed_objects", "Custom resources by kind and phase.", ["kind", "phase"])
 GPUS_REQUESTED = Gauge("mlops_gpus_requested", "GPUs requested by managed pods, by kind and phase.",
                        ["kind", "phase"])
+
+DRIFT_STATISTIC = Gauge("mlops_drift_statistic", "Last drift statistic per feature.",
+                        ["namespace", "monitor", "feature", "test"])
+DRIFT_DETECTED = Gauge("mlops_drift_detected", "1 when the last check found dataset drift.", ["namespace", "monitor"])
+DRIFT_SHARE = Gauge("mlops_drift_share", "Share of drifted features in the last check.", ["namespace", "monitor"])
+DRIFT_LAST_RUN = Gauge("mlops_drift_last_run_timestamp_seconds", "When the last successful check ran.",
+                       ["namespace", "monitor"])
+DRIFT_CHECKS = Counter("mlops_drift_checks_total", "Drift check results seen, by outcome.",
+                       ["namespace", "monitor", "outcome"])
+_drift_series: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+
+def drift_result(namespace: str, monitor: str, last_run: dict | None) -> None:
+    """Exports the last result of a DriftMonitor (None: forget its series)."""
+    key = (namespace, monitor)
+    for feature, test in _drift_series.pop(key, set()):
+        DRIFT_STATISTIC.remove(namespace, monitor, feature, test)
+    if last_run is None:
+        for gauge in (DRIFT_DETECTED, DRIFT_SHARE, DRIFT_LAST_RUN):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, monitor)
+        return
+    series = set()
+    for feature in last_run.get("features") or []:
+        if feature.get("statistic") is not None:
+            DRIFT_STATISTIC.labels(namespace, monitor, feature["name"], feature["test"]).set(feature["statistic"])
+            series.add((feature["name"], feature["test"]))
+    _drift_series[key] = series
+    DRIFT_DETECTED.labels(namespace, monitor).set(1 if last_run.get("datasetDrift") else 0)
+    DRIFT_SHARE.labels(namespace, monitor).set(last_run.get("driftShare") or 0)
+    if last_run.get("time"):
+        stamp = datetime.strptime(last_run["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        DRIFT_LAST_RUN.labels(namespace, monitor).set(stamp)
 
 
 def api_request(method: str, code: int) -> None:

@@ -46,8 +46,12 @@ class CurrentData(ApiModel):
         None, description="parquet or csv; inferred from the file extension when omitted."
     )
     window: Duration | None = Field(
-        None, description='Only rows from this recent period, e.g. "24h"; omit for everything available.'
+        None, description='Only rows from this recent period, e.g. "24h", by timestampColumn; omit for all rows.'
     )
+    timestamp_column: str = Field(
+        "timestamp", min_length=1, description="Column with each row's time (RFC 3339 or a timestamp type), for window."
+    )
+    last_rows: int | None = Field(None, ge=1, description="Only the last N rows (applied after window).")
     secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the data's storage.")
 
 
@@ -156,6 +160,17 @@ class LastRun(StatusModel):
     features: list[FeatureResult] = Field(default_factory=list, description="Per-feature results.")
 
 
+class Attempt(StatusModel):
+    """How the last check went: a failed check keeps the previous lastRun (no false alarm)."""
+
+    time: Timestamp | None = Field(None, description="When the check ran.")
+    succeeded: bool = Field(description="Whether the check produced a result.")
+    reason: str | None = Field(
+        None, description="Why it failed: DataUnreadable, MissingColumn, EmptyWindow, SchemaChanged, InvalidData."
+    )
+    message: str | None = Field(None, description="What exactly went wrong, naming the data or the column.")
+
+
 class RetrainRecord(StatusModel):
     """A TrainingJob this monitor created."""
 
@@ -166,7 +181,11 @@ class RetrainRecord(StatusModel):
 class DriftMonitorStatus(StatusBase):
     """Observed state of a DriftMonitor. Conditions: Ready (the last check ran), DriftDetected."""
 
-    last_run: LastRun | None = Field(None, description="Result of the last check.")
+    last_run: LastRun | None = Field(None, description="Result of the last successful check.")
+    last_attempt: Attempt | None = Field(None, description="The last check, successful or not.")
+    acted_on: Timestamp | None = Field(
+        None, description="lastRun.time of the result whose actions (alert, retrain) were taken."
+    )
     retrains: list[RetrainRecord] = Field(
         default_factory=list, description="Recent retrainings, newest last (for cooldown and maxPerDay)."
     )

@@ -102,14 +102,30 @@ class TrainingJobSpec(ApiModel):
         None, ge=1, description="Seconds the job may run in total (all attempts) before it fails."
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Seconds after success or failure until the job and its pods are deleted."
+        None,
+        ge=0,
+        description=(
+            "Seconds after success or failure until the worker pods and the Service are deleted; the "
+            "TrainingJob and its status stay."
+        ),
     )
-    suspend: bool = Field(False, description="true stops the workers (status Suspended); false resumes.")
+    suspend: bool = Field(
+        False, description="true stops the workers (status Suspended, kept); false resumes with a new attempt."
+    )
     queue_name: str | None = Field(
-        None, description="Kueue LocalQueue to admit the job through (label kueue.x-k8s.io/queue-name)."
+        None,
+        description=(
+            "Kueue LocalQueue to admit the job through: label kueue.x-k8s.io/queue-name and a pod group on every "
+            "worker; on Kubernetes 1.27+ the workers are created gated until Kueue admits them."
+        ),
     )
     promote: Promote | None = Field(None, description="On success, give the output model to a ModelDeployment.")
-    service_account_name: str | None = Field(None, description="ServiceAccount of the worker pods.")
+    service_account_name: str | None = Field(
+        None, description="ServiceAccount of the worker pods; only then is its token mounted."
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations added to the worker pods (for example for a sidecar)."
+    )
 
 
 class WorkerCounts(StatusModel):
@@ -123,9 +139,23 @@ class WorkerCounts(StatusModel):
 class Failure(StatusModel):
     """Why the last attempt failed."""
 
-    reason: str = Field(description="CamelCase reason, e.g. OOMKilled, GangTimeout, DeadlineExceeded.")
+    reason: str = Field(description="CamelCase reason, e.g. OOMKilled, Evicted, Error, GangTimeout, DeadlineExceeded.")
     message: str = Field(description="Details, e.g. the failing worker's exit message.")
     retryable: bool = Field(description="Whether another attempt may succeed (within backoffLimit).")
+    counted: bool | None = Field(
+        None, description="Whether this failure counted against backoffLimit (evictions and node loss do not)."
+    )
+    worker: int | None = Field(None, ge=0, description="Rank of the worker that failed, when one did.")
+    attempt: int | None = Field(None, ge=1, description="The attempt that failed.")
+
+
+class Promotion(StatusModel):
+    """The one edit this job made to a ModelDeployment's spec, recorded so it is never repeated."""
+
+    model_deployment: str = Field(description="Name of the ModelDeployment.")
+    as_: Literal["canary", "stable"] = Field(alias="as", description="canary or stable.")
+    model_uri: str = Field(description="The model URI written.")
+    time: Timestamp = Field(description="When it was written.")
 
 
 class TrainingJobStatus(StatusBase):
@@ -135,11 +165,21 @@ class TrainingJobStatus(StatusBase):
         None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
     )
     attempt: int | None = Field(None, ge=0, description="Current attempt, starting at 1.")
-    start_time: Timestamp | None = Field(None, description="When the first attempt started.")
+    start_time: Timestamp | None = Field(
+        None, description="When the first attempt started (reset on resume); activeDeadlineSeconds counts from here."
+    )
     completion_time: Timestamp | None = Field(None, description="When the job succeeded or failed.")
     workers: WorkerCounts | None = Field(None, description="Worker pods by state.")
     model_uri: str | None = Field(None, description="The trained model, after success.")
     failure: Failure | None = Field(None, description="Why the last attempt failed.")
+    retries: int | None = Field(None, ge=0, description="Failures counted against backoffLimit so far.")
+    attempt_start_time: Timestamp | None = Field(
+        None, description="When the current attempt's workers were created; unset while they are being created."
+    )
+    next_attempt_time: Timestamp | None = Field(
+        None, description="After a gang timeout with gangTimeoutAction wait: when the next attempt starts."
+    )
+    promotion: Promotion | None = Field(None, description="The promotion done after success (done once).")
 
 
 TRAINING_JOB = Kind(

@@ -75,6 +75,7 @@ class KubeClient:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._discovered: dict[str, list[str]] = {}
+        self._resources: dict[str, set[str]] = {}
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> "KubeClient":
@@ -188,6 +189,26 @@ class KubeClient:
             versions = [v["version"] for v in doc.get("versions", [])]
             self._discovered[group] = sorted(versions, key=lambda v: v != preferred)
         return self._discovered[group]
+
+    async def serves(self, group_version: str, plural: str) -> bool:
+        """Whether the API server serves `plural` in `group_version` (cached for the process)."""
+        if group_version not in self._resources:
+            try:
+                doc = await self.request("GET", f"/apis/{group_version}")
+                self._resources[group_version] = {r["name"] for r in doc.get("resources", [])}
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+                self._resources[group_version] = set()
+        return plural in self._resources[group_version]
+
+    async def pick_resource_version(self, group: str, plural: str, wanted: list[str]) -> str:
+        """The first of `wanted` whose group version serves `plural` (CronJob: batch/v1 only from 1.21)."""
+        for version in wanted:
+            if await self.serves(f"{group}/{version}", plural):
+                return f"{group}/{version}"
+        raise ApiError(404, {"message": f"the API server serves {plural} in none of {group}/{wanted}"}, "GET",
+                       f"/apis/{group}")
 
     async def pick_version(self, group: str, wanted: list[str]) -> str:
         """The first of `wanted` (newest first) the server serves, as 'group/version'."""

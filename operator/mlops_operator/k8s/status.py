@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from .client import KubeClient, object_path
+from .conditions import find_condition, invalid_spec, set_condition
+from .events import emit
 
 
 def clean(value: Any) -> Any:
@@ -42,3 +45,16 @@ async def write_status(client: KubeClient, body: dict, status: dict) -> bool:
         return False
     await client.patch_status(object_path(body), patch)
     return True
+
+
+async def report_invalid(client: KubeClient, body: dict, errors: list[str], now: datetime) -> None:
+    """Ready=False, reason InvalidSpec, naming the fields; a Warning event when that news is new. Nothing else
+    in the status, and no child, is touched."""
+    old = body.get("status") or {}
+    ready = invalid_spec(errors, observed_generation=body["metadata"].get("generation"), now=now)
+    before = find_condition(old.get("conditions"), "Ready")
+    new = {**old, "observedGeneration": body["metadata"].get("generation"),
+           "conditions": set_condition(old.get("conditions"), ready)}
+    await write_status(client, body, new)
+    if before is None or (before.get("reason"), before.get("message")) != ("InvalidSpec", ready["message"]):
+        await emit(client, body, "Warning", "InvalidSpec", ready["message"], now)

@@ -14,10 +14,9 @@ from datetime import datetime, timezone
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..k8s.client import ApiError, KubeClient, object_path
-from ..k8s.conditions import find_condition, invalid_spec, set_condition
 from ..k8s.diff import stamp, up_to_date
 from ..k8s.events import emit
-from ..k8s.status import write_status
+from ..k8s.status import report_invalid, write_status
 from ..runtime.cache import Cache
 from ..settings import Settings
 from . import canary, render, status
@@ -46,17 +45,6 @@ def live_children(cache: Cache, key: tuple[str, str], versions: render.ApiVersio
         "hpa": of_version("hpas_idx", versions.hpa),
         "pdb": of_version("pdbs_idx", versions.pdb),
     }
-
-
-async def report_invalid(client: KubeClient, body: dict, errors: list[str], now: datetime) -> None:
-    old = body.get("status") or {}
-    ready = invalid_spec(errors, observed_generation=body["metadata"].get("generation"), now=now)
-    before = find_condition(old.get("conditions"), "Ready")
-    new = {**old, "observedGeneration": body["metadata"].get("generation"),
-           "conditions": set_condition(old.get("conditions"), ready)}
-    await write_status(client, body, new)
-    if before is None or (before.get("reason"), before.get("message")) != ("InvalidSpec", ready["message"]):
-        await emit(client, body, "Warning", "InvalidSpec", ready["message"], now)
 
 
 def serving_total(spec: ModelDeploymentSpec, stable: dict | None) -> int:

@@ -1,0 +1,134 @@
+"""`mlops-operator drift-check --namespace N --name M`: one drift check, run by the DriftMonitor's CronJob in the
+operator's image under a ServiceAccount that may only read its DriftMonitor (and the ModelDeployment it watches)
+and write its status.
+
+It writes `status.lastRun` (only on success: a failed check never replaces a good result, so no false alarm) and
+`status.lastAttempt` (always). Conditions, events, alerts and retraining are the operator's, which watches the
+status this writes.
+
+`MLOPS_PROFILE_CACHE` (a folder, e.g. on a volume that outlives the pod) keeps reference profiles between runs,
+keyed by the reference's URI and its size and modification time, so a large reference is profiled once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+from datetime import datetime, timezone
+
+from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
+from ..api.common import duration_seconds
+from ..drift.engine import DriftInputError, compute_drift, feature_specs
+from ..drift.profile import ReferenceProfile, build_profile
+from ..k8s.conditions import format_time
+from . import data
+
+log = logging.getLogger("mlops_operator.drift_check")
+GROUP_PATH = "/apis/mlops.dev/v1alpha1"
+
+
+class Api:
+    """The few calls the runner makes, through the official client (in-cluster or kubeconfig)."""
+
+    def __init__(self):
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.client = client.ApiClient()
+
+    def _call(self, method: str, path: str, body=None, content_type="application/json"):
+        cfg = self.client.configuration
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        resp = self.client.call_api(method, cfg.host + path, header_params=headers, body=body)
+        raw = resp.read()
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {path}: {resp.status} {raw[:300]!r}")
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str) -> dict:
+        return self._call("GET", path)
+
+    def patch_status(self, path: str, status: dict) -> None:
+        self._call("PATCH", path + "/status", {"status": status}, "application/merge-patch+json")
+
+
+def _profile(uri: str, fmt: str | None, table, names: list[str]) -> ReferenceProfile:
+    cache = os.environ.get("MLOPS_PROFILE_CACHE")
+    local = data._local_path(uri)
+    key_path = None
+    if cache and local:
+        stat = pathlib.Path(local).stat()
+        key = hashlib.sha256(f"{uri}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(names)}".encode()).hexdigest()[:24]
+        key_path = pathlib.Path(cache) / f"{key}.npz"
+        if key_path.exists():
+            return ReferenceProfile.load(key_path)
+    profile = build_profile(data.to_arrays(table, names))
+    if key_path is not None:
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        profile.save(key_path)
+    return profile
+
+
+def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
+    """The status fields of one check of DriftMonitor `dm` (pure apart from reading the data)."""
+    spec = parse_spec(DRIFT_MONITOR, dm.get("spec"))
+    current = spec.current
+    current_uri = current.uri if current and current.uri else prediction_log_uri
+    stamp = format_time(now)
+    try:
+        if not current_uri:
+            raise data.DataError("DataUnreadable", "no current data: set spec.current.uri or the ModelDeployment's "
+                                                   "spec.monitoring.predictionLog")
+        reference = data.read_table(spec.reference.uri, spec.reference.format)
+        live = data.read_table(current_uri, current.format if current else None)
+        window = data.Window(
+            duration_seconds=duration_seconds(current.window) if current and current.window is not None else None,
+            timestamp_column=current.timestamp_column if current else "timestamp",
+            last_rows=current.last_rows if current else None)
+        live = data.apply_window(live, window, now)
+        wanted = [f.name for f in spec.features] or None
+        names = data.feature_columns(reference, live, wanted, skip=(window.timestamp_column,))
+        profile = _profile(spec.reference.uri, spec.reference.format, reference, names)
+        specs = feature_specs([f.to_dict() for f in spec.features]) if spec.features else None
+        result = compute_drift(profile, data.to_arrays(live, names), specs, spec.drift_share)
+    except data.DataError as err:
+        return {"lastAttempt": {"time": stamp, "succeeded": False, "reason": err.reason, "message": err.message}}
+    except DriftInputError as err:
+        return {"lastAttempt": {"time": stamp, "succeeded": False, "reason": "InvalidData", "message": str(err)}}
+    return {"lastRun": {"time": stamp, **result.to_status()},
+            "lastAttempt": {"time": stamp, "succeeded": True}}
+
+
+def run(namespace: str, name: str) -> int:
+    api = Api()
+    path = f"{GROUP_PATH}/namespaces/{namespace}/driftmonitors/{name}"
+    dm = api.get(path)
+    log_uri = None
+    current = (dm.get("spec") or {}).get("current") or {}
+    if not current.get("uri"):
+        ref = (dm.get("spec") or {}).get("modelDeployment") or {}
+        md = api.get(f"{GROUP_PATH}/namespaces/{namespace}/modeldeployments/{ref.get('name')}")
+        log_uri = (((md.get("spec") or {}).get("monitoring") or {}).get("predictionLog") or {}).get("uri")
+    try:
+        status = check(dm, log_uri, datetime.now(timezone.utc))
+    except InvalidSpec as err:
+        status = {"lastAttempt": {"time": format_time(datetime.now(timezone.utc)), "succeeded": False,
+                                  "reason": "InvalidSpec", "message": err.message}}
+    api.patch_status(path, status)
+    attempt = status["lastAttempt"]
+    if attempt["succeeded"]:
+        last = status["lastRun"]
+        print(f"drift-check {namespace}/{name}: datasetDrift={last['datasetDrift']} "
+              f"share={last['driftShare']:.3f} rows={last['rows']}")
+        return 0
+    print(f"drift-check {namespace}/{name}: {attempt['reason']}: {attempt['message']}")
+    return 1

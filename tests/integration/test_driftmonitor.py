@@ -1,0 +1,201 @@
+"""DriftMonitor end to end: the operator's CronJob, the drift runner run by the node simulator as a local process of
+the operator's image, the reactions (condition, event, metrics, a real Alertmanager, retraining with a cooldown)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from kubernetes import client
+
+from helpers import apply, request, wait_for
+from mlops_operator.drift.engine import compute_drift
+from mlops_operator.drift.profile import build_profile
+
+GROUP_PATH = "/apis/mlops.dev/v1alpha1"
+FEATURES = ("age", "income", "score")
+
+
+def write_table(path, rng, rows: int, shift: float = 0.0, with_time: bool = False, drop: str | None = None):
+    columns = {"age": rng.normal(40 + 10 * shift, 10, rows), "income": rng.lognormal(10 + shift, 0.5, rows),
+               "score": rng.uniform(0 + shift, 1 + shift, rows),
+               "segment": rng.choice(["a", "b", "c"], rows, p=[0.5, 0.3, 0.2])}
+    if with_time:
+        now = datetime.now(timezone.utc)
+        columns["timestamp"] = [(now - timedelta(minutes=int(m))).strftime("%Y-%m-%dT%H:%M:%SZ")
+                                for m in rng.integers(0, 120, rows)]
+    if drop:
+        columns.pop(drop)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drift-data")
+    rng = np.random.default_rng(7)
+    return {
+        "reference": write_table(root / "reference.parquet", rng, 3000),
+        "shifted": write_table(root / "shifted.parquet", rng, 2000, shift=1.0, with_time=True),
+        "calm": write_table(root / "calm.parquet", rng, 2000, with_time=True),
+        "no_score": write_table(root / "no_score.parquet", rng, 2000, with_time=True, drop="score"),
+    }
+
+
+def dm_manifest(namespace: str, name: str, reference, current, alertmanager: str | None = None,
+                features=FEATURES, retrain: bool = True) -> dict:
+    spec = {"modelDeployment": {"name": "fraud"},
+            "reference": {"uri": f"file://{reference}"},
+            "current": {"uri": f"file://{current}", "window": "24h"},
+            "schedule": "*/30 * * * *",
+            "features": [{"name": f} for f in features]}
+    actions = {}
+    if alertmanager:
+        actions["alert"] = {"alertmanager": {"url": alertmanager}}
+    if retrain:
+        actions["retrain"] = {"cooldown": "1h", "maxPerDay": 2, "template": {
+            "image": "trainer:1", "command": ["python", "train.py"], "workers": 1,
+            "output": {"modelUri": "s3://models/fraud/next"}}}
+    if actions:
+        spec["actions"] = actions
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftMonitor",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def get_dm(kube, namespace: str, name: str) -> dict:
+    code, body = request(kube, "GET", f"{GROUP_PATH}/namespaces/{namespace}/driftmonitors/{name}")
+    assert code == 200, body
+    return body
+
+
+def condition(obj: dict, type_: str) -> dict:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def run_check_now(kube, namespace: str, dm: str, n: int) -> None:
+    """What `kubectl create job --from=cronjob/<dm>-drift` does: a Job from the CronJob's template."""
+    cron = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(
+        kube, "GET", f"/apis/batch/v1beta1/namespaces/{namespace}/cronjobs/{dm}-drift")),
+        message="the drift CronJob")
+    template = cron["spec"]["jobTemplate"]
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": f"{dm}-manual-{n}", "namespace": namespace,
+                        "labels": template.get("metadata", {}).get("labels", {})},
+           "spec": template["spec"]}
+    code, body = request(kube, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=job)
+    assert code == 201, body
+
+
+def wait_attempt(kube, namespace: str, name: str, after: str | None = None, timeout: float = 90) -> dict:
+    def check():
+        dm = get_dm(kube, namespace, name)
+        attempt = (dm.get("status") or {}).get("lastAttempt")
+        acted = (dm.get("status") or {}).get("actedOn")
+        if attempt and attempt.get("time") != after:
+            # the operator has reacted to this attempt (the conditions speak of it)
+            if not attempt["succeeded"] or acted == attempt["time"]:
+                return dm
+        return None
+
+    return wait_for(check, timeout=timeout, message=f"a new drift check of {name}")
+
+
+def training_jobs(kube, namespace: str, dm: str) -> list:
+    code, body = request(kube, "GET", f"{GROUP_PATH}/namespaces/{namespace}/trainingjobs",
+                         query={"labelSelector": f"mlops.dev/driftmonitor={dm}"})
+    assert code == 200
+    return body["items"]
+
+
+@pytest.fixture
+def dm_ns(namespace, operator, needs_scheduler, needs_controller_manager, needs_simulator):
+    return namespace
+
+
+def test_drift_is_detected_alerted_and_retrained_once_within_the_cooldown(kube, dm_ns, data, operator,
+                                                                           alertmanager):
+    apply(kube, dm_manifest(dm_ns, "fraud", data["reference"], data["shifted"], alertmanager))
+    # The runner's least-privilege identity and its schedule.
+    rbac = client.RbacAuthorizationV1Api(kube)
+    role = wait_for(lambda: next((r for r in rbac.list_namespaced_role(dm_ns).items
+                                  if r.metadata.name == "fraud-drift"), None), message="runner Role")
+    resources = sorted((tuple(rule.resources), tuple(rule.verbs), tuple(rule.resource_names or []))
+                       for rule in role.rules)
+    assert resources == [(("driftmonitors",), ("get",), ("fraud",)),
+                         (("driftmonitors/status",), ("get", "patch"), ("fraud",)),
+                         (("modeldeployments",), ("get",), ("fraud",))]
+    run_check_now(kube, dm_ns, "fraud", 1)
+    dm = wait_attempt(kube, dm_ns, "fraud")
+    last = dm["status"]["lastRun"]
+    assert dm["status"]["lastAttempt"]["succeeded"] is True
+    assert last["datasetDrift"] is True and last["rows"] == {"reference": 3000, "current": 2000}
+    assert condition(dm, "DriftDetected")["status"] == "True"
+    assert condition(dm, "Ready")["status"] == "True"
+
+    # The statistics are the engine's, to the digit, on the same data.
+    ref, cur = pq.read_table(data["reference"]), pq.read_table(data["shifted"])
+    expected = compute_drift(build_profile({f: ref.column(f).to_numpy() for f in FEATURES}),
+                             {f: cur.column(f).to_numpy() for f in FEATURES})
+    by_name = {f["name"]: f for f in last["features"]}
+    for feature in expected.features:
+        assert by_name[feature.name]["statistic"] == pytest.approx(feature.statistic, rel=1e-12)
+        assert by_name[feature.name]["drifted"] == feature.drifted
+
+    # Metrics from the operator, an alert in a real Alertmanager, exactly one retraining.
+    assert operator.metric("mlops_drift_detected", namespace=dm_ns, monitor="fraud") == 1
+    assert operator.metric("mlops_drift_statistic", namespace=dm_ns, monitor="fraud", feature="age") > 0
+    firing = json.loads(urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=5).read())
+    ours = [a for a in firing if a["labels"].get("driftmonitor") == "fraud" and a["labels"].get("namespace") == dm_ns]
+    assert len(ours) == 1 and ours[0]["labels"]["alertname"] == "ModelDriftDetected"
+    jobs = training_jobs(kube, dm_ns, "fraud")
+    assert len(jobs) == 1 and jobs[0]["spec"]["output"]["modelUri"] == "s3://models/fraud/next"
+    assert dm["status"]["retrains"][0]["trainingJob"] == jobs[0]["metadata"]["name"]
+
+    # Drift again, inside the cooldown: no second retraining, and the event says why.
+    time.sleep(1.1)  # results are stamped to the second
+    run_check_now(kube, dm_ns, "fraud", 2)
+    wait_attempt(kube, dm_ns, "fraud", after=dm["status"]["lastAttempt"]["time"])
+    assert len(training_jobs(kube, dm_ns, "fraud")) == 1
+    reasons = [e.reason for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
+               if e.involved_object.name == "fraud" and e.involved_object.kind == "DriftMonitor"]
+    assert reasons.count("DriftDetected") == 2 and "RetrainSkipped" in reasons and reasons.count("RetrainStarted") == 1
+
+
+def test_an_unshifted_window_raises_nothing(kube, dm_ns, data, operator, alertmanager):
+    apply(kube, dm_manifest(dm_ns, "calm", data["reference"], data["calm"], alertmanager))
+    run_check_now(kube, dm_ns, "calm", 1)
+    dm = wait_attempt(kube, dm_ns, "calm")
+    assert dm["status"]["lastRun"]["datasetDrift"] is False
+    assert condition(dm, "DriftDetected")["status"] == "False"
+    assert operator.metric("mlops_drift_detected", namespace=dm_ns, monitor="calm") == 0
+    firing = json.loads(urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=5).read())
+    assert not [a for a in firing if a["labels"].get("driftmonitor") == "calm"]
+    assert training_jobs(kube, dm_ns, "calm") == []
+
+
+def test_a_missing_column_is_a_failed_check_not_an_alarm(kube, dm_ns, data, operator):
+    apply(kube, dm_manifest(dm_ns, "broken", data["reference"], data["no_score"]))
+    run_check_now(kube, dm_ns, "broken", 1)
+    dm = wait_attempt(kube, dm_ns, "broken")
+    assert condition(dm, "Ready") == {**condition(dm, "Ready"), "status": "False", "reason": "MissingColumn"}
+    assert "score" in condition(dm, "Ready")["message"]
+    assert "lastRun" not in dm["status"]
+    assert condition(dm, "DriftDetected")["status"] == "Unknown"
+    assert training_jobs(kube, dm_ns, "broken") == []
+
+
+def test_an_interval_cron_cannot_express_is_an_invalid_spec(kube, dm_ns, data):
+    manifest = dm_manifest(dm_ns, "odd", data["reference"], data["calm"], retrain=False)
+    manifest["spec"].pop("schedule")
+    manifest["spec"]["interval"] = "7m"
+    apply(kube, manifest)
+    dm = wait_for(lambda: (lambda d: d if condition(d, "Ready").get("reason") == "InvalidSpec" else None)(
+        get_dm(kube, dm_ns, "odd")), message="InvalidSpec for interval 7m")
+    assert "spec.interval" in condition(dm, "Ready")["message"]
+    assert request(kube, "GET", f"/apis/batch/v1beta1/namespaces/{dm_ns}/cronjobs/odd-drift")[0] == 404

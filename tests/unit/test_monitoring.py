@@ -1,0 +1,161 @@
+"""The pure parts of the DriftMonitor: schedules, the runner's children, data windows, reactions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from mlops_operator.api import DRIFT_MONITOR, parse_spec
+from mlops_operator.monitoring import data, reactions, render
+from mlops_operator.settings import load
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def spec(**over):
+    base = {"modelDeployment": {"name": "fraud"}, "reference": {"uri": "s3://data/ref.parquet"},
+            "schedule": "0 * * * *",
+            "actions": {"alert": {"alertmanager": {"url": "http://am:9093"}},
+                        "retrain": {"cooldown": "1h", "maxPerDay": 2,
+                                    "template": {"image": "trainer:1", "output": {"modelUri": "s3://m/next"}}}}}
+    base.update(over)
+    return parse_spec(DRIFT_MONITOR, base)
+
+
+def body(status=None, generation=3):
+    out = {"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftMonitor",
+           "metadata": {"name": "fraud", "namespace": "ml", "uid": "u1", "generation": generation}}
+    if status is not None:
+        out["status"] = status
+    return out
+
+
+def run(time: str, drift: bool) -> dict:
+    return {"time": time, "datasetDrift": drift, "driftShare": 1.0 if drift else 0.0, "rows": {"reference": 10, "current": 10},
+            "features": [{"name": "age", "test": "ks", "statistic": 0.4, "pValue": 0.001, "threshold": 0.05,
+                          "drifted": drift}]}
+
+
+def cond(status, type_):
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+@pytest.mark.parametrize("seconds, cron", [(60, "*/1 * * * *"), (300, "*/5 * * * *"), (900, "*/15 * * * *"),
+                                           (3600, "0 */1 * * *"), (21600, "0 */6 * * *"), (86400, "0 0 * * *"),
+                                           (420, None), (30, None), (90, None), (5 * 3600, None), (2 * 86400, None)])
+def test_intervals_become_cron_only_when_cron_can_say_them(seconds, cron):
+    assert render.interval_cron(seconds) == cron
+
+
+def test_the_runner_may_read_its_monitor_and_write_only_its_status():
+    role = render.role(body(), spec())
+    assert {(tuple(r["resources"]), tuple(r["verbs"]), tuple(r["resourceNames"])) for r in role["rules"]} == {
+        (("driftmonitors",), ("get",), ("fraud",)), (("driftmonitors/status",), ("get", "patch"), ("fraud",)),
+        (("modeldeployments",), ("get",), ("fraud",))}
+
+
+def test_the_cron_job_runs_the_operators_image_under_the_runners_account_with_secrets_by_reference():
+    s = spec(reference={"uri": "s3://data/ref.parquet", "secretRef": {"name": "s3-creds"}},
+             current={"uri": "s3://data/live.parquet", "secretRef": {"name": "s3-creds"}})
+    cron = render.cron_job(body(), s, "batch/v1", load())
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cron["spec"]["schedule"] == "0 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert pod["serviceAccountName"] == "fraud-drift" and pod["restartPolicy"] == "Never"
+    container = pod["containers"][0]
+    assert container["command"] == ["mlops-operator", "drift-check", "--namespace", "ml", "--name", "fraud"]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]  # once, though named twice
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_time_and_row_windows():
+    times = [(NOW - timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in (30, 10, 2, 1)]
+    table = pa.table({"timestamp": times, "x": [1.0, 2.0, 3.0, 4.0]})
+    assert data.apply_window(table, data.Window(duration_seconds=86400), NOW).column("x").to_pylist() == [2, 3, 4]
+    assert data.apply_window(table, data.Window(last_rows=2), NOW).column("x").to_pylist() == [3, 4]
+    with pytest.raises(data.DataError) as err:
+        data.apply_window(table, data.Window(duration_seconds=600), NOW)
+    assert err.value.reason == "EmptyWindow"
+    with pytest.raises(data.DataError) as err:
+        data.apply_window(table, data.Window(duration_seconds=600, timestamp_column="ts"), NOW)
+    assert err.value.reason == "MissingColumn" and "'ts'" in err.value.message
+
+
+def test_schema_changes_and_missing_columns_are_named():
+    ref = pa.table({"a": [1.0, 2.0], "b": ["x", "y"]})
+    with pytest.raises(data.DataError) as err:
+        data.feature_columns(ref, pa.table({"a": ["1", "2"], "b": ["x", "y"]}), None)
+    assert err.value.reason == "SchemaChanged" and "'a'" in err.value.message
+    with pytest.raises(data.DataError) as err:
+        data.feature_columns(ref, pa.table({"a": [1.0]}), ["a", "b"])
+    assert err.value.reason == "MissingColumn" and "'b'" in err.value.message and "current" in err.value.message
+    assert data.feature_columns(ref, pa.table({"a": [1.0], "b": ["z"], "ts": [1]}), None, skip=("ts",)) == ["a", "b"]
+
+
+def test_an_unreadable_file_is_data_unreadable(tmp_path):
+    with pytest.raises(data.DataError) as err:
+        data.read_table(f"file://{tmp_path}/absent.parquet")
+    assert err.value.reason == "DataUnreadable" and "absent.parquet" in err.value.message
+
+
+def test_before_any_check():
+    r = reactions.react(body(), spec(), "0 * * * *", NOW)
+    assert cond(r.status, "Ready")["reason"] == "AwaitingFirstCheck"
+    assert cond(r.status, "DriftDetected")["status"] == "Unknown"
+    assert (r.events, r.alert, r.retrain) == ([], None, None)
+
+
+def test_a_new_drifted_result_alerts_and_retrains_once():
+    status = {"lastRun": run("2026-11-26T11:59:00Z", True), "lastAttempt": {"time": "2026-11-26T11:59:00Z",
+                                                                             "succeeded": True}}
+    r = reactions.react(body(status), spec(), "0 * * * *", NOW)
+    assert cond(r.status, "DriftDetected")["status"] == "True"
+    assert r.alert["labels"] == {"alertname": "ModelDriftDetected", "severity": "warning", "namespace": "ml",
+                                 "driftmonitor": "fraud", "modeldeployment": "fraud"}
+    assert "endsAt" not in r.alert
+    assert r.retrain["metadata"]["name"] == "fraud-retrain-" + str(int(datetime(2026, 11, 26, 11, 59, tzinfo=timezone.utc).timestamp()))
+    assert r.retrain["metadata"]["ownerReferences"][0]["kind"] == "DriftMonitor"
+    assert r.retrain["spec"]["image"] == "trainer:1"
+    assert r.status["actedOn"] == "2026-11-26T11:59:00Z"
+    assert [e[1] for e in r.events] == ["DriftDetected", "RetrainStarted"]
+    # The same result seen again (a restart, a retry): nothing more.
+    again = reactions.react(body(r.status), spec(), "0 * * * *", NOW + timedelta(minutes=1))
+    assert (again.events, again.alert, again.retrain) == ([], None, None)
+
+
+def test_cooldown_and_daily_cap_hold_retraining():
+    retrains = [{"trainingJob": "fraud-retrain-1", "time": "2026-11-26T11:30:00Z"}]
+    status = {"lastRun": run("2026-11-26T11:59:00Z", True), "retrains": retrains,
+              "lastAttempt": {"time": "2026-11-26T11:59:00Z", "succeeded": True}}
+    r = reactions.react(body(status), spec(), "0 * * * *", NOW)
+    assert r.retrain is None and r.events[-1][1] == "RetrainSkipped" and "cooldown" in r.events[-1][2]
+    retrains = [{"trainingJob": f"j{i}", "time": f"2026-11-26T0{i}:00:00Z"} for i in (2, 4)]
+    r = reactions.react(body({**status, "retrains": retrains}), spec(), "0 * * * *", NOW)
+    assert r.retrain is None and "maxPerDay (2)" in r.events[-1][2]
+    old = [{"trainingJob": "j", "time": "2026-11-24T09:00:00Z"}] * 2  # older than a day
+    assert reactions.react(body({**status, "retrains": old}), spec(), "0 * * * *", NOW).retrain is not None
+
+
+def test_drift_ending_resolves_the_alert():
+    drifted = reactions.react(body({"lastRun": run("2026-11-26T10:00:00Z", True),
+                                    "lastAttempt": {"time": "2026-11-26T10:00:00Z", "succeeded": True}}),
+                              spec(), "0 * * * *", NOW).status
+    calm = {**drifted, "lastRun": run("2026-11-26T11:00:00Z", False),
+            "lastAttempt": {"time": "2026-11-26T11:00:00Z", "succeeded": True}}
+    r = reactions.react(body(calm), spec(), "0 * * * *", NOW)
+    assert cond(r.status, "DriftDetected")["status"] == "False"
+    assert r.alert["endsAt"] == "2026-11-26T12:00:00Z" and r.retrain is None
+    assert [e[1] for e in r.events] == ["DriftResolved"]
+
+
+def test_a_failed_check_keeps_the_last_result_and_raises_no_alarm():
+    good = {"lastRun": run("2026-11-26T10:00:00Z", False), "actedOn": "2026-11-26T10:00:00Z",
+            "lastAttempt": {"time": "2026-11-26T11:00:00Z", "succeeded": False, "reason": "SchemaChanged",
+                            "message": "column 'a' is number in the reference data but text in the current data"}}
+    r = reactions.react(body(good), spec(), "0 * * * *", NOW)
+    assert cond(r.status, "Ready")["reason"] == "SchemaChanged"
+    assert cond(r.status, "DriftDetected")["status"] == "False"
+    assert r.alert is None and r.retrain is None
+    assert [e[1] for e in r.events] == ["SchemaChanged"]
