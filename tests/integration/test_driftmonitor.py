@@ -199,3 +199,20 @@ def test_an_interval_cron_cannot_express_is_an_invalid_spec(kube, dm_ns, data):
         get_dm(kube, dm_ns, "odd")), message="InvalidSpec for interval 7m")
     assert "spec.interval" in condition(dm, "Ready")["message"]
     assert request(kube, "GET", f"/apis/batch/v1beta1/namespaces/{dm_ns}/cronjobs/odd-drift")[0] == 404
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda s: s.update(modelDeployment={"name": "fraud", "namespace": "elsewhere"}), "spec.modelDeployment.namespace"),
+    # Schema-valid, but not a TrainingJob this operator can run: promotion to another namespace.
+    (lambda s: s["actions"]["retrain"]["template"].update(promote={"modelDeployment": {
+        "name": "fraud", "namespace": "elsewhere"}}), "spec.actions.retrain.template.promote.modelDeployment.namespace"),
+])
+def test_meaningless_specs_are_invalid_naming_the_field_and_create_nothing(kube, dm_ns, data, change, field):
+    manifest = dm_manifest(dm_ns, "bad", data["reference"], data["calm"])
+    change(manifest["spec"])
+    code, body = request(kube, "POST", f"{GROUP_PATH}/namespaces/{dm_ns}/driftmonitors", body=manifest)
+    assert code == 201, body  # the schema accepts it: the meaning is the operator's to check
+    dm = wait_for(lambda: (lambda d: d if condition(d, "Ready").get("reason") == "InvalidSpec" else None)(
+        get_dm(kube, dm_ns, "bad")), message="InvalidSpec")
+    assert field in condition(dm, "Ready")["message"]
+    assert request(kube, "GET", f"/api/v1/namespaces/{dm_ns}/serviceaccounts/bad-drift")[0] == 404
