@@ -349,7 +349,7 @@ def test_the_model_is_fetched_over_http_by_the_operators_own_image(kube, md_ns, 
     assert "404" in condition(md, "Ready")["message"]
 
 
-def test_a_child_the_api_server_rejects_is_an_invalid_spec_not_a_retry_loop(kube, md_ns, operator):
+def test_a_child_the_api_server_rejects_is_an_invalid_spec_not_a_retry_loop(kube, md_ns, operator, audit):
     apply(kube, md_manifest(md_ns, "odd", replicas=1))
     wait_ready(kube, md_ns, "odd")
     before = client.AppsV1Api(kube).read_namespaced_deployment("odd", md_ns).metadata.resource_version
@@ -359,8 +359,9 @@ def test_a_child_the_api_server_rejects_is_an_invalid_spec_not_a_retry_loop(kube
     md = wait_ready(kube, md_ns, "odd", "False", "InvalidSpec")
     assert "rejected the Deployment" in condition(md, "Ready")["message"]
     assert "affinity" in condition(md, "Ready")["message"]
-    errors = operator.metric("controller_runtime_reconcile_errors_total", controller="modeldeployment")
+    mark = audit.mark()
     time.sleep(3)
-    assert operator.metric("controller_runtime_reconcile_errors_total", controller="modeldeployment") == errors
+    retries = [w for w in audit.writes(mark, md_ns) if w["resource"] == "deployments"]
+    assert retries == [], "the operator kept trying the rejected Deployment"
     after = client.AppsV1Api(kube).read_namespaced_deployment("odd", md_ns).metadata.resource_version
     assert after == before

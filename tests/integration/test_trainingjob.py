@@ -154,8 +154,10 @@ def test_a_gang_that_cannot_fit_says_why_and_releases_its_gpus_at_the_gang_timeo
 
 
 def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns):
+    # Placed workers keep running (and holding their GPUs) while the third waits for a node.
     apply(kube, tj_manifest(tj_ns, "patient", workers=3, resources={"gpu": {"count": 8}},
-                            scheduling={"gangTimeout": 4, "gangTimeoutAction": "wait"}))
+                            scheduling={"gangTimeout": 4, "gangTimeoutAction": "wait"},
+                            podAnnotations={RUN_SECONDS: "600"}))
     tj = wait_tj(kube, tj_ns, "patient", lambda st, _: st.get("nextAttemptTime"), timeout=30,
                  message="released, waiting")
     assert tj["status"]["phase"] == "Pending" and tj["status"]["attempt"] == 2

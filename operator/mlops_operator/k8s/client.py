@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,7 +20,9 @@ import aiohttp
 from .. import FIELD_MANAGER, __version__
 from .. import metrics
 
-USER_AGENT = f"mlops-operator/{__version__}"
+# Which replica wrote what: the API server's audit log records the user agent, and with several replicas (or a
+# replica and its restarted successor) the host and pid tell them apart. Always starts with "mlops-operator/".
+USER_AGENT = f"mlops-operator/{__version__} ({socket.gethostname()}/{os.getpid()})"
 
 # kind -> (plural, namespaced). Versions are the caller's (some are chosen by discovery).
 RESOURCES: dict[str, tuple[str, bool]] = {
@@ -63,13 +68,16 @@ class ApiError(Exception):
 
     @property
     def namespace_terminating(self) -> bool:
-        """Nothing can be created in a namespace being deleted: no point retrying."""
-        return self.status == 403 and "because it is being terminated" in self.message
+        """Nothing can be created in a namespace being deleted or gone: no point retrying."""
+        return ((self.status == 403 and "because it is being terminated" in self.message)
+                or (self.status == 404 and self.message.startswith("namespaces ")))
 
 
 class KubeClient:
-    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, auth, limit: int = 32):
+    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, auth, limit: int = 32,
+                 user_agent: str = USER_AGENT):
         self.host = host.rstrip("/")
+        self._user_agent = user_agent  # the API server's audit log tells writers apart by it
         self._ssl = ssl_context
         self._auth = auth  # callable returning the Authorization header value, or None
         self._limit = limit
@@ -78,7 +86,7 @@ class KubeClient:
         self._resources: dict[str, set[str]] = {}
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> "KubeClient":
+    def from_environment(cls, kubeconfig: str | None = None, **kwargs) -> "KubeClient":
         """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
         from kubernetes import client, config
 
@@ -100,26 +108,30 @@ class KubeClient:
             # The official client keeps the token as "BearerToken" (recent) or "authorization" (older).
             return cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization") or None
 
-        return cls(cfg.host, ctx, auth)
+        return cls(cfg.host, ctx, auth, **kwargs)
 
     async def _session_(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
-                headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=60))
+                headers={"User-Agent": self._user_agent}, timeout=aiohttp.ClientTimeout(total=60))
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
-                      content_type: str = "application/json") -> Any:
-        session = await self._session_()
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         token = self._auth()
         if token:
             headers["Authorization"] = token
+        return headers
+
+    async def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+                      content_type: str = "application/json") -> Any:
+        session = await self._session_()
+        headers = self._headers()
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -132,6 +144,20 @@ class KubeClient:
                 if resp.status >= 400:
                     raise ApiError(resp.status, payload, method, path)
                 return payload
+
+    async def watch(self, path: str, resource_version: str, timeout_seconds: int = 300) -> AsyncIterator[dict]:
+        """The events of one watch request ({"type", "object"}), until the server ends it (the operator's own
+        watches are kopf's; benchmarks and tools use this one)."""
+        session = await self._session_()
+        params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(timeout_seconds)}
+        async with session.get(self.host + path, params=params, headers=self._headers(),
+                               timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)) as resp:
+            if resp.status >= 400:
+                raise ApiError(resp.status, await resp.text(), "GET", path)
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
 
     # -------------------------------------------------------------- verbs
 
