@@ -25,6 +25,22 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: str | None) -> datetime | None:
+    """The inverse of format_time (None stays None)."""
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def dig(obj: Any, *path: str, default: Any = None) -> Any:
+    """obj[path[0]][path[1]]..., or default where a step is missing or not a mapping."""
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return default
+        obj = obj[key]
+    return obj
+
+
 def _status(status: ConditionStatus) -> str:
     if isinstance(status, bool):
         return "True" if status else "False"

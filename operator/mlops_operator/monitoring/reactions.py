@@ -9,12 +9,12 @@ retraining's name comes from the result's time, so a retried reconcile cannot cr
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.common import duration_seconds
 from ..api.driftmonitor import DRIFT_MONITOR, DriftMonitorSpec
-from ..k8s.conditions import condition, find_condition, format_time, merge_conditions
+from ..k8s.conditions import condition, find_condition, format_time, merge_conditions, parse_time
 from ..k8s.labels import labels
 from ..k8s.ownership import owner_reference
 
@@ -31,8 +31,6 @@ class Reaction:
     retrain: dict | None = None  # a TrainingJob to create
 
 
-def _time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def drift_summary(last_run: dict) -> str:
@@ -58,7 +56,7 @@ def alert(body: dict, spec: DriftMonitorSpec, last_run: dict, resolved_at: datet
 
 
 def retrain_name(dm_name: str, run_time: str) -> str:
-    return f"{dm_name}-retrain-{int(_time(run_time).timestamp())}"
+    return f"{dm_name}-retrain-{int(parse_time(run_time).timestamp())}"
 
 
 def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) -> dict:
@@ -74,7 +72,7 @@ def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) 
 def _retrain_decision(body: dict, spec: DriftMonitorSpec, last_run: dict, retrains: list[dict],
                       now: datetime) -> tuple[dict | None, Event]:
     policy = spec.actions.retrain
-    times = sorted(_time(r["time"]) for r in retrains)
+    times = sorted(parse_time(r["time"]) for r in retrains)
     cooldown = timedelta(seconds=duration_seconds(policy.cooldown))
     if times and now - times[-1] < cooldown:
         return None, ("Normal", "RetrainSkipped",

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 
 from ..api.common import duration_seconds
 from ..api.modeldeployment import Canary, CanaryStep, ModelDeploymentSpec
-from ..k8s.conditions import format_time
+from ..k8s.conditions import format_time, parse_time
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -53,10 +53,6 @@ def split(total: int, weight: int) -> tuple[int, int]:
     return max(1, total - canary), canary
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def _steps(canary: Canary) -> list[CanaryStep]:
@@ -101,7 +97,7 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
 
     steps = _steps(canary)
     events: list[Event] = []
-    started = None if reset else _parse_time(prev.get("stepStartTime"))
+    started = None if reset else parse_time(prev.get("stepStartTime"))
     if reset:
         events.append(("Normal", "CanaryStarted", f"canary {uri} started at step 0 ({steps[0].weight}% of traffic)"))
     result = CanaryPlan(deploy=True)

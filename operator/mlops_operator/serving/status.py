@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from ..k8s.conditions import condition, find_condition, merge_conditions
+from ..k8s.conditions import condition, dig, find_condition, merge_conditions
 from .canary import CanaryObservation, CanaryPlan
 from .render import MODEL_URI_ANNOTATION, TRACK
 
@@ -24,20 +24,14 @@ SEVERITY = ("OOMKilled", "CrashLoopBackOff", "ModelFetchFailed", "ImagePullBackO
 Event = tuple[str, str, str]
 
 
-def _get(obj: Any, *path: str, default: Any = None) -> Any:
-    for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            return default
-        obj = obj[key]
-    return obj
 
 
 def pod_problem(pod: dict) -> tuple[str, str] | None:
     """Why this pod cannot serve, from its own status, or None."""
-    if _get(pod, "metadata", "deletionTimestamp"):
+    if dig(pod, "metadata", "deletionTimestamp"):
         return None
     status = pod.get("status") or {}
-    name = _get(pod, "metadata", "name", default="?")
+    name = dig(pod, "metadata", "name", default="?")
     if status.get("phase") == "Failed" and status.get("reason") == "Evicted":
         return "Evicted", f"pod {name} was evicted: {status.get('message', '')}".rstrip(": ")
     for cond in status.get("conditions") or []:
@@ -47,12 +41,12 @@ def pod_problem(pod: dict) -> tuple[str, str] | None:
                            ("container", status.get("containerStatuses"))):
         for cs in statuses or []:
             cname = cs.get("name")
-            term = _get(cs, "state", "terminated") or {}
-            last = _get(cs, "lastState", "terminated") or {}
+            term = dig(cs, "state", "terminated") or {}
+            last = dig(cs, "lastState", "terminated") or {}
             if "OOMKilled" in (term.get("reason"), last.get("reason")):
                 return "OOMKilled", (f"{kind} {cname} of pod {name} was killed for using more memory than its "
                                      "limit (OOMKilled); raise spec.resources.memory")
-            waiting = _get(cs, "state", "waiting") or {}
+            waiting = dig(cs, "state", "waiting") or {}
             if (kind == "init container" and cname == "fetch-model" and waiting.get("reason") == "CrashLoopBackOff"
                     and last.get("exitCode", 0) != 0):
                 # Pods of a Deployment restart a failed init container: between runs the fetcher waits in
@@ -78,15 +72,15 @@ def summarize(pods: list[dict]) -> tuple[str, str] | None:
     rank = {reason: i for i, reason in enumerate(SEVERITY)}
     reason = min(counts, key=lambda r: (-counts[r], rank.get(r, len(SEVERITY))))
     message = next(m for r, m in problems if r == reason)
-    live = [p for p in pods if not _get(p, "metadata", "deletionTimestamp")]
+    live = [p for p in pods if not dig(p, "metadata", "deletionTimestamp")]
     return reason, f"{counts[reason]}/{len(live)} pods: {message}"
 
 
 def restarts(pods: list[dict]) -> tuple[str, str] | None:
     for pod in pods:
-        if _get(pod, "metadata", "deletionTimestamp"):
+        if dig(pod, "metadata", "deletionTimestamp"):
             continue
-        for cs in _get(pod, "status", "containerStatuses", default=[]) or []:
+        for cs in dig(pod, "status", "containerStatuses", default=[]) or []:
             if cs.get("restartCount", 0) > 0:
                 return "Restarting", (f"container {cs.get('name')} of pod {pod['metadata']['name']} restarted "
                                       f"{cs['restartCount']} times")
@@ -94,15 +88,15 @@ def restarts(pods: list[dict]) -> tuple[str, str] | None:
 
 
 def track(pods: list[dict], name: str) -> list[dict]:
-    return [p for p in pods if _get(p, "metadata", "labels", TRACK) == name]
+    return [p for p in pods if dig(p, "metadata", "labels", TRACK) == name]
 
 
 def rolled_out(dep: dict | None) -> bool:
     """The Deployment's controller has seen its spec and every replica runs the current template, Ready."""
     if not dep:
         return False
-    st, want = dep.get("status") or {}, _get(dep, "spec", "replicas", default=1)
-    return (st.get("observedGeneration", 0) >= _get(dep, "metadata", "generation", default=0)
+    st, want = dep.get("status") or {}, dig(dep, "spec", "replicas", default=1)
+    return (st.get("observedGeneration", 0) >= dig(dep, "metadata", "generation", default=0)
             and st.get("updatedReplicas", 0) == want and st.get("readyReplicas", 0) == want
             and st.get("replicas", 0) == want)
 
@@ -111,11 +105,11 @@ def observe_canary(canary_dep: dict | None, pods: list[dict], stable_dep: dict |
                    canary_uri: str | None) -> CanaryObservation:
     canary_pods = track(pods, "canary")
     problem = summarize(canary_pods) or restarts(canary_pods)
-    stable_promoted = bool(canary_uri) and rolled_out(stable_dep) and _get(
+    stable_promoted = bool(canary_uri) and rolled_out(stable_dep) and dig(
         stable_dep, "spec", "template", "metadata", "annotations", MODEL_URI_ANNOTATION) == canary_uri
     return CanaryObservation(ready=rolled_out(canary_dep) and problem is None, problem=problem,
                              stable_promoted=stable_promoted,
-                             replicas=_get(canary_dep, "spec", "replicas", default=0) if canary_dep else 0)
+                             replicas=dig(canary_dep, "spec", "replicas", default=0) if canary_dep else 0)
 
 
 def _family(reason: str | None) -> str | None:
@@ -126,13 +120,13 @@ def _family(reason: str | None) -> str | None:
 def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dict], plan: CanaryPlan,
             url: str, now: datetime) -> tuple[dict, list[Event]]:
     """The new status and the events its transitions deserve."""
-    gen = _get(body, "metadata", "generation")
+    gen = dig(body, "metadata", "generation")
     old = body.get("status") or {}
     deps = [d for d in (stable, canary) if d]
-    replicas = sum(_get(d, "status", "replicas", default=0) for d in deps)
-    ready = sum(_get(d, "status", "readyReplicas", default=0) for d in deps)
-    stable_ready = _get(stable, "status", "readyReplicas", default=0) if stable else 0
-    want = _get(stable, "spec", "replicas", default=0) if stable else None
+    replicas = sum(dig(d, "status", "replicas", default=0) for d in deps)
+    ready = sum(dig(d, "status", "readyReplicas", default=0) for d in deps)
+    stable_ready = dig(stable, "status", "readyReplicas", default=0) if stable else 0
+    want = dig(stable, "spec", "replicas", default=0) if stable else None
     problem = summarize(track(pods, "stable"))
 
     if stable is None:
@@ -161,7 +155,7 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
     elif stable is None:
         progressing = ("True", "Creating", "the stable Deployment is being created")
     elif not rolled_out(stable):
-        progressing = ("True", "RollingOut", f"{_get(stable, 'status', 'updatedReplicas', default=0)}/{want} "
+        progressing = ("True", "RollingOut", f"{dig(stable, 'status', 'updatedReplicas', default=0)}/{want} "
                                              "replicas updated")
     else:
         progressing = ("False", "RolloutComplete", "nothing to roll out")
@@ -174,14 +168,14 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
         "url": url,
         "replicas": replicas,
         "readyReplicas": ready,
-        "stable": {"modelUri": _get(stable, "spec", "template", "metadata", "annotations", MODEL_URI_ANNOTATION),
-                   "revision": _get(stable, "metadata", "annotations", "deployment.kubernetes.io/revision")}
+        "stable": {"modelUri": dig(stable, "spec", "template", "metadata", "annotations", MODEL_URI_ANNOTATION),
+                   "revision": dig(stable, "metadata", "annotations", "deployment.kubernetes.io/revision")}
         if stable else None,
         "canary": None,
         "conditions": conditions,
     }
     if plan.status is not None:
-        canary_ready = _get(canary, "status", "readyReplicas", default=0) if canary else 0
+        canary_ready = dig(canary, "status", "readyReplicas", default=0) if canary else 0
         serving = stable_ready + canary_ready
         weight = round(100 * canary_ready / serving) if serving else 0
         status["canary"] = {**plan.status, "weight": weight}

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..k8s.conditions import dig
+
 NOT_RETRYABLE = ("OOMKilled", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
                  "InvalidConfig")
 NOT_COUNTED = ("Evicted", "Preempted", "NodeLost", "NodeShutdown", "PodDeleted")
@@ -56,12 +58,6 @@ class WorkerFailure:
                 "counted": self.counted, "worker": self.worker, "attempt": attempt}
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def _cut(text: str) -> str:
@@ -70,7 +66,7 @@ def _cut(text: str) -> str:
 
 
 def _disruption(pod: dict) -> str | None:
-    for cond in _get(pod, "status", "conditions") or []:
+    for cond in dig(pod, "status", "conditions") or []:
         if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
             return DISRUPTION_REASONS.get(cond.get("reason", ""), "Evicted")
     return None
@@ -80,7 +76,7 @@ def classify(pod: dict | None, rank: int, name: str = "") -> WorkerFailure | Non
     """The failure of worker `rank` from its pod (None: the pod is gone), or None while it is healthy."""
     if pod is None:
         return WorkerFailure("PodDeleted", f"worker {rank}: pod {name} is gone (deleted, or its node was lost)", rank)
-    name = _get(pod, "metadata", "name") or name
+    name = dig(pod, "metadata", "name") or name
     status = pod.get("status") or {}
     phase = status.get("phase")
     who = f"worker {rank} (pod {name})"
@@ -89,15 +85,15 @@ def classify(pod: dict | None, rank: int, name: str = "") -> WorkerFailure | Non
     if phase == "Failed" or phase == "Unknown" or status.get("reason") == "NodeLost":
         return _failed(pod, rank, who, status)
     for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        waiting = _get(cs, "state", "waiting") or {}
+        waiting = dig(cs, "state", "waiting") or {}
         if waiting.get("reason") in NOT_RETRYABLE:
             detail = waiting.get("message") or ""
             return WorkerFailure(waiting["reason"], _cut(f"{who}: container {cs.get('name')}: {waiting['reason']}"
                                                          + (f": {detail}" if detail else "")), rank)
-    if _get(pod, "metadata", "deletionTimestamp"):
+    if dig(pod, "metadata", "deletionTimestamp"):
         reason = _disruption(pod) or "PodDeleted"
         return WorkerFailure(reason, f"{who} is being deleted ({reason})", rank,
-                             _get(pod, "metadata", "deletionTimestamp") or "")
+                             dig(pod, "metadata", "deletionTimestamp") or "")
     return None
 
 
@@ -107,7 +103,7 @@ def _failed(pod: dict, rank: int, who: str, status: dict) -> WorkerFailure:
     disruption = POD_REASONS.get(pod_reason) or _disruption(pod)
     if status.get("phase") == "Unknown" and not disruption:
         disruption = "NodeLost"
-    terminated = [(cs.get("name"), _get(cs, "state", "terminated") or {})
+    terminated = [(cs.get("name"), dig(cs, "state", "terminated") or {})
                   for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])]
     ended = [t.get("finishedAt") for _, t in terminated if t.get("finishedAt")]
     at = min(ended) if ended else ""

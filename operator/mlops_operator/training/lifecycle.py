@@ -21,12 +21,12 @@ gangTimeout, promote) act at once.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.common import duration_seconds
 from ..api.trainingjob import TrainingJobSpec
-from ..k8s.conditions import condition, find_condition, format_time, merge_conditions
+from ..k8s.conditions import condition, dig, find_condition, format_time, merge_conditions, parse_time
 from ..podspec.gpu import gpu_count
 from . import failures, promotion, rendezvous
 from .render import attempt_of, rank_of, world_size_of
@@ -64,26 +64,16 @@ class Plan:
             self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def _deleting(pod: dict) -> bool:
-    return bool(_get(pod, "metadata", "deletionTimestamp"))
+    return bool(dig(pod, "metadata", "deletionTimestamp"))
 
 
 def _phase(pod: dict) -> str:
-    return _get(pod, "status", "phase") or "Pending"
+    return dig(pod, "status", "phase") or "Pending"
 
 
 def _running(pod: dict) -> bool:
@@ -93,9 +83,9 @@ def _running(pod: dict) -> bool:
 def unschedulable(pods: list[dict]) -> tuple[str, str] | None:
     """(reason, the scheduler's message) for pods of the gang that no node takes, or None."""
     for pod in pods:
-        if _get(pod, "spec", "nodeName") or _deleting(pod):
+        if dig(pod, "spec", "nodeName") or _deleting(pod):
             continue
-        for cond in _get(pod, "status", "conditions") or []:
+        for cond in dig(pod, "status", "conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 reason = cond.get("reason") or "Unschedulable"
                 return reason, cond.get("message") or "the scheduler found no node for the worker"
@@ -117,7 +107,7 @@ def output_uri(pods: list[dict], spec: TrainingJobSpec) -> str | None:
     """Where the finished attempt wrote its model: the OUTPUT_MODEL_URI its workers had (the spec may have
     changed since), else the spec's."""
     for pod in sorted(pods, key=lambda p: rank_of(p) or 0):
-        for container in _get(pod, "spec", "containers") or []:
+        for container in dig(pod, "spec", "containers") or []:
             for var in container.get("env") or []:
                 if var.get("name") == "OUTPUT_MODEL_URI" and var.get("value"):
                     return var["value"]
@@ -293,7 +283,7 @@ def _worker_failed(plan: Plan, spec: TrainingJobSpec, obs: Observation, current:
 
 def _gang_timeout(plan: Plan, spec: TrainingJobSpec, obs: Observation, current: list[dict], others: list[dict],
                   waiting: tuple[str, str], attempt: int, limit: int, now: datetime) -> None:
-    placed = sum(1 for p in current if _get(p, "spec", "nodeName"))
+    placed = sum(1 for p in current if dig(p, "spec", "nodeName"))
     message = (f"{len(current) - placed} of {len(current)} workers not scheduled after gangTimeout {limit}s; "
                f"released the {placed} placed: {waiting[1]}")
     if spec.scheduling.gang_timeout_action == "fail":
@@ -345,7 +335,7 @@ def _promote(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, no
 def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, old: dict,
                    now: datetime) -> None:
     st = plan.status
-    gen = _get(body, "metadata", "generation")
+    gen = dig(body, "metadata", "generation")
     phase = st.get("phase") or "Pending"
     attempt = st.get("attempt") or 0
     failure = st.get("failure") or {}
@@ -445,7 +435,7 @@ def _waiting(st: dict, spec: TrainingJobSpec, pods: list[dict], phase: str, atte
         reason, message = waiting
         if reason == "SchedulingGated":
             return "SchedulingGated", f"waiting for Kueue to admit the workers (queue {spec.queue_name}): {message}"
-        placed = sum(1 for p in pods if _get(p, "spec", "nodeName"))
+        placed = sum(1 for p in pods if dig(p, "spec", "nodeName"))
         return reason, f"{world - placed}/{world} workers cannot be scheduled: {message}"
     reason = "Restarting" if phase == "Restarting" else "Starting"
     return reason, f"{running}/{world} workers running (attempt {attempt})"
