@@ -13,9 +13,10 @@ help:
 	@echo "make test           unit and integration tests against a real control plane"
 	@echo "make cluster-up     start the local control plane and simulated GPU nodes (.cluster/kubeconfig)"
 	@echo "make cluster-down   stop it; make cluster-status: show it"
-	@echo "make crds           regenerate crds/ from the models"
+	@echo "make crds           regenerate crds/ and the chart's crds/ from the models"
 	@echo "make bench          benchmarks under bench/, numbers into docs/benchmarks.md"
-	@echo "make kind-up        (machines with Docker) a kind cluster with the operator installed"
+	@echo "make kind-up        (machines with Docker) a kind cluster, the image built and loaded, the chart installed"
+	@echo "make kind-e2e       (machines with Docker) kind-up, then every example applied and checked"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv python3-pip; }
@@ -25,7 +26,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages and the Kubernetes build, cached under ~/.cache/mlops-operator (a no-op once done).
+# Debian packages, the Kubernetes build and helm (for the chart tests), cached under ~/.cache/mlops-operator
+# (a no-op once done).
 deps: venv
 	$(PY) -m mlops_operator.localcluster ensure
 
@@ -38,8 +40,10 @@ cluster-down: venv
 cluster-status: venv
 	$(PY) -m mlops_operator.localcluster status
 
+# One source of truth, the models: the same files into crds/ and the chart's crds/ (a unit test compares them).
 crds: venv
 	$(VENV)/bin/mlops-operator crds --out crds
+	$(VENV)/bin/mlops-operator crds --out charts/mlops-operator/crds
 
 run: deps
 	$(PY) -m mlops_operator.devrun
@@ -53,8 +57,9 @@ integration: deps
 test: deps
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+BENCH_ARGS ?=
 bench: deps
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 kind-up:
 	hack/kind-up.sh

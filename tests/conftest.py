@@ -146,6 +146,7 @@ class OperatorProcess:
         exe = pathlib.Path(sys.executable).with_name("mlops-operator")
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, **self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        since = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends to the log
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(exe), "run", *self.run_args, f"--metrics-bind-address=127.0.0.1:{self.metrics_port}"],
@@ -155,8 +156,10 @@ class OperatorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"the operator exited with {self.proc.returncode}; see {self.log_path}")
-            if "mlops-operator started" in self.log_path.read_text(errors="replace"):
-                return
+            with open(self.log_path, "rb") as log:
+                log.seek(since)
+                if b"mlops-operator started" in log.read():
+                    return
             time.sleep(0.1)
         pytest.fail(f"the operator did not start in 30 s; see {self.log_path}")
 
@@ -175,6 +178,28 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no goodbye to peers, requests cut mid-flight."""
+        import signal
+
+        OperatorProcess.running.discard(self)
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(15)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def agent(self) -> str:
+        """The user agent of this process's API requests (k8s/client.py): tells replicas apart in the audit log."""
+        import socket
+
+        from mlops_operator import __version__
+
+        return f"mlops-operator/{__version__} ({socket.gethostname()}/{self.proc.pid})"
 
     def metric(self, name: str, **labels) -> float:
         """Sum of a metric's samples matching labels, scraped from the operator's /metrics."""

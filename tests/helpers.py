@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import pytest
@@ -82,3 +83,21 @@ class AuditLog:
                 out.append({"verb": entry.get("verb"), "resource": ref.get("resource"), "name": ref.get("name"),
                             "subresource": ref.get("subresource"), "code": (entry.get("responseStatus") or {}).get("code")})
         return out
+
+
+def rbac_table() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) rows of the operator's table in docs/rbac.md (the chart's rules must equal it)."""
+    rows, inside = set(), False
+    for line in (pathlib.Path(__file__).resolve().parents[1] / "docs" / "rbac.md").read_text().splitlines():
+        if line.startswith("| group (core"):
+            inside = True
+            continue
+        if inside:
+            if not line.startswith("|"):
+                break
+            cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+            if set(cells[0]) <= {"-"}:
+                continue
+            group = "" if cells[0] == "core" else cells[0]
+            rows.add((group, cells[1], cells[2]))
+    return rows

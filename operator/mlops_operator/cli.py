@@ -27,6 +27,14 @@ def _run(args: argparse.Namespace) -> int:
     if not args.all_namespaces and not args.namespace:
         print("error: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
+    if not args.all_namespaces and not any(set(ns) & set("*?[]!") for ns in args.namespace):
+        # Exact namespaces leave kopf nothing to discover. Left on, its scanning lists namespaces and watches CRDs
+        # cluster-wide; a namespaced install (Roles only, no cluster-scoped grant) is refused, and kopf retries
+        # the refused namespace list for about a minute before falling back, serving nothing meanwhile.
+        @kopf.on.startup()
+        async def exact_namespaces(settings: kopf.OperatorSettings, **_):
+            settings.scanning.disabled = True
+
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
     if not (args.verbose or args.debug):
         logging.getLogger("kopf.objects").addFilter(_quiet_handlers)

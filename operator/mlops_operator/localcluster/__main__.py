@@ -8,7 +8,7 @@ import os
 import pathlib
 import sys
 
-from . import build
+from . import build, helm
 from .controlplane import LocalCluster, default_root
 from .errors import ClusterError
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="The project's local Kubernetes control plane.")
     parser.add_argument("--dir", default=None, help="state folder (default .cluster, or $MLOPS_CLUSTER_DIR)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("ensure", help="install Debian packages and build the Kubernetes binaries once")
+    sub.add_parser("ensure", help="install Debian packages, build the Kubernetes binaries and fetch helm, once")
     up = sub.add_parser("up", help="start the control plane and the simulated nodes (no-op when running)")
     up.add_argument("--no-nodes", action="store_true", help="no simulated node pool and no node simulator")
     up.add_argument("--pool", default=None, help="YAML file describing the simulated node pool")
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster(default_root() if args.dir is None else pathlib.Path(args.dir).resolve())
     try:
         if args.cmd == "ensure":
+            # helm serves the chart tests on any cluster, so it comes first
+            print(f"helm {helm.HELM_VERSION}: {helm.ensure(cluster.layout.log('helm'))}")
             if use_existing_cluster():
                 print("USE_EXISTING_CLUSTER=true: nothing to build")
                 return 0

@@ -23,8 +23,11 @@ K8S_VERSION = "1.20.2"
 # Debian bookworm ships Kubernetes 1.20.2 as source only; Go and etcd come from the same release.
 DEBIAN_PACKAGES = ["etcd-server", "golang-go", "rsync", "jq", "openssl", "dpkg-dev",
                    "golang-github-modern-go-reflect2-dev",
-                   # Real peers for the tests: drift alerts go to a real Alertmanager on loopback.
-                   "prometheus-alertmanager"]
+                   # Real peers for the tests: drift alerts go to a real Alertmanager on loopback, and a real
+                   # Prometheus scrapes the operator's /metrics.
+                   "prometheus", "prometheus-alertmanager",
+                   # docs/gitops.md's Argo CD health checks run under Lua 5.1 (Argo CD's dialect) in the tests.
+                   "lua5.1"]
 BUILT = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 REFLECT2_SRC = pathlib.Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 DEB_SRC_FILE = pathlib.Path("/etc/apt/sources.list.d/mlops-operator-deb-src.sources")
