@@ -35,6 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         async def exact_namespaces(settings: kopf.OperatorSettings, **_):
             settings.scanning.disabled = True
 
+    handlers.scope(None if args.all_namespaces else list(args.namespace))
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
     if not (args.verbose or args.debug):
         logging.getLogger("kopf.objects").addFilter(_quiet_handlers)
@@ -45,15 +46,86 @@ def _run(args: argparse.Namespace) -> int:
                                                      args.metrics_bind_address.rpartition(":")[0], port)
         except OSError as err:  # metrics are not worth failing the operator for
             logging.getLogger("mlops_operator").warning("no metrics on %s: %s", args.metrics_bind_address, err)
-    kopf.run(
+    return _serve(dict(
         standalone=args.standalone,
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
         peering_name=args.peering,
         priority=args.priority,
-    )
-    return 0
+    ))
+
+
+EXIT_GRACE = 20  # seconds kopf may take to stop after its core failed, before the process exits
+
+
+def _serve(kopf_args: dict) -> int:
+    """Runs kopf until SIGTERM or SIGINT, and runs it again when it stops by itself.
+
+    kopf stops the whole operator when one watch request fails in a way it does not retry, e.g. the "404 page
+    not found" an API server answers for custom resources in its first seconds after a restart (kubernetes#71218).
+    Waiting for a supervisor would cost a container restart with its back-off; starting kopf again in the same
+    process lists everything afresh, which is all a restart would do. kopf runs in a thread of its own so the
+    signals stay ours: a signal sets the stop flag kopf watches, so it is never mistaken for such a failure.
+    """
+    import os
+    import signal
+    import threading
+    import time
+
+    import kopf
+
+    log = logging.getLogger("mlops_operator")
+    stop = threading.Event()
+    failed: list[BaseException] = []
+    runs = [0]
+
+    class CoreFailure(logging.Handler):
+        """kopf logs "<root task> has failed" when it starts stopping on its own. Its shutdown can then wait
+        forever on requests that wait for a re-login no task is left to do (seen after API server restarts):
+        if that run has not returned in EXIT_GRACE seconds, exit non-zero so a supervisor starts us afresh."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR and str(record.msg).startswith("Multidimensional multitasker has"):
+                threading.Thread(target=exit_if_hung, args=(runs[0],), daemon=True).start()
+
+    def exit_if_hung(run: int) -> None:
+        time.sleep(EXIT_GRACE)
+        if runs[0] == run and not stop.is_set():
+            log.critical("kopf did not finish stopping in %ds after its core failed: exiting", EXIT_GRACE)
+            logging.shutdown()
+            os._exit(3)
+
+    logging.getLogger("kopf").addHandler(CoreFailure())
+
+    def run_kopf() -> None:
+        delay = 1.0
+        while not stop.is_set():
+            runs[0] += 1
+            started = time.monotonic()
+            try:
+                kopf.run(stop_flag=stop, **kopf_args)
+            except BaseException as err:  # noqa: BLE001  (logged and retried, or reported when stopping)
+                runs[0] += 1  # this run is over: its hang watch stands down
+                if stop.is_set():
+                    failed.append(err)
+                    return
+                log.error("the operator stopped on an error; starting it again in %.0fs: %s", delay, err)
+            else:
+                runs[0] += 1
+                if stop.is_set():
+                    return
+                log.error("the operator stopped by itself; starting it again in %.0fs", delay)
+            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
+            stop.wait(delay)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    worker = threading.Thread(target=run_kopf, name="kopf")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)  # short joins keep the main thread able to run signal handlers
+    return 1 if failed else 0
 
 
 def _crds(args: argparse.Namespace) -> int:

@@ -1,15 +1,20 @@
 """Kopf wiring only, no business logic.
 
-- Indices keep the operator's view of the cluster (its custom resources and the children it labels), so
-  reconcilers read memory, not the API server; kopf fills them all before any event handler runs.
-- Event handlers only put the owning object's key on its controller's work queue: level-triggered, each
-  reconcile derives everything from the cache, and bursts of events for one object collapse into one reconcile.
+- The cache is the operator's view of the cluster, so reconcilers read memory, not the API server: kopf indices
+  for the custom resources (kopf fills them before any event handler runs), and informers (runtime/informer.py)
+  for the children the operator labels, synced before the controllers start. Children are not kopf's: its
+  per-object workers and startup gate cost most of the operator's memory and CPU at thousands of pods.
+- Event handlers and informer callbacks only put the owning object's key on its controller's work queue:
+  level-triggered, each reconcile derives everything from the cache, and bursts of events for one object
+  collapse into one reconcile.
 - Kopf writes nothing of its own: no finalizers (children go by owner references), no progress annotations
   (no change-detecting handlers), no events from its log (we post our own).
 """
 
 from __future__ import annotations
 
+import asyncio
+import fnmatch
 import logging
 
 import kopf
@@ -18,25 +23,33 @@ from . import GROUP, VERSION
 from .k8s.client import KubeClient
 from .k8s.labels import MANAGED_BY
 from .runtime.cache import Cache
+from .runtime import inventory, kopf_tuning
 from .runtime.controller import Controller
+from .runtime.informer import Informer
 from .monitoring import reconcile as monitoring
 from .serving import reconcile as serving
 from .training import reconcile as training
-from .settings import SETTINGS
+from .settings import CONNECT_TIMEOUT, SETTINGS, WATCH_GRACE
 
 log = logging.getLogger("mlops_operator")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 OWNER_LABELS = ("mlops.dev/modeldeployment", "mlops.dev/trainingjob", "mlops.dev/driftmonitor")
 
+kopf_tuning.patch()  # before kopf starts: the index readiness gate without O(N^2) wake-ups
 CACHE = Cache()
 CONTROLLERS: dict[str, Controller] = {}
-INDICES = ("modeldeployments_idx", "trainingjobs_idx", "driftmonitors_idx", "deployments_idx", "services_idx",
-           "hpas_idx", "pdbs_idx", "pods_idx")
+INDICES = ("modeldeployments_idx", "trainingjobs_idx", "driftmonitors_idx")  # kopf's; the children's: informers
 
 
 def _plain(body: kopf.Body) -> dict:
-    # kopf's Body is a live view; the index keeps the raw dict of this event, which kopf never mutates.
-    return dict(body)
+    """What the index keeps of an object: the raw dict of this event (kopf never mutates it) without
+    metadata.managedFields, which no reconciler reads and which is ~40% of a pod's or Deployment's size: at
+    thousands of cached objects, the operator's memory (see docs/benchmarks.md)."""
+    raw = dict(body)
+    meta = raw.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return raw
 
 
 def _owner_keys(namespace: str, labels: kopf.Labels) -> list[tuple[str, str, str]]:
@@ -60,33 +73,41 @@ async def driftmonitors_idx(namespace: str, name: str, body: kopf.Body, **_):
     return {(namespace, name): _plain(body)}
 
 
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-async def deployments_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_):
-    return {key: _plain(body) for key in _owner_keys(namespace, labels)}
+# The children's indices are informers (the same get/values interface), created at startup.
+CHILD_INDICES = {"deployments_idx": ("apps/v1", "Deployment"), "services_idx": ("v1", "Service"),
+                 "pods_idx": ("v1", "Pod"), "hpas_idx": (None, "HorizontalPodAutoscaler"),
+                 "pdbs_idx": (None, "PodDisruptionBudget")}
+_SCOPE: list[str] | None = None  # namespaces served; None: all
 
 
-@kopf.index("", "v1", "services", labels=MANAGED)
-async def services_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_):
-    return {key: _plain(body) for key in _owner_keys(namespace, labels)}
+def scope(namespaces: list[str] | None) -> None:
+    """The namespaces the operator serves (the CLI's --namespace; None for --all-namespaces)."""
+    global _SCOPE
+    _SCOPE = namespaces
 
 
-@kopf.index("", "v1", "pods", labels=MANAGED)
-async def pods_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_):
-    return {key: _plain(body) for key in _owner_keys(namespace, labels)}
+def _informer_namespaces() -> list[str] | None:
+    # Exact names: one list and watch per namespace (a namespaced install has Roles only). Patterns: all
+    # namespaces, filtered by the pattern (kopf's globs need cluster-wide access anyway).
+    if _SCOPE is None or any(set(ns) & set("*?[]!") for ns in _SCOPE):
+        return None
+    return list(_SCOPE)
 
 
-# One watch per served version we may write: v2 or v2beta2 (HPA), v1 or v1beta1 (PDB); the reconciler picks the
-# entry of the version discovery chose.
-@kopf.index(lambda r: r.group == "autoscaling" and r.plural == "horizontalpodautoscalers"
-            and r.version in ("v2", "v2beta2"), labels=MANAGED)
-async def hpas_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_):
-    return {key: _plain(body) for key in _owner_keys(namespace, labels)}
+def _served(namespace: str) -> bool:
+    return _SCOPE is None or any(fnmatch.fnmatchcase(namespace, pattern.lstrip("!")) != pattern.startswith("!")
+                                 for pattern in _SCOPE)
 
 
-@kopf.index(lambda r: r.group == "policy" and r.plural == "poddisruptionbudgets"
-            and r.version in ("v1", "v1beta1"), labels=MANAGED)
-async def pdbs_idx(namespace: str, labels: kopf.Labels, body: kopf.Body, **_):
-    return {key: _plain(body) for key in _owner_keys(namespace, labels)}
+def _child_keys(obj: dict) -> list[tuple[str, str, str]]:
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    return _owner_keys(namespace, meta.get("labels") or {}) if _served(namespace) else []
+
+
+def _child_changed(obj: dict) -> None:
+    for ns, kind, owner in _child_keys(obj):
+        _enqueue(kind, ns, owner)
 
 
 # ---------------------------------------------------------------- triggers
@@ -112,29 +133,38 @@ async def driftmonitor_changed(namespace: str, name: str, **_):
     _enqueue("driftmonitor", namespace, name)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def child_changed(namespace: str, labels: kopf.Labels, **_):
-    for ns, kind, owner in _owner_keys(namespace, labels):
-        _enqueue(kind, ns, owner)
-
-
 # ---------------------------------------------------------------- lifecycle
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs):
     settings.posting.enabled = False
     settings.persistence.finalizer = "mlops.dev/finalizer"
-    settings.watching.server_timeout = 300
+    # A frozen API server keeps its sockets open and sends nothing: without client-side limits a watch would
+    # wait forever. Each limit below ends a hung watch; kopf then reconnects (and re-lists when its
+    # resourceVersion is gone), so the operator recovers by itself within watch_timeout + WATCH_GRACE.
+    settings.watching.server_timeout = SETTINGS.watch_timeout
+    settings.watching.client_timeout = SETTINGS.watch_timeout + WATCH_GRACE
+    settings.watching.inactivity_timeout = SETTINGS.watch_timeout + WATCH_GRACE
+    settings.watching.connect_timeout = CONNECT_TIMEOUT
+    settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.networking.request_timeout = 60
-    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
-    for resource in (("v1", "pods"), ("v1", "services"), ("apps", "deployments"),
-                     ("autoscaling", "horizontalpodautoscalers"), ("policy", "poddisruptionbudgets")):
-        settings.watching.label_selectors[resource] = selector
-    CACHE.bind({name: kwargs[name] for name in INDICES})
+    settings.peering.lifetime = SETTINGS.peering_lifetime
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())  # the children's informers list only ours
     client = KubeClient.from_environment()
     memo["client"] = client
+    # Watches hold their connections: the informers get their own pool, apart from the reconcilers'.
+    watch_client = KubeClient.from_environment(limit=0)
+    memo["watch_client"] = watch_client
+    versions = await serving.api_versions(client)
+    informers = {}
+    for name, (api_version, kind) in CHILD_INDICES.items():
+        api_version = api_version or (versions.hpa if kind == "HorizontalPodAutoscaler" else versions.pdb)
+        informers[name] = Informer(watch_client, api_version, kind, keys=_child_keys, on_change=_child_changed,
+                                   namespaces=_informer_namespaces(), label_selector=selector)
+    memo["informers"] = [asyncio.create_task(i.run(), name=f"informer-{name}") for name, i in informers.items()]
+    await asyncio.gather(*(i.synced.wait() for i in informers.values()))
+    log.info("caches synced: %s", ", ".join(f"{len(i)} {i.kind}s" for i in informers.values()))
+    CACHE.bind({**{name: kwargs[name] for name in INDICES}, **informers})
 
     async def reconcile_md(key):
         return await serving.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
@@ -142,23 +172,30 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs):
     async def reconcile_tj(key):
         return await training.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
 
-    CONTROLLERS["modeldeployment"] = Controller("modeldeployment", reconcile_md, workers=SETTINGS.workers)
+    CONTROLLERS["modeldeployment"] = Controller("modeldeployment", reconcile_md, workers=SETTINGS.workers, on_gone=CACHE.forget)
     async def reconcile_dm(key):
         return await monitoring.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
 
-    CONTROLLERS["trainingjob"] = Controller("trainingjob", reconcile_tj, workers=SETTINGS.workers)
-    CONTROLLERS["driftmonitor"] = Controller("driftmonitor", reconcile_dm, workers=4)
+    CONTROLLERS["trainingjob"] = Controller("trainingjob", reconcile_tj, workers=SETTINGS.workers, on_gone=CACHE.forget)
+    CONTROLLERS["driftmonitor"] = Controller("driftmonitor", reconcile_dm, workers=4, on_gone=CACHE.forget)
     for controller in CONTROLLERS.values():
         controller.start()
+    memo["inventory"] = asyncio.create_task(inventory.run(CACHE), name="inventory-metrics")
     log.info("mlops-operator started: controllers %s", ", ".join(CONTROLLERS))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_):
+    task = memo.get("inventory")
+    if task is not None:
+        task.cancel()
     for controller in CONTROLLERS.values():
         await controller.stop()
     CONTROLLERS.clear()
-    client = memo.get("client")
-    if client is not None:
-        await client.close()
+    for task in memo.get("informers") or []:
+        task.cancel()
+    for name in ("client", "watch_client"):
+        client = memo.get(name)
+        if client is not None:
+            await client.close()
 

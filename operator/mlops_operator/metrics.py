@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from datetime import datetime, timezone
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .k8s.conditions import parse_time
 
 RECONCILE_TOTAL = Counter("controller_runtime_reconcile_total", "Reconciliations by controller and result.",
                           ["controller", "result"])
@@ -18,15 +19,21 @@ RECONCILE_ERRORS = Counter("controller_runtime_reconcile_errors_total", "Reconci
 RECONCILE_TIME = Histogram("controller_runtime_reconcile_time_seconds", "Time per reconciliation.", ["controller"],
                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ACTIVE_WORKERS = Gauge("controller_runtime_active_workers", "Reconciliations in flight.", ["controller"])
+MAX_WORKERS = Gauge("controller_runtime_max_concurrent_reconciles", "Workers of the controller.", ["controller"])
 QUEUE_DEPTH = Gauge("workqueue_depth", "Keys waiting in the work queue.", ["name"])
 QUEUE_ADDS = Counter("workqueue_adds_total", "Keys added to the work queue.", ["name"])
+QUEUE_RETRIES = Counter("workqueue_retries_total", "Keys put back after a failed reconcile.", ["name"])
+QUEUE_WAIT = Histogram("workqueue_queue_duration_seconds", "Time a key waits in the queue before a worker takes it.",
+                       ["name"], buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 API_REQUESTS = Counter("rest_client_requests_total", "Kubernetes API requests by method and HTTP code.",
                        ["method", "code"])
 API_LATENCY = Histogram("rest_client_request_duration_seconds", "Kubernetes API request latency.", ["verb"],
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 MANAGED_OBJECTS = Gauge("mlops_managed_objects", "Custom resources by kind and phase.", ["kind", "phase"])
-GPUS_REQUESTED = Gauge("mlops_gpus_requested", "GPUs requested by managed pods, by kind and phase.",
+GPUS_REQUESTED = Gauge("mlops_gpus_requested", "GPUs requested by managed pods, by owner kind and pod phase.",
                        ["kind", "phase"])
+TRAINING_ATTEMPTS = Counter("mlops_training_attempts_total", "TrainingJob attempts started (pods created).",
+                            ["namespace"])
 
 DRIFT_STATISTIC = Gauge("mlops_drift_statistic", "Last drift statistic per feature.",
                         ["namespace", "monitor", "feature", "test"])
@@ -58,8 +65,32 @@ def drift_result(namespace: str, monitor: str, last_run: dict | None) -> None:
     DRIFT_DETECTED.labels(namespace, monitor).set(1 if last_run.get("datasetDrift") else 0)
     DRIFT_SHARE.labels(namespace, monitor).set(last_run.get("driftShare") or 0)
     if last_run.get("time"):
-        stamp = datetime.strptime(last_run["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
-        DRIFT_LAST_RUN.labels(namespace, monitor).set(stamp)
+        DRIFT_LAST_RUN.labels(namespace, monitor).set(parse_time(last_run["time"]).timestamp())
+
+
+def init_controller(name: str) -> None:
+    """Every series of a controller at 0 from the start, as controller-runtime does: rate() and absent()-style
+    alerts then work before the first error."""
+    for result in ("success", "error", "requeue_after"):
+        RECONCILE_TOTAL.labels(name, result)
+    RECONCILE_ERRORS.labels(name)
+    ACTIVE_WORKERS.labels(name)
+    QUEUE_DEPTH.labels(name)
+    QUEUE_ADDS.labels(name)
+    QUEUE_RETRIES.labels(name)
+
+
+def set_series(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+    """Makes a labelled gauge hold exactly `values`: series that are gone are removed, not left at their last value."""
+    for labels in _exported.get(id(gauge), set()) - set(values):
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    _exported[id(gauge)] = set(values)
+
+
+_exported: dict[int, set[tuple[str, ...]]] = {}
 
 
 def api_request(method: str, code: int) -> None:

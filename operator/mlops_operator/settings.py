@@ -18,6 +18,13 @@ class Settings:
     sklearn_image: str
     cluster_domain: str
     workers: int
+    # Seconds the API server keeps one watch request open (kopf then resumes from the last resourceVersion). A
+    # watch that outlives it by WATCH_GRACE, or stays silent that long, is taken for dead (a frozen or
+    # unreachable API server) and is reopened: a hung watch is noticed within watch_timeout + WATCH_GRACE.
+    watch_timeout: int = 60
+    # Seconds a replica's peering keep-alive is trusted: a replica killed without a goodbye is replaced by the
+    # next in priority within about this long (kopf's default is 60).
+    peering_lifetime: int = 60
 
 
 def load() -> Settings:
@@ -29,7 +36,12 @@ def load() -> Settings:
         sklearn_image=env("MLOPS_IMAGE_SKLEARN", "kserve/sklearnserver:v0.14.0"),
         cluster_domain=env("MLOPS_CLUSTER_DOMAIN", "cluster.local"),
         workers=int(env("MLOPS_WORKERS", "16")),
+        watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),
+        peering_lifetime=int(env("MLOPS_PEERING_LIFETIME", "60")),
     )
 
+
+WATCH_GRACE = 15  # seconds past watch_timeout before a watch is given up as hung
+CONNECT_TIMEOUT = 10  # seconds to open a connection to the API server (TCP and TLS)
 
 SETTINGS = load()

@@ -286,3 +286,26 @@ def test_validate_spec_on_models_directly():
     assert validate_spec(job, prefix="template") == [
         "template.dataset.uri: unsupported scheme 'ftp://'; use one of s3://, gs://, hf://, pvc://, http://, "
         "https://, file://"]
+
+
+@pytest.mark.parametrize("kind, spec, path", [
+    ("ModelDeployment", md(podAnnotations={"container.apparmor.security.beta.kubernetes.io/server": "unconfined"}),
+     "spec.podAnnotations"),
+    ("ModelDeployment", md(rollout={"canary": {"model": {"uri": "s3://b/v2"}, "weight": 10, "podAnnotations": {
+        "seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}}), "spec.rollout.canary.podAnnotations"),
+    ("TrainingJob", {**TJ, "podAnnotations": {"container.seccomp.security.alpha.kubernetes.io/t": "unconfined"}},
+     "spec.podAnnotations"),
+    ("DriftMonitor", {**DM, "actions": {"retrain": {"template": {**TJ, "podAnnotations": {
+        "container.apparmor.security.beta.kubernetes.io/trainer": "unconfined"}}}}},
+     "spec.actions.retrain.template.podAnnotations"),
+])
+def test_pod_annotations_that_weaken_pod_security_are_invalid(kind, spec, path):
+    errors = errors_of(kind, spec)
+    assert len(errors) == 1 and errors[0].startswith(path) and "security profile" in errors[0]
+
+
+def test_pod_annotations_with_restricted_profiles_are_fine():
+    assert errors_of("ModelDeployment", md(podAnnotations={
+        "container.apparmor.security.beta.kubernetes.io/server": "runtime/default",
+        "seccomp.security.alpha.kubernetes.io/pod": "localhost/profiles/strict.json",
+        "prometheus.io/scrape": "unconfined"})) == []

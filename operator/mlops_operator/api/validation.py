@@ -194,6 +194,22 @@ def _check_uri(errors: list[str], path: str, uri: str | None, schemes: tuple[str
         errors.append(f"{path}: {uri!r} must be pvc://<claim name>/<path>")
 
 
+# Pod annotations that are security settings (AppArmor; the pre-1.19 seccomp ones, which 1.20 still honours):
+# a spec may only set them to what the Pod Security "restricted" profile allows, or the pods it makes would not
+# meet it (podAnnotations are passed to the pods as they are).
+_SECURITY_ANNOTATIONS = ("container.apparmor.security.beta.kubernetes.io/", "seccomp.security.alpha.kubernetes.io/",
+                         "container.seccomp.security.alpha.kubernetes.io/")
+_RESTRICTED_PROFILES = ("runtime/default", "docker/default")
+
+
+def _check_pod_annotations(errors: list[str], path: str, annotations: Mapping[str, str] | None) -> None:
+    for key, value in (annotations or {}).items():
+        if key.startswith(_SECURITY_ANNOTATIONS) and not (value in _RESTRICTED_PROFILES
+                                                          or value.startswith("localhost/")):
+            errors.append(f"{path}[{key!r}]: {value!r} would weaken the pods' security profile; use "
+                          "runtime/default or localhost/<profile>, or leave the annotation out")
+
+
 # Checks of shapes that appear anywhere in a spec (including a retrain template), by model type.
 _Check = Callable[[list[str], str, Any, "str | None"], None]
 _NODE_CHECKS: tuple[tuple[type, _Check], ...] = (
@@ -209,6 +225,7 @@ _NODE_CHECKS: tuple[tuple[type, _Check], ...] = (
 
 def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec, namespace: str | None) -> None:
     _check_uri(errors, f"{p}.model.uri", spec.model.uri, READ_SCHEMES)
+    _check_pod_annotations(errors, f"{p}.podAnnotations", spec.pod_annotations)
     if spec.runtime.preset == "custom":
         if spec.runtime.image is None:
             errors.append(f"{p}.runtime.image: runtime preset custom needs an image")
@@ -240,6 +257,7 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
                 errors.append(f"{c}.steps[{index}].weight: weights must not decrease from step to step")
         if canary.promote and canary.abort:
             errors.append(f"{c}: promote and abort are both set; choose one")
+        _check_pod_annotations(errors, f"{c}.podAnnotations", canary.pod_annotations)
 
     log = spec.monitoring.prediction_log if spec.monitoring else None
     if log is not None:
@@ -247,6 +265,7 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
 
 
 def _check_training_job(errors: list[str], p: str, spec: TrainingJobSpec, namespace: str | None) -> None:
+    _check_pod_annotations(errors, f"{p}.podAnnotations", spec.pod_annotations)
     if spec.dataset is not None:
         _check_uri(errors, f"{p}.dataset.uri", spec.dataset.uri, READ_SCHEMES)
     if spec.output is not None:

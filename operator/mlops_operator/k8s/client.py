@@ -129,7 +129,8 @@ class KubeClient:
         return headers
 
     async def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
-                      content_type: str = "application/json") -> Any:
+                      content_type: str = "application/json", timeout: float | None = None) -> Any:
+        """One request; `timeout` (seconds, whole request) overrides the session's 60."""
         session = await self._session_()
         headers = self._headers()
         data = None
@@ -137,7 +138,8 @@ class KubeClient:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         with metrics.api_request_timer(method):
-            async with session.request(method, self.host + path, params=params, data=data,
+            extra = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+            async with session.request(method, self.host + path, params=params, data=data, **extra,
                                        headers=headers) as resp:
                 metrics.api_request(method, resp.status)
                 payload = await resp.json(content_type=None) if resp.content_length != 0 else None
@@ -145,14 +147,19 @@ class KubeClient:
                     raise ApiError(resp.status, payload, method, path)
                 return payload
 
-    async def watch(self, path: str, resource_version: str, timeout_seconds: int = 300) -> AsyncIterator[dict]:
-        """The events of one watch request ({"type", "object"}), until the server ends it (the operator's own
-        watches are kopf's; benchmarks and tools use this one)."""
+    async def watch(self, path: str, resource_version: str, timeout_seconds: int = 60, grace: float = 15,
+                    label_selector: str | None = None) -> AsyncIterator[dict]:
+        """The events of one watch request ({"type", "object"}) until the server ends it after timeout_seconds;
+        silence for timeout_seconds + grace (a frozen API server) raises asyncio.TimeoutError. Used by the
+        informers (runtime/informer.py) and the benchmarks."""
         session = await self._session_()
         params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(timeout_seconds)}
+        if label_selector:
+            params["labelSelector"] = label_selector
         async with session.get(self.host + path, params=params, headers=self._headers(),
-                               timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)) as resp:
+                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                                             sock_read=timeout_seconds + grace)) as resp:
             if resp.status >= 400:
                 raise ApiError(resp.status, await resp.text(), "GET", path)
             async for line in resp.content:

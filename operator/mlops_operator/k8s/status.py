@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .client import KubeClient, object_path
+from .client import ApiError, KubeClient, object_path
 from .conditions import find_condition, invalid_spec, set_condition
 from .events import emit
 
@@ -39,11 +39,25 @@ def _merge_patch(old: dict, new: dict) -> dict:
     return patch
 
 
+class ObjectGone(Exception):
+    """The API server has no object by the name of a cached one (404 on its status): the cache missed its
+    deletion. The controller tells the cache to forget it instead of retrying (see Cache.forget)."""
+
+    def __init__(self, uid: str | None, message: str):
+        super().__init__(message)
+        self.uid = uid
+
+
 async def write_status(client: KubeClient, body: dict, status: dict) -> bool:
     patch = status_patch(body.get("status"), status)
     if patch is None:
         return False
-    await client.patch_status(object_path(body), patch)
+    try:
+        await client.patch_status(object_path(body), patch)
+    except ApiError as err:
+        if err.status == 404:
+            raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
+        raise
     return True
 
 

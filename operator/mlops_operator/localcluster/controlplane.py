@@ -1,7 +1,9 @@
 """Starts and stops the local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
 Owns: the state folder (default `.cluster/`: kubeconfig, pki/, etcd/, logs/, state.json), free loopback ports,
-and the processes it starts, which it stops by pid and only after checking the pid is still its own.
+and the processes it starts, which it stops by pid and only after checking the pid is still its own. For fault
+tests it can also restart one component with the same command line (same ports, same etcd data) and freeze or
+thaw one (SIGSTOP/SIGCONT).
 Calls: build (binaries), nodes (the simulated pool), openssl, and the simulator as a child process.
 """
 
@@ -99,6 +101,7 @@ def _stop_pid(pid: int, marker: str, grace: float = 5.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGCONT)  # a frozen process (LocalCluster.pause) acts on SIGTERM only once thawed
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap(pid)
@@ -127,6 +130,18 @@ def _free_port() -> int:
 
 def _port_taken(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _port_listened(port: int) -> bool:
+    """Whether a process still listens on the port. Connections of the stopped process that linger in
+    TIME_WAIT do not count: the components set SO_REUSEADDR and bind regardless of them."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -206,6 +221,15 @@ class LocalCluster:
         except OSError:
             return False
 
+    def _component_ready(self, state: dict, name: str) -> bool:
+        if name == "etcd":
+            url = f"http://127.0.0.1:{state['ports']['etcd']}/health"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status == 200
+        if name == "kube-apiserver":
+            return self._ready(state)
+        return True  # the others have no port of their own (--secure-port=0): alive is all we can check
+
     def _get(self, state: dict, path: str) -> int:
         ctx = ssl.create_default_context(cafile=str(self.layout.pki / "ca.crt"))
         req = urllib.request.Request(f"https://127.0.0.1:{state['ports']['apiserver']}{path}",
@@ -258,7 +282,8 @@ class LocalCluster:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env)
         # The marker must appear in /proc/<pid>/cmdline: the state folder is on every command line we start.
-        state["components"][name] = {"pid": proc.pid, "marker": str(self.layout.root)}
+        # The command line is kept so restart() can start the component again exactly as it was.
+        state["components"][name] = {"pid": proc.pid, "marker": str(self.layout.root), "argv": list(argv)}
         self._write_state(state)
         return proc
 
@@ -289,7 +314,7 @@ class LocalCluster:
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
             "--initial-cluster", f"mlops-local=http://127.0.0.1:{ports['etcd_peer']}",
             "--quota-backend-bytes=4294967296", "--log-level", "warn"])
-        self._wait("etcd", etcd, lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200, 30)
+        self._wait("etcd", etcd, lambda: self._component_ready(state, "etcd"), 30)
         apiserver = self._start(state, "kube-apiserver", [
             str(bins.apiserver), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}", "--insecure-port=0",
@@ -303,7 +328,7 @@ class LocalCluster:
             f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json", "--audit-log-maxsize=500", "--audit-log-maxbackup=1",
             "--v=1", "--external-hostname=localhost"])
-        self._wait("kube-apiserver", apiserver, lambda: self._ready(state), 90)
+        self._wait("kube-apiserver", apiserver, lambda: self._component_ready(state, "kube-apiserver"), 90)
         self.write_kubeconfig(state)
         kubeconfig = str(lay.kubeconfig)
         if bins.controller_manager:
@@ -357,6 +382,56 @@ class LocalCluster:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
         os.chmod(tmp, 0o600)
         tmp.replace(self.layout.kubeconfig)
+
+    # ------------------------------------------------------------ faults
+
+    RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "simulator")
+
+    def _component(self, name: str) -> tuple[dict, dict]:
+        state = self._read_state()
+        if not state:
+            raise ClusterError("no local cluster is running here")
+        comp = state["components"].get(name)
+        if comp is None:
+            raise ClusterError(f"this cluster has no {name} (started: {', '.join(state['components'])})")
+        return state, comp
+
+    def restart(self, name: str, timeout: float = 90) -> int:
+        """Stops one component by pid and starts it again with the same command line: the same ports and, for
+        etcd, the same data folder (so nothing stored is lost). Waits until it serves again; returns the new pid.
+        The other components reconnect by themselves, which is what a restart test wants to see."""
+        if name not in self.RESTARTABLE:
+            raise ClusterError(f"cannot restart {name!r}; one of {', '.join(self.RESTARTABLE)}")
+        state, comp = self._component(name)
+        argv = comp.get("argv")
+        if not argv:
+            raise ClusterError(f"{name} was started before restart support; run cluster-down and cluster-up")
+        self.resume(name)  # a frozen process ignores SIGTERM until thawed
+        _stop_pid(comp["pid"], comp["marker"], grace=2.0 if name == "kube-apiserver" else 5.0)
+        if _is_ours(comp["pid"], comp["marker"]):
+            raise ClusterError(f"{name} (pid {comp['pid']}) did not stop")
+        port = {"etcd": "etcd", "kube-apiserver": "apiserver"}.get(name)
+        deadline = time.monotonic() + 30
+        while port and _port_listened(state["ports"][port]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc = self._start(state, name, argv)
+        self._wait(name, proc, lambda: self._component_ready(state, name), timeout)
+        return proc.pid
+
+    def pause(self, name: str) -> int:
+        """Freezes a component (SIGSTOP): it keeps its sockets open but answers nothing, like a hung process."""
+        return self._signal(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> int:
+        """Thaws a component frozen by pause() (SIGCONT); harmless on a running one."""
+        return self._signal(name, signal.SIGCONT)
+
+    def _signal(self, name: str, sig: signal.Signals) -> int:
+        _, comp = self._component(name)
+        if not _is_ours(comp["pid"], comp["marker"]):
+            raise ClusterError(f"{name} (pid {comp['pid']}) is not running")
+        os.kill(comp["pid"], sig)
+        return comp["pid"]
 
     # ------------------------------------------------------------ down / status
 

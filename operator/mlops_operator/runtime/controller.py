@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Hashable
 
 from .. import metrics
 from ..k8s.client import ApiError
+from ..k8s.status import ObjectGone
 from .workqueue import WorkQueue
 
 Reconcile = Callable[[Hashable], Awaitable[float | None]]
@@ -18,8 +19,10 @@ log = logging.getLogger("mlops_operator.controller")
 
 class Controller:
     def __init__(self, name: str, reconcile: Reconcile, workers: int = 8,
-                 base_backoff: float = 0.5, max_backoff: float = 300.0):
+                 base_backoff: float = 0.5, max_backoff: float = 300.0,
+                 on_gone: Callable[[str | None], None] | None = None):
         self.name = name
+        self._on_gone = on_gone  # told the uid of an object the API server no longer has (ObjectGone)
         self.queue = WorkQueue(name)
         self._reconcile = reconcile
         self._workers = workers
@@ -29,6 +32,8 @@ class Controller:
 
     def start(self) -> None:
         if not self._tasks:
+            metrics.MAX_WORKERS.labels(self.name).set(self._workers)
+            metrics.init_controller(self.name)
             self._tasks = [asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
                            for i in range(self._workers)]
 
@@ -47,6 +52,12 @@ class Controller:
                 again = await self._reconcile(key)
             except asyncio.CancelledError:
                 raise
+            except ObjectGone as err:  # deleted behind the cache's back: forget it, nothing to retry
+                log.info("%s %s: gone from the API server, forgotten: %s", self.name, _show(key), err)
+                if self._on_gone is not None:
+                    self._on_gone(err.uid)
+                self._failures.pop(key, None)
+                metrics.RECONCILE_TOTAL.labels(self.name, "success").inc()
             except ApiError as err:
                 if not err.namespace_terminating:
                     self._retry(key, err)
@@ -72,6 +83,7 @@ class Controller:
         delay = min(self._max, self._base * 2 ** (failures - 1))
         metrics.RECONCILE_ERRORS.labels(self.name).inc()
         metrics.RECONCILE_TOTAL.labels(self.name, "error").inc()
+        metrics.QUEUE_RETRIES.labels(self.name).inc()
         log.warning("%s %s: reconcile failed (attempt %d, retry in %.1fs): %s",
                     self.name, _show(key), failures, delay, err)
         self.queue.add_after(key, delay)

@@ -4,6 +4,7 @@ at a time, and a key added while it is processed is processed again afterwards. 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Hashable
 
 from .. import metrics
@@ -17,6 +18,7 @@ class WorkQueue:
         self._processing: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._added: dict[Hashable, float] = {}  # when a waiting key was added (queue duration metric)
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -29,6 +31,7 @@ class WorkQueue:
         if key in self._waiting:
             return
         self._waiting.add(key)
+        self._added[key] = time.monotonic()
         self._ready.put_nowait(key)
         metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
 
@@ -53,6 +56,9 @@ class WorkQueue:
         key = await self._ready.get()
         self._waiting.discard(key)
         self._processing.add(key)
+        added = self._added.pop(key, None)
+        if added is not None:
+            metrics.QUEUE_WAIT.labels(self.name).observe(time.monotonic() - added)
         metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
         return key
 

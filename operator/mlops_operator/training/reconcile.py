@@ -14,6 +14,7 @@ import logging
 import re
 from datetime import datetime, timezone
 
+from .. import metrics
 from ..api import TRAINING_JOB, InvalidSpec, validate_object
 from ..api.trainingjob import TrainingJobSpec
 from ..k8s.client import ApiError, KubeClient, object_path, resource_path
@@ -133,6 +134,8 @@ async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, s
         for type_, reason, message in plan.promote_events:
             await emit(client, target, type_, reason, message, now)
     await _write(client, body, plan, now)
+    if plan.status.get("attemptStartTime") and not (body.get("status") or {}).get("attemptStartTime"):
+        metrics.TRAINING_ATTEMPTS.labels(key[0]).inc()  # this reconcile launched an attempt: its pods exist now
     return plan.requeue_after
 
 

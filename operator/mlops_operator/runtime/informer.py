@@ -1,0 +1,162 @@
+"""Informers for the children the operator labels (Deployments, Services, pods, HPAs, PDBs): list, then watch,
+keeping an index of the objects by owner key in memory, and calling back with each changed object.
+
+Why not kopf's indices and on.event handlers for these: kopf runs a worker task per object, holds each raw event
+(managedFields and all) until every index is filled at startup, and deep-copies each body to detect changes the
+controllers do not need. At thousands of children that cost the operator most of its memory and CPU (see
+docs/benchmarks.md, "Operator at scale"). This is controller-runtime's shared informer reduced to what the
+controllers use: one list and one watch per resource (per namespace when the operator serves a few), pages of 500,
+objects stored once without managedFields, and `synced` set once every initial list is in, so a reconcile never
+mistakes a not-yet-listed child for a missing one. kopf still watches the operator's own custom resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Iterable, Iterator
+
+from ..k8s.client import ApiError, KubeClient, resource_path
+from ..settings import SETTINGS, WATCH_GRACE
+
+log = logging.getLogger("mlops_operator.informer")
+PAGE = 500
+Keys = Callable[[dict], Iterable[Hashable]]
+
+
+def trim(obj: dict) -> dict:
+    """The object as cached: without metadata.managedFields, which no reconciler reads (~40% of a pod)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return obj
+
+
+class Informer:
+    """One resource kind: `get(key)` and `values()` read the index (the Cache's interface); `run()` fills it."""
+
+    def __init__(self, client: KubeClient, api_version: str, kind: str, *, keys: Keys,
+                 on_change: Callable[[dict], None], namespaces: list[str] | None = None,
+                 label_selector: str | None = None):
+        self._client, self.api_version, self.kind = client, api_version, kind
+        self._keys, self._on_change = keys, on_change
+        self._namespaces = namespaces or [None]  # None: all namespaces
+        self._selector = label_selector
+        self._objects: dict[str, dict] = {}  # uid -> object
+        self._index: dict[Hashable, dict[str, dict]] = {}  # key -> uid -> object
+        self._pending = len(self._namespaces)
+        self.synced = asyncio.Event()
+
+    # ---------------------------------------------------------------- read (the cache)
+
+    def get(self, key: Hashable) -> list[dict]:
+        found = self._index.get(key)
+        return list(found.values()) if found else []
+
+    def values(self) -> Iterator[list[dict]]:
+        return iter([list(objs.values()) for objs in self._index.values()])
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    # ---------------------------------------------------------------- write (from the API server)
+
+    def _put(self, obj: dict) -> None:
+        obj.setdefault("apiVersion", self.api_version)  # list items come without them
+        obj.setdefault("kind", self.kind)
+        obj = trim(obj)
+        uid = obj["metadata"]["uid"]
+        old = self._objects.get(uid)
+        if old is not None and old["metadata"].get("resourceVersion") == obj["metadata"].get("resourceVersion"):
+            return  # a relist or a resumed watch repeating what the cache holds: no news
+        if old is not None:
+            self._unindex(uid, old)
+        self._objects[uid] = obj
+        for key in self._keys(obj):
+            self._index.setdefault(key, {})[uid] = obj
+        if old is not None and old is not obj:
+            self._on_change(old)  # a label change may move it to another owner
+        self._on_change(obj)
+
+    def _delete(self, obj: dict) -> None:
+        uid = obj["metadata"]["uid"]
+        old = self._objects.pop(uid, None)
+        if old is not None:
+            self._unindex(uid, old)
+            self._on_change(old)
+
+    def _unindex(self, uid: str, obj: dict) -> None:
+        for key in self._keys(obj):
+            bucket = self._index.get(key)
+            if bucket is not None:
+                bucket.pop(uid, None)
+                if not bucket:
+                    del self._index[key]
+
+    # ---------------------------------------------------------------- list and watch
+
+    def _path(self, namespace: str | None) -> str:
+        return resource_path(self.api_version, self.kind, namespace)
+
+    async def _list(self, namespace: str | None) -> str:
+        """Lists in pages into the index; forgets what is gone (after a relist); returns the resourceVersion."""
+        params: dict[str, str] = {"limit": str(PAGE)}
+        if self._selector:
+            params["labelSelector"] = self._selector
+        seen: set[str] = set()
+        while True:
+            # Bounded like a watch: a frozen API server must not hold a page request (and its connection) longer.
+            page = await self._client.request("GET", self._path(namespace), params=params,
+                                              timeout=SETTINGS.watch_timeout + WATCH_GRACE)
+            for item in page.get("items") or []:
+                seen.add(item["metadata"]["uid"])
+                self._put(item)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            params["continue"] = token
+        for uid, obj in list(self._objects.items()):
+            if uid not in seen and (namespace is None or obj["metadata"].get("namespace") == namespace):
+                self._delete(obj)
+        return page["metadata"]["resourceVersion"]
+
+    async def _watch(self, namespace: str | None, version: str) -> None:
+        path = self._path(namespace)
+        while True:
+            async for event in self._client.watch(path, version, SETTINGS.watch_timeout, grace=WATCH_GRACE,
+                                                  label_selector=self._selector):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(obj.get("code") or 410, obj, "WATCH", path)
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind == "DELETED":
+                    self._delete(obj)
+                elif kind in ("ADDED", "MODIFIED"):
+                    self._put(obj)
+
+    async def _run_one(self, namespace: str | None) -> None:
+        first, delay = True, 0.5
+        while True:
+            try:
+                version = await self._list(namespace)
+                if first:
+                    first = False
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self.synced.set()
+                delay = 0.5
+                await self._watch(namespace, version)
+            except asyncio.CancelledError:
+                raise
+            except ApiError as err:
+                if err.status != 410:  # 410: the watch expired; relist at once
+                    log.warning("%s informer (%s): %s; retrying in %.1fs", self.kind, namespace or "all", err, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+            except Exception as err:  # noqa: BLE001  (a dropped connection: relist, never die)
+                log.warning("%s informer (%s): %s; retrying in %.1fs", self.kind, namespace or "all", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._run_one(ns) for ns in self._namespaces))
