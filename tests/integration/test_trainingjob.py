@@ -289,3 +289,19 @@ def test_converged_jobs_and_an_operator_restart_make_no_writes(kube, tj_ns, oper
     assert audit.writes(mark, tj_ns) == [], "the operator wrote on a restart resync"
     apply(kube, tj_manifest(tj_ns, "busy", workers=2, podAnnotations={RUN_SECONDS: "600"}, suspend=True))
     wait_phase(kube, tj_ns, "busy", "Suspended")
+
+
+def test_a_service_name_taken_by_a_model_deployment_fails_the_job_with_the_reason(kube, tj_ns, tmp_path):
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"m")
+    apply(kube, {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+                 "metadata": {"name": "twin", "namespace": tj_ns},
+                 "spec": {"model": {"uri": f"file://{model}"}, "runtime": {"preset": "sklearn"}}})
+    wait_for(lambda: request(kube, "GET", f"/api/v1/namespaces/{tj_ns}/services/twin")[0] == 200,
+             message="the ModelDeployment's Service")
+    apply(kube, tj_manifest(tj_ns, "twin", workers=1))
+    tj = wait_phase(kube, tj_ns, "twin", "Failed", timeout=60)
+    assert tj["status"]["failure"]["reason"] == "InvalidConfig"
+    assert tj["status"]["failure"]["retryable"] is False
+    svc = request(kube, "GET", f"/api/v1/namespaces/{tj_ns}/services/twin")[1]
+    assert [o["kind"] for o in svc["metadata"]["ownerReferences"]] == ["ModelDeployment"]

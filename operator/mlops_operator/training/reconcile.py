@@ -113,13 +113,14 @@ async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, s
 
     await _delete(client, plan.delete, deleted)
     service = cache.one("services_idx", (key[0], OWNER, key[1]))
-    if plan.service:
-        want = stamp(render.service(body, spec))
-        if not up_to_date(service, want):
-            await client.apply(want)
-    elif service is not None and not service["metadata"].get("deletionTimestamp"):
+    if not plan.service and service is not None and not service["metadata"].get("deletionTimestamp"):
         await client.delete(object_path(service))
     try:
+        if plan.service:
+            want = stamp(render.service(body, spec))
+            if not up_to_date(service, want):
+                # Refused e.g. when a ModelDeployment of the same name controls that Service already.
+                await client.apply(want)
         await _create(client, body, spec, plan.create, obs, settings, gates)
     except ApiError as err:
         if err.status not in (400, 422):
