@@ -40,6 +40,8 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 
+from mlops_operator.localcluster.audit import AuditLog
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Operator at scale"
@@ -247,28 +249,12 @@ def start_watches(client, tracker: Tracker) -> list[asyncio.Task]:
 
 # ---------------------------------------------------------------------------------------------- audit log
 
-class Audit:
-    def __init__(self, path: pathlib.Path):
-        self.path = path
 
-    def mark(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+class Audit(AuditLog):
+    """The API server's audit log; the operator's writes include kopf's own (its user agent is kopf/...)."""
 
-    def writes(self, since: int, agents=OPERATOR_AGENTS) -> list[dict]:
-        out = []
-        with open(self.path, "rb") as f:
-            f.seek(since)
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if str(entry.get("userAgent", "")).startswith(agents):
-                    ref = entry.get("objectRef") or {}
-                    out.append({"verb": entry.get("verb"), "resource": ref.get("resource"),
-                                "subresource": ref.get("subresource"), "agent": entry.get("userAgent"),
-                                "code": (entry.get("responseStatus") or {}).get("code")})
-        return out
+    def writes(self, since: int, namespace: str | None = None, agent=OPERATOR_AGENTS) -> list[dict]:
+        return super().writes(since, namespace, agent)
 
 
 def summarize(writes: list[dict]) -> str:

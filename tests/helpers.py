@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from mlops_operator.localcluster.audit import AuditLog  # noqa: F401  (tests import it from here)
+
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
     """Polls predicate until it returns a truthy value; fails the test with the last value seen."""
@@ -51,38 +53,6 @@ def apply(kube, obj: dict, field_manager: str = "mlops-tests") -> dict:
         pytest.fail(f"apply {obj['kind']}/{obj['metadata']['name']} failed: {code} {data}")
     return data
 
-
-class AuditLog:
-    """Write requests recorded by the local API server's audit log (one JSON object per line)."""
-
-    OPERATOR_AGENT = "mlops-operator/"
-
-    def __init__(self, path):
-        self.path = path
-
-    def mark(self) -> int:
-        """A position to count from (the current size of the log)."""
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    def writes(self, since: int, namespace: str | None = None, agent: str = OPERATOR_AGENT) -> list[dict]:
-        import json
-
-        out = []
-        with open(self.path, "rb") as f:
-            f.seek(since)
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                ref = entry.get("objectRef") or {}
-                if not str(entry.get("userAgent", "")).startswith(agent):
-                    continue
-                if namespace is not None and ref.get("namespace") != namespace:
-                    continue
-                out.append({"verb": entry.get("verb"), "resource": ref.get("resource"), "name": ref.get("name"),
-                            "subresource": ref.get("subresource"), "code": (entry.get("responseStatus") or {}).get("code")})
-        return out
 
 
 def rbac_table() -> set[tuple[str, str, str]]:

@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import random
-import socket
 import threading
 import time
 import uuid
@@ -691,7 +690,7 @@ def test_two_replicas_only_one_acts_and_the_other_takes_over(private, chaos_oper
         for _ in range(20):
             burst.step()
         converge(private, ns, burst.want)
-        writes = collections.Counter(w["agent"] for w in _writes(private.audit, mark))
+        writes = collections.Counter(w["agent"] for w in private.audit.writes(mark))
         assert writes[leader.agent] > 0, f"the leader wrote nothing: {writes}"
         assert writes[standby.agent] == 0, f"the standby wrote too: {writes}"
 
@@ -700,7 +699,7 @@ def test_two_replicas_only_one_acts_and_the_other_takes_over(private, chaos_oper
         for _ in range(20):
             burst.step()
         took = converge(private, ns, burst.want, timeout=PEERING_LIFETIME + 180)
-        writes = collections.Counter(w["agent"] for w in _writes(private.audit, mark))
+        writes = collections.Counter(w["agent"] for w in private.audit.writes(mark))
         assert writes[standby.agent] > 0, f"the standby never took over: {writes}"
         assert set(writes) == {standby.agent}, f"writes by others after the leader died: {writes}"
         drain(private, ns, burst)
@@ -711,18 +710,3 @@ def test_two_replicas_only_one_acts_and_the_other_takes_over(private, chaos_oper
         standby.stop()
         chaos_operator.start()
 
-
-def _writes(audit: AuditLog, since: int) -> list[dict]:
-    """Every write by an mlops-operator process since a mark, with its full user agent."""
-    out = []
-    with open(audit.path, "rb") as f:
-        f.seek(since)
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            agent = str(entry.get("userAgent", ""))
-            if agent.startswith(AuditLog.OPERATOR_AGENT) and entry.get("stage") == "ResponseComplete":
-                out.append({"agent": agent, "verb": entry.get("verb"), "ref": entry.get("objectRef") or {}})
-    return out

@@ -363,24 +363,10 @@ def test_no_spec_makes_the_operator_write_outside_its_namespace(kube, ns, tmp_pa
              timeout=60, message="the promotion")
     wait_for(lambda: request(kube, "GET", f"/apis/batch/v1beta1/namespaces/{ns}/cronjobs/dm-drift")[0] == 200,
              message="runner CronJob")
-    writes = [w for w in _writes(audit, mark) if w["agent"] == sec_operator.agent]
+    writes = [w for w in audit.writes(mark) if w["agent"] == sec_operator.agent]
     assert writes, "the operator wrote nothing (the audit filter would make this test vacuous)"
     outside = [w for w in writes if w["namespace"] != ns]
     assert not outside, outside[:10]
     kinds = {w["resource"] for w in writes}
     assert {"deployments", "services", "events", "modeldeployments"} <= kinds, kinds
 
-
-def _writes(audit, since: int) -> list[dict]:
-    out = []
-    with open(audit.path, "rb") as f:
-        f.seek(since)
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            ref = entry.get("objectRef") or {}
-            out.append({"agent": entry.get("userAgent"), "verb": entry.get("verb"), "resource": ref.get("resource"),
-                        "namespace": ref.get("namespace"), "name": ref.get("name")})
-    return out
