@@ -32,7 +32,7 @@ import yaml
 from kubernetes import client, config
 
 from conftest import OperatorProcess
-from helpers import apply, rbac_table, request, wait_for
+from helpers import AuditLog, apply, rbac_table, request, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mlops-operator"
@@ -88,21 +88,10 @@ def can(api, verb: str, group: str, resource: str, namespace: str = "", name: st
 
 
 def audit_entries(path: pathlib.Path, since: int) -> list[dict]:
-    """Write requests from the local API server's audit log, from byte `since` on."""
-    out = []
-    with open(path, "rb") as f:
-        f.seek(since)
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            ref = entry.get("objectRef") or {}
-            out.append({"user": (entry.get("user") or {}).get("username"), "agent": entry.get("userAgent", ""),
-                        "verb": entry.get("verb"), "namespace": ref.get("namespace"),
-                        "resource": ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else ""),
-                        "code": (entry.get("responseStatus") or {}).get("code")})
-    return out
+    """Write requests from the local API server's audit log, from byte `since` on, by anyone."""
+    return [{**w, "agent": w["agent"] or "",
+             "resource": (w["resource"] or "") + (f"/{w['subresource']}" if w["subresource"] else "")}
+            for w in AuditLog(path).writes(since, agent="")]
 
 
 # ---------------------------------------------------------------- fixtures

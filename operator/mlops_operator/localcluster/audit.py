@@ -21,7 +21,8 @@ class AuditLog:
 
     def writes(self, since: int, namespace: str | None = None,
                agent: str | tuple[str, ...] = OPERATOR_AGENT) -> list[dict]:
-        """Write requests since `since` whose user agent starts with `agent` (in `namespace` when given)."""
+        """Write requests since `since` whose user agent starts with `agent` ("" for all), in `namespace` when
+        given."""
         out = []
         with open(self.path, "rb") as f:
             f.seek(since)
