@@ -38,6 +38,6 @@ class AuditLog:
                     continue
                 out.append({"verb": entry.get("verb"), "resource": ref.get("resource"), "name": ref.get("name"),
                             "namespace": ref.get("namespace"), "subresource": ref.get("subresource"),
-                            "agent": entry.get("userAgent"),
+                            "agent": entry.get("userAgent"), "user": (entry.get("user") or {}).get("username"),
                             "code": (entry.get("responseStatus") or {}).get("code")})
         return out
