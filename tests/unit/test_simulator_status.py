@@ -10,7 +10,7 @@ import pytest
 
 from mlops_operator.localcluster import nodes, simprocess
 from mlops_operator.localcluster.simstatus import (
-    ANN_FAILURE, ANN_FAILURE_AFTER, ANN_FAILURE_CONTAINER, ANN_RUN_SECONDS, Facts, Failure, Settings, Terminated,
+    ANN_FAILURE, ANN_FAILURE_AFTER, ANN_FAILURE_CONTAINER, ANN_RUN_SECONDS, STUCK_DELETION_SECONDS, Facts, Failure, Settings, Terminated,
     already_applied, decide, finished_status, image_name, init_failed_status, is_own_image, parse_failure,
     running_status, ts, uses_local_processes)
 from mlops_operator.localcluster.simulator import IpAllocator, load_config
@@ -227,8 +227,20 @@ def test_terminating_pods_are_deleted_bound_or_not():
     assert decide(p, T0, S, facts()).action == "delete"
     del p["spec"]["nodeName"]
     assert decide(p, T0, S, facts()).action == "delete"
+    p["metadata"]["finalizers"] = ["example.com/hold"]
     p["metadata"]["deletionGracePeriodSeconds"] = 0  # only finalizers hold it now
-    assert decide(p, T0, S, facts()).action == "none"
+    assert decide(p, T0 + 60, S, facts()).action == "none"
+
+
+def test_a_half_done_zero_grace_deletion_is_finished():
+    """The API server marked the pod (grace 0) but did not remove it, as when etcd restarts between the two
+    steps: after a short wait the simulator deletes it again, which removes it."""
+    p = pod()
+    p["metadata"]["deletionTimestamp"] = ts(T0)
+    p["metadata"]["deletionGracePeriodSeconds"] = 0
+    waiting = decide(p, T0 + 1, S, facts())
+    assert waiting.action == "wait" and waiting.at == T0 + STUCK_DELETION_SECONDS
+    assert decide(p, T0 + STUCK_DELETION_SECONDS, S, facts()).action == "delete"
 
 
 def test_finished_pods_are_left_alone():

@@ -106,6 +106,7 @@ def _stop_pid(pid: int, marker: str, grace: float = 5.0) -> None:
     while time.monotonic() < deadline:
         _reap(pid)
         if not _is_ours(pid, marker):
+            _reap(pid)  # it may have exited between the two calls
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -113,6 +114,7 @@ def _stop_pid(pid: int, marker: str, grace: float = 5.0) -> None:
     for _ in range(50):
         _reap(pid)
         if not _is_ours(pid, marker):
+            _reap(pid)  # it may have exited between the two calls
             return
         time.sleep(0.1)
 

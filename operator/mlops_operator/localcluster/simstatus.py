@@ -13,7 +13,8 @@ The state of a pod is read from its own status, so a restarted simulator carries
         sim.mlops.dev/failure-after: N  runs the pod Running/Ready for N seconds first.
         sim.mlops.dev/failure-container: a,b  limits the failure to those containers (default: all).
     sim.mlops.dev/run-seconds: N  overrides the run time of a run-to-completion pod.
-    metadata.deletionTimestamp ──▶ delete with grace period 0 (no kubelet will ever confirm it).
+    metadata.deletionTimestamp ──▶ delete with grace period 0 (no kubelet will ever confirm it); a pod already
+        marked with grace period 0 and no finalizers that is still there after STUCK_DELETION_SECONDS is deleted again.
 
 Pods whose image is the project's own (`is_own_image`) and that have processes to run are handed to the I/O layer
 (`Plan("run-local")`); their status comes from the results (`Terminated`) via the builders below.
@@ -35,6 +36,7 @@ FAILURE_MODES = ("exit", "OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "E
 RUN_TO_COMPLETION = ("Never", "OnFailure")
 EVICTED_MESSAGE = "The node was low on resource: memory. "
 OOM_EXIT_CODE = 137
+STUCK_DELETION_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,8 +409,15 @@ def decide(pod: Mapping[str, Any], now: float, settings: Settings, facts: Facts)
     """The next thing to do for a pod: nothing, wait until a time, patch its status, delete it, or run it."""
     meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
     if meta.get("deletionTimestamp"):
-        # A zero grace period was already asked for; what remains are finalizers, not ours to remove.
-        return NOTHING if meta.get("deletionGracePeriodSeconds") == 0 else Plan("delete", note="finish deletion")
+        if meta.get("deletionGracePeriodSeconds") != 0:
+            return Plan("delete", note="finish deletion")
+        if meta.get("finalizers"):
+            return NOTHING  # what holds it are finalizers, not ours to remove
+        # A zero grace period with no finalizers is normally gone within the same request. It stays only when the
+        # API server stored the deletion mark but failed to remove the object (etcd restarting in between); the
+        # API server removes such a pod on the next zero-grace delete, as a kubelet would send it.
+        due = (parse_ts(meta["deletionTimestamp"]) or now) + STUCK_DELETION_SECONDS
+        return Plan("wait", at=due) if now < due else Plan("delete", note="finish a deletion left half-done")
     if not spec.get("nodeName"):
         return NOTHING
     phase = status.get("phase") or "Pending"

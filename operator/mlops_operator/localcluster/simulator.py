@@ -2,8 +2,8 @@
 
     python -m mlops_operator.localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
 
-Owns: one watch on pods in all namespaces, a timer heap for delayed transitions, status PATCHes, the deletions
-that no kubelet will finish, and threads for the own-image pods that run as local processes.
+Owns: one watch on pods in all namespaces (relisted every RESYNC_SECONDS), a timer heap for delayed transitions,
+status PATCHes, the deletions that no kubelet will finish, and threads for the own-image pods that run as local processes.
 Calls: the API server (raw JSON through the kubernetes ApiClient), `simstatus` for every decision and status body
 (pure), `simprocess` for local processes (see its docstring for the volume path-remapping rule), `nodes` for the pool.
 
@@ -53,7 +53,8 @@ log = logging.getLogger("simulator")
 
 POD_NETWORK = ipaddress.IPv4Network("10.244.0.0/16")
 SMP = "application/strategic-merge-patch+json"
-WATCH_TIMEOUT = 240
+RESYNC_SECONDS = 60  # a full list this often, as a kubelet resyncs: a missed watch event is repaired by it
+WATCH_TIMEOUT = RESYNC_SECONDS
 RETRY_SECONDS = 1.0
 
 
@@ -332,11 +333,12 @@ class Simulator:
 
     # --- the watch thread ---
     def watch_loop(self) -> None:
-        rv = ""
+        rv, listed_at = "", 0.0
         while not self.stopping.is_set():
             try:
-                if not rv:
+                if not rv or time.monotonic() - listed_at >= RESYNC_SECONDS:
                     pods, rv = self.kube.list_pods()
+                    listed_at = time.monotonic()
                     self.resync(pods)
                     log.info("listed %d pods (resourceVersion %s), %d on simulated nodes or terminating",
                              len(pods), rv, len(self.pods))
