@@ -470,6 +470,25 @@ MALFORMED = [
     ("dm-retrain-max-per-day-0", DM,
      _set(MINIMAL[DM], "actions", {"retrain": {"template": {"image": "example/trainer:1"}, "maxPerDay": 0}}),
      "spec.actions.retrain.maxPerDay"),
+    # upper bounds: over int32 where a child has an int32, or over a real limit (docs/<kind>.md, "Limits")
+    ("md-replicas-over-int32", MD, _set(MINIMAL[MD], "replicas", 10_000_000_000), "spec.replicas"),
+    ("md-max-replicas-over-int32", MD,
+     _set(MINIMAL[MD], "autoscaling", {"maxReplicas": 2**31, "targetCPUUtilization": 80}),
+     "spec.autoscaling.maxReplicas"),
+    ("md-gpu-count-over-256", MD, _set(MINIMAL[MD], "resources", {"gpu": {"count": 257}}), "spec.resources.gpu.count"),
+    ("md-canary-pause-over-68-years", MD,
+     _set(MINIMAL[MD], "rollout", {"canary": _set(_CANARY, "steps.0.pause", 2**31)}),
+     "spec.rollout.canary.steps[0].pause"),
+    ("tj-workers-over-10000", TJ, _set(MINIMAL[TJ], "workers", 10_001), "spec.workers"),
+    ("tj-deadline-over-int32", TJ, _set(MINIMAL[TJ], "activeDeadlineSeconds", 2**31), "spec.activeDeadlineSeconds"),
+    ("tj-ttl-over-int32", TJ, _set(MINIMAL[TJ], "ttlSecondsAfterFinished", 2**31), "spec.ttlSecondsAfterFinished"),
+    ("dm-retrain-template-workers-over-10000", DM,
+     _set(MINIMAL[DM], "actions", {"retrain": {"template": {"image": "example/trainer:1", "workers": 100_000}}}),
+     "spec.actions.retrain.template.workers"),
+    ("dm-retrain-max-per-day-over-1440", DM,
+     _set(MINIMAL[DM], "actions", {"retrain": {"template": {"image": "example/trainer:1"}, "maxPerDay": 1441}}),
+     "spec.actions.retrain.maxPerDay"),
+    ("dm-interval-over-int32", DM, _set(MINIMAL[DM], "interval", 2**31), "spec.interval"),
 ]
 
 
@@ -537,12 +556,15 @@ def _expected_header(kind) -> list[str]:
 
 
 def _write_status(kube, namespace: str):
+    # No drift in the DriftMonitor's result: a running operator would start the example's retraining on drift,
+    # one more TrainingJob in the tables.
+    no_drift = {"lastRun": {**STATUS["DriftMonitor"]["lastRun"], "datasetDrift": False}}
     for kind, name, status in (("ModelDeployment", "iris", {**STATUS["ModelDeployment"], "conditions": [
                                    {"type": "Ready", "status": "True", "reason": "Available", "message": "ok",
                                     "lastTransitionTime": "2024-05-01T12:00:00Z"}]}),
                                ("ModelDeployment", "fraud", {"canary": {"weight": 10}}),
                                ("TrainingJob", "finetune-chat", STATUS["TrainingJob"]),
-                               ("DriftMonitor", "fraud", STATUS["DriftMonitor"])):
+                               ("DriftMonitor", "fraud", no_drift)):
         code, body = merge_patch(kube, object_url(kind, namespace, name) + "/status", {"status": status})
         assert code == 200, body
 

@@ -1,11 +1,19 @@
 """Bad input: hypothesis generates specs from the CRDs' own OpenAPI schemas (so the API server accepts them), odd on
-purpose -- extreme integers, unicode where the schema allows any string, values near the 256 KiB annotation
-limit, contradictory fields -- and applies them to the real API server for all three kinds.
+purpose -- integers at the schema's bounds, unicode where the schema allows any string (astral planes included),
+values near the 256 KiB annotation limit, contradictory fields -- and applies them to the real API server for all
+three kinds.
 
-What must hold: the operator process stays up and does not hot-loop (its reconcile error and total counters, read
-from its /metrics, stay bounded once the objects settle), every object settles with a Ready condition for its
-current generation that says why (CamelCase reason, a message; InvalidSpec names the field), and a spec that turns
-invalid leaves the children of the valid spec before it untouched.
+The schemas are read as the API server reads them, so the specs reach the operator: patterns in RE2's sense (\\d is
+0-9 only), bodies sent as kubectl sends them (characters beyond U+FFFF as UTF-8, `yaml_safe_json`), and empty
+strings only where the API server keeps them (`empty_strings`). Measured: 0 of 54 specs refused in the default run
+and 0 of 1,200 draws sent on their own, where the strategy before this one had about 60% refused
+(docs/reliability.md).
+
+What must hold: the API server refuses no drawn spec except for its size; the operator process stays up and does
+not hot-loop (its reconcile error and total counters, read from its /metrics, stay bounded once the objects
+settle), every object settles with a Ready condition for its current generation that says why (CamelCase reason,
+a message; InvalidSpec names the field), and a spec that turns invalid leaves the children of the valid spec
+before it untouched.
 
 Sizes: MLOPS_FUZZ_EXAMPLES (default 3; the first is hypothesis' simplest) batches of MLOPS_FUZZ_BATCH (default 6) objects per kind, derandomized so
 `make test` is repeatable; MLOPS_FUZZ_RANDOM=1 draws new examples each run.
@@ -25,6 +33,7 @@ from kubernetes import client
 
 from helpers import apply, request, wait_for
 from mlops_operator.api import crdgen
+from mlops_operator.k8s.client import yaml_safe_json
 
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
 EXAMPLES = int(os.environ.get("MLOPS_FUZZ_EXAMPLES", "3"))
@@ -33,9 +42,9 @@ RANDOM = os.environ.get("MLOPS_FUZZ_RANDOM", "") == "1"
 REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 ANNOTATIONS_LIMIT = 256 * 1024  # total size of an object's annotations
 
-# Counts that multiply into pods stay small: the point is odd input, not a cluster buried in pods. (The schema
-# itself has no upper bound on workers or replicas: see docs/reliability.md.)
-CAPPED = {"replicas": (0, 3), "workers": (1, 3), "minReplicas": (1, 3), "maxReplicas": (1, 1 << 31)}
+# Counts that multiply into pods stay small: the point is odd input, not a cluster buried in pods. (The schema's
+# own bounds, workers <= 10000 and replicas <= 2^31-1, are far more than a test cluster holds.)
+CAPPED = {"replicas": (0, 3), "workers": (1, 3), "minReplicas": (1, 3)}
 
 
 def text(min_size=0, max_size=None):
@@ -45,11 +54,22 @@ def text(min_size=0, max_size=None):
                              max_size=max_size or 200))
 
 
-def schema_strategy(schema: dict, name: str = "", model_uri: str = "") -> st.SearchStrategy:
-    """Values valid per one OpenAPI v3 schema node of the CRD (the subset crdgen emits)."""
+def re2(pattern: str) -> re.Pattern[str]:
+    """A schema pattern as the API server reads it: in Go's RE2, \\d, \\w and \\s are ASCII only."""
+    return re.compile(pattern, re.ASCII)
+
+
+def integers(low: int, high: int) -> st.SearchStrategy:
+    """Small ones, both bounds themselves, and anything between."""
+    return st.one_of(st.integers(low, min(high, low + 3)), st.sampled_from([low, high]), st.integers(low, high))
+
+
+def schema_strategy(schema: dict, name: str = "", model_uri: str = "", empty: bool = True) -> st.SearchStrategy:
+    """Values valid per one OpenAPI v3 schema node of the CRD (the subset crdgen emits). empty=False: no empty
+    strings (see `empty_strings`)."""
     if schema.get("x-kubernetes-int-or-string"):
-        ints = st.integers(min_value=schema.get("minimum", 0), max_value=1 << 62)
-        strs = st.from_regex(schema["pattern"], fullmatch=True) if "pattern" in schema else text(1)
+        ints = integers(schema.get("minimum", 0), schema.get("maximum", 1 << 62))
+        strs = st.from_regex(re2(schema["pattern"]), fullmatch=True) if "pattern" in schema else text(1)
         return st.one_of(ints, strs.filter(lambda s: len(s) >= schema.get("minLength", 0)))
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
@@ -64,18 +84,18 @@ def schema_strategy(schema: dict, name: str = "", model_uri: str = "") -> st.Sea
             if name in ("podAnnotations", "nodeSelector"):
                 keys = st.one_of(st.from_regex(r"[a-z]{1,8}(\.[a-z]{1,8})?/[a-z][-a-z0-9]{0,20}", fullmatch=True)
                                  .filter(lambda k: not k.startswith("sim.")), keys)
-            values = schema_strategy(schema["additionalProperties"], model_uri=model_uri)
+            values = schema_strategy(schema["additionalProperties"], model_uri=model_uri, empty=empty)
             if name == "podAnnotations":  # near the API server's limit on all annotations together
                 values = st.one_of(values, st.integers(ANNOTATIONS_LIMIT - 2048, ANNOTATIONS_LIMIT + 1024)
                                    .map(lambda n: "x" * n))
             return st.dictionaries(keys, values, max_size=3)
         props = schema.get("properties") or {}
         required = set(schema.get("required") or [])
-        strategies = {k: schema_strategy(v, k, model_uri) for k, v in props.items()}
+        strategies = {k: schema_strategy(v, k, model_uri, empty) for k, v in props.items()}
         return st.fixed_dictionaries({k: s for k, s in strategies.items() if k in required},
                                      optional={k: s for k, s in strategies.items() if k not in required})
     if kind == "array":
-        items = schema_strategy(schema["items"], name, model_uri)
+        items = schema_strategy(schema["items"], name, model_uri, empty)
         keys = schema.get("x-kubernetes-list-map-keys")
         unique = (lambda item: tuple(item.get(k) for k in keys)) if keys else None
         return st.lists(items, max_size=3, unique_by=unique)
@@ -84,12 +104,11 @@ def schema_strategy(schema: dict, name: str = "", model_uri: str = "") -> st.Sea
             return st.one_of(st.just(model_uri), st.sampled_from(["s3://b/k", "pvc://claim/p", "gs://", "ftp://x"]),
                              text(1))
         if "pattern" in schema:
-            return st.from_regex(schema["pattern"], fullmatch=True).filter(
+            return st.from_regex(re2(schema["pattern"]), fullmatch=True).filter(
                 lambda s: schema.get("minLength", 0) <= len(s) <= schema.get("maxLength", 1 << 30))
-        return text(schema.get("minLength", 0), schema.get("maxLength"))
+        return text(max(schema.get("minLength", 0), 0 if empty else 1), schema.get("maxLength"))
     if kind == "integer":
-        low, high = CAPPED.get(name, (schema.get("minimum", -(1 << 62)), schema.get("maximum", 1 << 62)))
-        return st.one_of(st.integers(low, min(high, low + 3)), st.integers(low, high))
+        return integers(*CAPPED.get(name, (schema.get("minimum", -(1 << 62)), schema.get("maximum", 1 << 62))))
     if kind == "number":
         return st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False, allow_infinity=False)
     if kind == "boolean":
@@ -97,10 +116,10 @@ def schema_strategy(schema: dict, name: str = "", model_uri: str = "") -> st.Sea
     return st.nothing()
 
 
-def spec_strategy(kind: str, model_uri: str) -> st.SearchStrategy:
+def spec_strategy(kind: str, model_uri: str, empty: bool = True) -> st.SearchStrategy:
     crd = next(c for c in crdgen.render_crds() if c["spec"]["names"]["kind"] == kind)
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return schema_strategy(schema, model_uri=model_uri)
+    return schema_strategy(schema, model_uri=model_uri, empty=empty)
 
 
 def get(kube, plural: str, ns: str, name: str) -> dict | None:
@@ -139,6 +158,20 @@ def fz_ns(namespace, operator, needs_scheduler, needs_controller_manager, needs_
     return namespace
 
 
+@pytest.fixture
+def empty_strings(kube, fz_ns) -> bool:
+    """Whether this API server keeps an empty string in a custom resource. One older than 1.21 built with Go 1.16
+    or later, as the local 1.20.2 is (with Debian's Go), refuses any "" as `must be of type string: "null"`
+    (kubernetes#99804), so there a spec with one would never reach the operator."""
+    body = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "empty-string", "namespace": fz_ns},
+            "spec": {"model": {"uri": "s3://b/m", "format": ""}, "runtime": {"preset": "sklearn"}}}
+    code, answer = request(kube, "POST", f"{GROUP_PATH}/namespaces/{fz_ns}/modeldeployments", body=body,
+                           query={"dryRun": "All"})
+    assert code < 300 or "must be of type string" in str(answer), answer
+    return code < 300
+
+
 PLURALS = {"ModelDeployment": "modeldeployments", "TrainingJob": "trainingjobs", "DriftMonitor": "driftmonitors"}
 VALID = {
     "ModelDeployment": lambda uri: {"model": {"uri": uri}, "runtime": {"preset": "sklearn"}, "replicas": 1,
@@ -163,10 +196,26 @@ def _children(kube, kind: str, ns: str, name: str) -> dict[str, tuple]:
             for o in body["items"]}
 
 
+def apply_spec(kube, kind: str, namespace: str, name: str, spec: dict) -> tuple[int, dict]:
+    """Server-side apply as kubectl sends it: characters beyond U+FFFF as UTF-8. (The Python client's json.dumps
+    writes them as surrogate pairs, which the API server's YAML decoder refuses with a 400.)"""
+    body = {"apiVersion": "mlops.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": namespace},
+            "spec": spec}
+    return request(kube, "PATCH", f"{GROUP_PATH}/namespaces/{namespace}/{PLURALS[kind]}/{name}",
+                   body=yaml_safe_json(body).encode(), content_type="application/apply-patch+yaml",
+                   query={"fieldManager": "mlops-fuzz", "force": "true"})
+
+
+# All the API server may refuse of a drawn spec: one too large to store (etcd takes 1.5 MiB per request, and the
+# podAnnotations values near 256 KiB can add up to that). Any other refusal means the strategy and the API server
+# disagree on what is valid: a bug in the strategy or in the CRD schema, which the test reports.
+TOO_LARGE = re.compile(r"too large", re.IGNORECASE)
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("kind", ["ModelDeployment", "TrainingJob", "DriftMonitor"])
-def test_fuzzed_specs_settle_clearly_without_hot_loops(kube, fz_ns, operator, model_file, kind):
-    strategy = st.lists(spec_strategy(kind, model_file), min_size=BATCH, max_size=BATCH)
+def test_fuzzed_specs_settle_clearly_without_hot_loops(kube, fz_ns, operator, model_file, empty_strings, kind):
+    strategy = st.lists(spec_strategy(kind, model_file, empty_strings), min_size=BATCH, max_size=BATCH)
     plural = PLURALS[kind]
     outcomes: dict[str, int] = {}
     controller = kind.lower()
@@ -185,13 +234,14 @@ def test_fuzzed_specs_settle_clearly_without_hot_loops(kube, fz_ns, operator, mo
                 apply(kube, {"apiVersion": "mlops.dev/v1alpha1", "kind": kind,
                              "metadata": {"name": name, "namespace": fz_ns}, "spec": VALID[kind](model_file)})
                 wait_for(lambda: settled(get(kube, plural, fz_ns, name)), timeout=60, message=f"{name} valid")
-                before[name] = _children(kube, kind, fz_ns, name)
-            body = {"apiVersion": "mlops.dev/v1alpha1", "kind": kind,
-                    "metadata": {"name": name, "namespace": fz_ns}, "spec": spec}
-            code, answer = request(kube, "PATCH", f"{GROUP_PATH}/namespaces/{fz_ns}/{plural}/{name}", body=body,
-                                   content_type="application/apply-patch+yaml",
-                                   query={"fieldManager": "mlops-fuzz", "force": "true"})
-            if code >= 300:  # the schema allows it, the API server does not (e.g. a value over its own limits)
+                # Settled can come before the children do (a TrainingJob writes its new attempt, then creates the
+                # pods): snapshot them once they exist, or a pod of the valid spec would look like a change.
+                before[name] = wait_for(lambda: _children(kube, kind, fz_ns, name), timeout=60,
+                                        message=f"{name}'s children")
+            code, answer = apply_spec(kube, kind, fz_ns, name, spec)
+            if code >= 300:  # the schema allows it, the API server does not: only for its size
+                message = answer.get("message", "") if isinstance(answer, dict) else str(answer)
+                assert TOO_LARGE.search(message), f"refused: {code} {message[:500]}"
                 refused += 1
                 continue
             names.append(name)

@@ -153,7 +153,7 @@ def test_duration_seconds(value, seconds):
     assert duration_seconds(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "5 minutes", "1.5h", "m", "30ms", -5, True])
+@pytest.mark.parametrize("value", ["", "5 minutes", "1.5h", "m", "30ms", -5, True, "\u0663h"])
 def test_duration_rejects(value):
     with pytest.raises(ValidationError):
         TrainingJobSpec.model_validate({"image": "t:1", "scheduling": {"gangTimeout": value}})

@@ -162,6 +162,35 @@ def test_enums_and_limits(crds):
     assert conditions["items"]["properties"]["lastTransitionTime"]["format"] == "date-time"
 
 
+# Spec integers without a maximum, and why: quantities (cpu, memory, a metric's target) are int64 quantities;
+# tolerationSeconds is an int64 in the pod (negative means 0); lastRows is a row count the drift runner slices by.
+# None of them becomes a count of objects or an int32 field.
+UNBOUNDED_INTEGERS = {".spec.scheduling.tolerations[].tolerationSeconds", ".spec.current.lastRows",
+                      ".spec.actions.retrain.template.scheduling.tolerations[].tolerationSeconds"}
+QUANTITIES = (".cpu", ".memory", ".metric.target")
+
+
+def test_every_spec_integer_has_a_maximum(crds):
+    integers = {path: n for crd in crds.values() for path, n in walk(schema_of(crd))
+                if path.startswith(".spec.") and (n.get("type") == "integer" or n.get("x-kubernetes-int-or-string"))
+                and not path.endswith(QUANTITIES)}
+    unbounded = {path for path, n in integers.items() if "maximum" not in n}
+    assert unbounded == UNBOUNDED_INTEGERS
+    md, tj, dm = crds["ModelDeployment"], crds["TrainingJob"], crds["DriftMonitor"]
+    for kind, path in ((md, "spec.replicas"), (md, "spec.autoscaling.minReplicas"),
+                       (md, "spec.autoscaling.maxReplicas"), (md, "spec.autoscaling.targetCPUUtilization"),
+                       (tj, "spec.backoffLimit"), (tj, "spec.activeDeadlineSeconds"),
+                       (tj, "spec.ttlSecondsAfterFinished"), (tj, "spec.scheduling.gangTimeout"),
+                       (md, "spec.rollout.canary.steps[].pause"), (dm, "spec.interval"),
+                       (dm, "spec.actions.retrain.cooldown"), (dm, "spec.current.window")):
+        assert node(kind, path)["maximum"] == 2**31 - 1, path  # int32: where Kubernetes stops
+    assert node(tj, "spec.workers")["maximum"] == 10_000
+    assert node(md, "spec.resources.gpu.count")["maximum"] == node(tj, "spec.resources.gpu.count")["maximum"] == 256
+    assert node(dm, "spec.actions.retrain.maxPerDay")["maximum"] == 1440
+    assert node(md, "spec.runtime.port")["maximum"] == 65535
+    assert "maximum" not in node(md, "spec.resources.cpu")
+
+
 def test_pass_through_only_where_intended(crds):
     preserved = [path for crd in crds.values() for path, n in walk(schema_of(crd))
                  if n.get("x-kubernetes-preserve-unknown-fields")]

@@ -75,6 +75,54 @@ def test_missing_spec():
     assert caught.value.errors == ["spec: required"]
 
 
+# --- upper bounds (the CRD schema has the same maximum: test_crdgen) -----------------------------------------
+
+INT32_MAX = 2**31 - 1
+_RETRAIN = {"template": {"image": "t:1"}}
+
+
+@pytest.mark.parametrize("kind, spec, path, limit", [
+    ("ModelDeployment", md(replicas=INT32_MAX + 1), "spec.replicas", INT32_MAX),
+    ("ModelDeployment", md(autoscaling={"minReplicas": INT32_MAX + 1, "maxReplicas": 2, "targetCPUUtilization": 80}),
+     "spec.autoscaling.minReplicas", INT32_MAX),
+    ("ModelDeployment", md(autoscaling={"maxReplicas": 10_000_000_000, "targetCPUUtilization": 80}),
+     "spec.autoscaling.maxReplicas", INT32_MAX),
+    ("ModelDeployment", md(autoscaling={"maxReplicas": 2, "targetCPUUtilization": INT32_MAX + 1}),
+     "spec.autoscaling.targetCPUUtilization", INT32_MAX),
+    ("ModelDeployment", md(resources={"gpu": {"count": 257}}), "spec.resources.gpu.count", 256),
+    ("TrainingJob", {**TJ, "workers": 10_001}, "spec.workers", 10_000),
+    ("TrainingJob", {**TJ, "resources": {"gpu": {"count": 1000}}}, "spec.resources.gpu.count", 256),
+    ("TrainingJob", {**TJ, "backoffLimit": INT32_MAX + 1}, "spec.backoffLimit", INT32_MAX),
+    ("TrainingJob", {**TJ, "activeDeadlineSeconds": INT32_MAX + 1}, "spec.activeDeadlineSeconds", INT32_MAX),
+    ("TrainingJob", {**TJ, "ttlSecondsAfterFinished": INT32_MAX + 1}, "spec.ttlSecondsAfterFinished", INT32_MAX),
+    ("DriftMonitor", dm(actions={"retrain": {**_RETRAIN, "maxPerDay": 1441}}), "spec.actions.retrain.maxPerDay", 1440),
+    ("DriftMonitor", dm(actions={"retrain": {"template": {"image": "t:1", "workers": 10_001}}}),
+     "spec.actions.retrain.template.workers", 10_000),
+])
+def test_numbers_over_their_limit_are_invalid_naming_the_field(kind, spec, path, limit):
+    assert errors_of(kind, spec) == [f"{path}: input should be less than or equal to {limit}"]
+
+
+@pytest.mark.parametrize("kind, spec", [
+    ("ModelDeployment", md(replicas=INT32_MAX, resources={"gpu": {"count": 256}},
+                           autoscaling={"minReplicas": INT32_MAX, "maxReplicas": INT32_MAX,
+                                        "targetCPUUtilization": INT32_MAX})),
+    ("TrainingJob", {**TJ, "workers": 10_000, "backoffLimit": INT32_MAX, "activeDeadlineSeconds": INT32_MAX,
+                     "ttlSecondsAfterFinished": INT32_MAX, "scheduling": {"gangTimeout": INT32_MAX}}),
+    ("DriftMonitor", dm(actions={"retrain": {**_RETRAIN, "maxPerDay": 1440, "cooldown": "24855d3h14m7s"}})),
+])
+def test_numbers_at_their_limit_are_fine(kind, spec):
+    assert errors_of(kind, spec) == []
+
+
+@pytest.mark.parametrize("value", [INT32_MAX + 1, "24855d3h14m8s", "99999999999d"])
+def test_durations_are_bounded_in_both_forms(value):
+    # the schema's maximum covers the integer form; the string form only the operator can check
+    errors = errors_of("ModelDeployment", md(rollout={"canary": {"model": {"uri": "s3://b/v2"},
+                                                                 "steps": [{"weight": 10, "pause": value}]}}))
+    assert errors == [f"spec.rollout.canary.steps[0].pause: must be at most {INT32_MAX} seconds (68 years)"]
+
+
 def test_metadata_name_must_fit_service_names():
     assert errors_of("ModelDeployment", MD, name="1-model")[0].startswith("metadata.name: must be a DNS label")
     assert errors_of("ModelDeployment", MD, name="a" * 64)[0].startswith("metadata.name:")

@@ -1,5 +1,6 @@
-"""Shapes shared by all three kinds: the model base class, quantities and durations, GPU block, resources,
-scheduling, references, environment variables, conditions, and the `Kind` descriptor each kind module fills in.
+"""Shapes shared by all three kinds: the model base class, numeric limits, quantities and durations, GPU block,
+resources, scheduling, references, environment variables, conditions, and the `Kind` descriptor each kind module
+fills in.
 
 Pure data: no I/O, no Kubernetes client. Field descriptions here end up in the CRDs (`kubectl explain`).
 """
@@ -38,14 +39,30 @@ class StatusModel(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# --- limits -----------------------------------------------------------------------------------------------
+# Upper bounds live in the models (le=...), so the CRD schema gets the same `maximum` and an absurd number is refused
+# when the object is applied, naming the field, rather than later when a child object is.
+
+INT32_MAX = 2**31 - 1
+"""Where a number ends up in an int32 field of a child (Deployment and HPA replicas, HPA utilization) or stands
+for one (backoffLimit, seconds), this is its bound. As seconds it is 68 years, which also bounds every
+duration: longer is a typo, and some 8,000 years would overflow the operator's datetime arithmetic (Python's
+datetime ends at year 9999)."""
+
+MAX_GPUS_PER_POD = 256
+"""GPUs (or other accelerator devices) one pod may request. The largest nodes have 8-16 physical GPUs, but GPU
+time-slicing advertises each GPU as several devices (for example 8 GPUs x 16 replicas = 128), so 256 leaves room
+for that while a typo such as 1000 is refused."""
+
 # --- scalar types -----------------------------------------------------------------------------------------
 
 # Kubernetes resource.Quantity: a plain integer, or a decimal with an SI (m, k, M, G ...), binary (Ki, Mi, Gi ...)
 # or exponent (e3) suffix. Signs are not accepted: negative resources make no sense here.
 _QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
 
-# Durations: integer seconds, or a string of d/h/m/s parts such as "30s", "5m", "1h30m", "2d".
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# Durations: integer seconds, or a string of d/h/m/s parts such as "30s", "5m", "1h30m", "2d". ASCII: in Go's RE2, as
+# the API server reads the pattern, \d is 0-9 only, while Python's would also take other scripts' digits ("٣h").
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 
 
 def _quantity(value: Any) -> int | str:
@@ -68,25 +85,28 @@ def _duration(value: Any) -> int | str:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must not be negative")
-        return value
-    if isinstance(value, str) and value and _DURATION.match(value):
-        return value
-    raise ValueError('must be seconds or a duration such as "30s", "5m", "1h30m"')
+    elif not (isinstance(value, str) and value and _DURATION.match(value)):
+        raise ValueError('must be seconds or a duration such as "30s", "5m", "1h30m"')
+    # The schema's maximum covers the integer form only; a string such as "99999999999d" is caught here.
+    if duration_seconds(value) > INT32_MAX:
+        raise ValueError(f"must be at most {INT32_MAX} seconds (68 years)")
+    return value
 
 
-def _int_or_string(pattern: re.Pattern[str]) -> WithJsonSchema:
-    # The API server enforces the same rules as the validators above: minimum applies to integers only,
+def _int_or_string(pattern: re.Pattern[str], maximum: int | None = None) -> WithJsonSchema:
+    # The API server enforces the same rules as the validators above: minimum and maximum apply to integers only,
     # pattern and minLength to strings only (both regexes are RE2-compatible, as Go needs).
+    bounds = {"minimum": 0} if maximum is None else {"minimum": 0, "maximum": maximum}
     return WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "minimum": 0, "minLength": 1, "pattern": pattern.pattern}
+        {"x-kubernetes-int-or-string": True, **bounds, "minLength": 1, "pattern": pattern.pattern}
     )
 
 
 Quantity = Annotated[int | str, PlainValidator(_quantity), _int_or_string(_QUANTITY)]
 """A Kubernetes quantity (int-or-string in the schema): 2, "500m", "4Gi"."""
 
-Duration = Annotated[int | str, PlainValidator(_duration), _int_or_string(_DURATION)]
-"""Seconds as an integer, or a string of d/h/m/s parts: "30s", "5m", "1h30m"."""
+Duration = Annotated[int | str, PlainValidator(_duration), _int_or_string(_DURATION, maximum=INT32_MAX)]
+"""Seconds as an integer, or a string of d/h/m/s parts: "30s", "5m", "1h30m"; at most INT32_MAX seconds."""
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 """An RFC 3339 time such as 2024-05-01T12:00:00Z (status fields only)."""
@@ -163,7 +183,11 @@ class Gpu(ApiModel):
     """GPUs per pod: how many, of which extended resource, and optionally which product."""
 
     count: int = Field(
-        1, ge=0, description="Number of GPU devices (or MIG instances when resource is a MIG profile) per pod."
+        1, ge=0, le=MAX_GPUS_PER_POD,
+        description=(
+            f"Number of GPU devices (or MIG instances when resource is a MIG profile) per pod; at most "
+            f"{MAX_GPUS_PER_POD}."
+        ),
     )
     resource: str = Field(
         "nvidia.com/gpu",

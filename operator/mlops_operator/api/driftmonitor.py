@@ -25,6 +25,9 @@ from .trainingjob import TrainingJobSpec
 
 DRIFT_TESTS = ("auto", "ks", "psi", "chisquare", "ztest", "wasserstein", "jensenshannon")
 
+MAX_RETRAINS_PER_DAY = 24 * 60
+"""A check runs at most once a minute (cron's granularity), so no day can bring more retrainings than this."""
+
 
 class ReferenceData(ApiModel):
     """The data the model was trained on (or any data known to be good)."""
@@ -99,7 +102,10 @@ class Retrain(ApiModel):
         description="Spec of the TrainingJob to create; usually with promote set to roll out the new model."
     )
     cooldown: Duration = Field("6h", description="Least time between two retrainings, e.g. 6h.")
-    max_per_day: int = Field(1, ge=1, description="Most retrainings in any 24 hours.")
+    max_per_day: int = Field(
+        1, ge=1, le=MAX_RETRAINS_PER_DAY,
+        description=f"Most retrainings in any 24 hours; at most {MAX_RETRAINS_PER_DAY} (one check a minute).",
+    )
 
 
 class Actions(ApiModel):

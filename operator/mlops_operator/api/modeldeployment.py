@@ -11,6 +11,7 @@ from pydantic import Field
 
 from .common import (
     AGE_COLUMN,
+    INT32_MAX,
     ApiModel,
     Duration,
     EnvVar,
@@ -85,10 +86,10 @@ class MetricTarget(ApiModel):
 class Autoscaling(ApiModel):
     """Horizontal autoscaling through an HPA. Set exactly one of targetCPUUtilization or metric."""
 
-    min_replicas: int = Field(1, ge=1, description="Fewest replicas the HPA keeps.")
-    max_replicas: int = Field(ge=1, description="Most replicas the HPA may create.")
+    min_replicas: int = Field(1, ge=1, le=INT32_MAX, description="Fewest replicas the HPA keeps.")
+    max_replicas: int = Field(ge=1, le=INT32_MAX, description="Most replicas the HPA may create.")
     target_cpu_utilization: int | None = Field(
-        None, alias="targetCPUUtilization", ge=1,
+        None, alias="targetCPUUtilization", ge=1, le=INT32_MAX,
         description="Target average CPU utilization, percent of the CPU request.",
     )
     metric: MetricTarget | None = Field(None, description="Scale on a custom per-pod metric instead of CPU.")
@@ -166,7 +167,9 @@ class ModelDeploymentSpec(ApiModel):
 
     model: Model = Field(description="The model to serve.")
     runtime: Runtime = Field(description="The model server that serves it.")
-    replicas: int = Field(1, ge=0, description="Pods serving the stable model; ignored when autoscaling is set.")
+    replicas: int = Field(
+        1, ge=0, le=INT32_MAX, description="Pods serving the stable model; ignored when autoscaling is set."
+    )
     resources: Resources = Field(default_factory=Resources, description="CPU, memory and GPUs per pod.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Where the pods may run.")
     autoscaling: Autoscaling | None = Field(None, description="Scale with an HPA instead of fixed replicas.")

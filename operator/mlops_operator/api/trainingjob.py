@@ -11,6 +11,7 @@ from pydantic import Field
 
 from .common import (
     AGE_COLUMN,
+    INT32_MAX,
     ApiModel,
     Duration,
     EnvVar,
@@ -24,6 +25,11 @@ from .common import (
     StatusModel,
     Timestamp,
 )
+
+MAX_WORKERS = 10_000
+"""Workers of one job: twice the 5,000 nodes Kubernetes is tested to scale to, and more than the largest published
+training runs need (Llama 3 405B: 16,384 GPUs on 2,048 nodes of 8). A typo such as 100000 is refused when the job
+is applied instead of becoming that many pods."""
 
 
 class TrainingScheduling(Scheduling):
@@ -89,7 +95,9 @@ class TrainingJobSpec(ApiModel):
             "NPROC_PER_NODE = GPUs per worker); generic runs the command as it is on every worker."
         ),
     )
-    workers: int = Field(1, ge=1, description="Number of worker pods, scheduled together.")
+    workers: int = Field(
+        1, ge=1, le=MAX_WORKERS, description=f"Number of worker pods, scheduled together; at most {MAX_WORKERS}."
+    )
     resources: Resources = Field(default_factory=Resources, description="CPU, memory and GPUs per worker.")
     scheduling: TrainingScheduling = Field(
         default_factory=TrainingScheduling, description="Where workers may run; gang timeout."
@@ -97,13 +105,16 @@ class TrainingJobSpec(ApiModel):
     dataset: Dataset | None = Field(None, description="Training data (DATASET_URI).")
     output: Output | None = Field(None, description="Where the trained model goes (OUTPUT_MODEL_URI).")
     checkpoint: Checkpoint | None = Field(None, description="Where checkpoints go (CHECKPOINT_URI).")
-    backoff_limit: int = Field(3, ge=0, description="Retries of the whole gang after a retryable failure.")
+    backoff_limit: int = Field(
+        3, ge=0, le=INT32_MAX, description="Retries of the whole gang after a retryable failure."
+    )
     active_deadline_seconds: int | None = Field(
-        None, ge=1, description="Seconds the job may run in total (all attempts) before it fails."
+        None, ge=1, le=INT32_MAX, description="Seconds the job may run in total (all attempts) before it fails."
     )
     ttl_seconds_after_finished: int | None = Field(
         None,
         ge=0,
+        le=INT32_MAX,
         description=(
             "Seconds after success or failure until the worker pods and the Service are deleted; the "
             "TrainingJob and its status stay."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -52,6 +53,20 @@ def resource_path(api_version: str, kind: str, namespace: str | None = None, nam
 def object_path(obj: dict) -> str:
     meta = obj["metadata"]
     return resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+
+
+APPLY = "application/apply-patch+yaml"
+
+# Written as \u escapes in an apply body: everything but printable ASCII and the planes beyond U+FFFF.
+_YAML_ESCAPE = re.compile("[^\x20-\x7e\U00010000-\U0010ffff]")
+
+
+def yaml_safe_json(obj: Any) -> str:
+    """JSON that the API server's YAML decoder reads back unchanged, for server-side apply (whose body is YAML).
+    json.dumps writes a character beyond U+FFFF (an emoji) as a surrogate pair, which go-yaml refuses ("found
+    invalid Unicode character escape code", a 400), so those are written as they are; every other non-ASCII
+    character stays a \\u escape (raw, U+0085, U+2028 and U+2029 would be line breaks to YAML 1.1)."""
+    return _YAML_ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
 
 
 class ApiError(Exception):
@@ -136,7 +151,7 @@ class KubeClient:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body)
+            data = (yaml_safe_json(body) if content_type == APPLY else json.dumps(body)).encode()
         with metrics.api_request_timer(method):
             extra = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
             async with session.request(method, self.host + path, params=params, data=data, **extra,
@@ -183,8 +198,7 @@ class KubeClient:
     async def apply(self, obj: dict, force: bool = True) -> dict:
         """Server-side apply under the operator's one field manager."""
         params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
-        return await self.request("PATCH", object_path(obj), params=params, body=obj,
-                                  content_type="application/apply-patch+yaml")
+        return await self.request("PATCH", object_path(obj), params=params, body=obj, content_type=APPLY)
 
     async def patch_status(self, obj_path: str, status: dict) -> dict:
         return await self.request("PATCH", obj_path + "/status", body={"status": status},
