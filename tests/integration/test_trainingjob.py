@@ -104,20 +104,20 @@ def test_two_gpu_workers_rendezvous_succeed_and_promote_to_the_canary(kube, tj_n
     workers = sorted(live_pods(kube, tj_ns, "ft"), key=lambda p: p.metadata.name)
     assert [p.metadata.name for p in workers] == ["ft-w0-a1", "ft-w1-a1"]
     assert {p.spec.node_name for p in workers} == {"gpu-node-0", "gpu-node-1"}
-    master = f"ft-w0.ft.{tj_ns}.svc.cluster.local"
+    master = f"ft-w0.ft-workers.{tj_ns}.svc.cluster.local"
     for rank, pod in enumerate(workers):
         env = {e.name: e.value for e in pod.spec.containers[0].env}
         assert env["MASTER_ADDR"] == master and env["MASTER_PORT"] == "29500"
         assert (env["WORLD_SIZE"], env["NODE_RANK"], env["NPROC_PER_NODE"]) == ("2", str(rank), "8")
         assert (env["ATTEMPT"], env["OUTPUT_MODEL_URI"], env["CHECKPOINT_URI"]) == ("1", output, "s3://ckpt/ft")
-        assert (pod.spec.hostname, pod.spec.subdomain) == (f"ft-w{rank}", "ft")
+        assert (pod.spec.hostname, pod.spec.subdomain) == (f"ft-w{rank}", "ft-workers")
         assert pod.spec.restart_policy == "Never" and pod.spec.automount_service_account_token is False
         assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "8"
         assert pod.spec.node_selector == {"nvidia.com/gpu.product": H100}
         assert pod.spec.security_context.run_as_non_root is True
         assert pod.metadata.owner_references[0].kind == "TrainingJob"
         assert pod.metadata.labels["mlops.dev/trainingjob"] == "ft"
-    svc = client.CoreV1Api(kube).read_namespaced_service("ft", tj_ns)
+    svc = client.CoreV1Api(kube).read_namespaced_service("ft-workers", tj_ns)
     assert svc.spec.cluster_ip == "None" and svc.spec.publish_not_ready_addresses is True
 
     tj = wait_phase(kube, tj_ns, "ft", "Succeeded", timeout=60)
@@ -162,7 +162,8 @@ def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns):
                  message="released, waiting")
     assert tj["status"]["phase"] == "Pending" and tj["status"]["attempt"] == 2
     assert condition(tj, "Running")["reason"] == "GangTimeout"
-    assert not live_pods(kube, tj_ns, "patient")
+    # The decision is written before the pods go (so a restart cannot forget it): they follow within moments.
+    wait_for(lambda: not live_pods(kube, tj_ns, "patient"), timeout=10, message="attempt 1 released")
     assert "GangTimeout" in reasons(kube, tj_ns, "patient")
     wait_for(lambda: len(live_pods(kube, tj_ns, "patient")) == 3, timeout=20, message="attempt 2 created")
     assert {p.metadata.name for p in live_pods(kube, tj_ns, "patient")} == {f"patient-w{r}-a2" for r in range(3)}
@@ -291,17 +292,37 @@ def test_converged_jobs_and_an_operator_restart_make_no_writes(kube, tj_ns, oper
     wait_phase(kube, tj_ns, "busy", "Suspended")
 
 
-def test_a_service_name_taken_by_a_model_deployment_fails_the_job_with_the_reason(kube, tj_ns, tmp_path):
-    model = tmp_path / "m.bin"
+def _model_deployment(kube, ns: str, name: str, tmp_path) -> None:
+    model = tmp_path / f"{name}.bin"
     model.write_bytes(b"m")
     apply(kube, {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
-                 "metadata": {"name": "twin", "namespace": tj_ns},
+                 "metadata": {"name": name, "namespace": ns},
                  "spec": {"model": {"uri": f"file://{model}"}, "runtime": {"preset": "sklearn"}}})
-    wait_for(lambda: request(kube, "GET", f"/api/v1/namespaces/{tj_ns}/services/twin")[0] == 200,
+    wait_for(lambda: request(kube, "GET", f"/api/v1/namespaces/{ns}/services/{name}")[0] == 200,
              message="the ModelDeployment's Service")
+
+
+def _service_owners(kube, ns: str, name: str) -> list[tuple[str, str]]:
+    code, svc = request(kube, "GET", f"/api/v1/namespaces/{ns}/services/{name}")
+    assert code == 200, svc
+    return [(o["kind"], o["name"]) for o in svc["metadata"]["ownerReferences"]]
+
+
+def test_a_training_job_and_a_model_deployment_may_share_a_name(kube, tj_ns, tmp_path):
+    """The usual pairing (train "fraud", serve "fraud"): each keeps its own Service."""
+    _model_deployment(kube, tj_ns, "twin", tmp_path)
     apply(kube, tj_manifest(tj_ns, "twin", workers=1))
-    tj = wait_phase(kube, tj_ns, "twin", "Failed", timeout=60)
+    tj = wait_phase(kube, tj_ns, "twin", "Succeeded", timeout=60)
+    assert "failure" not in tj["status"]
+    assert _service_owners(kube, tj_ns, "twin") == [("ModelDeployment", "twin")]
+    assert _service_owners(kube, tj_ns, "twin-workers") == [("TrainingJob", "twin")]
+
+
+def test_a_service_name_taken_by_a_model_deployment_fails_the_job_with_the_reason(kube, tj_ns, tmp_path):
+    _model_deployment(kube, tj_ns, "clash-workers", tmp_path)
+    apply(kube, tj_manifest(tj_ns, "clash", workers=1))
+    tj = wait_phase(kube, tj_ns, "clash", "Failed", timeout=60)
     assert tj["status"]["failure"]["reason"] == "InvalidConfig"
     assert tj["status"]["failure"]["retryable"] is False
-    svc = request(kube, "GET", f"/api/v1/namespaces/{tj_ns}/services/twin")[1]
-    assert [o["kind"] for o in svc["metadata"]["ownerReferences"]] == ["ModelDeployment"]
+    assert "clash-workers" in tj["status"]["failure"]["message"]
+    assert _service_owners(kube, tj_ns, "clash-workers") == [("ModelDeployment", "clash-workers")]

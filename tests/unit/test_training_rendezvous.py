@@ -20,13 +20,13 @@ def env_of(s: TrainingJobSpec, rank: int, attempt: int = 1) -> dict[str, str]:
 def test_names_change_per_attempt_but_hostnames_do_not():
     assert rendezvous.pod_name("ft", 1, 3) == "ft-w1-a3"
     assert rendezvous.hostname("ft", 1) == "ft-w1"
-    assert rendezvous.master_addr("ft", "ml", "cluster.local") == "ft-w0.ft.ml.svc.cluster.local"
+    assert rendezvous.master_addr("ft", "ml", "cluster.local") == "ft-w0.ft-workers.ml.svc.cluster.local"
 
 
 def test_pytorch_sets_the_torchrun_rendezvous():
     s = spec(workers=4, resources={"gpu": {"count": 8}})
     env = env_of(s, 2, attempt=3)
-    assert env["MASTER_ADDR"] == "ft-w0.ft.ml.svc.cluster.local" and env["MASTER_PORT"] == "29500"
+    assert env["MASTER_ADDR"] == "ft-w0.ft-workers.ml.svc.cluster.local" and env["MASTER_PORT"] == "29500"
     assert (env["WORLD_SIZE"], env["NODE_RANK"], env["NPROC_PER_NODE"], env["ATTEMPT"]) == ("4", "2", "8", "3")
     assert (env["PET_NNODES"], env["PET_NODE_RANK"], env["PET_NPROC_PER_NODE"]) == ("4", "2", "8")
     assert "RANK" not in env
@@ -51,10 +51,12 @@ def test_data_locations_and_user_env_which_wins():
     assert len(names) == len(set(names))
 
 
-def test_hostnames_must_fit_a_dns_label():
-    assert rendezvous.name_errors("a" * 60, 10) == []  # a...a-w9: 63 characters
-    errors = rendezvous.name_errors("a" * 61, 10)
-    assert errors and errors[0].startswith("metadata.name:")
+def test_the_service_and_hostnames_must_fit_a_dns_label():
+    assert rendezvous.name_errors("a" * 55, 10) == []  # a...a-workers: 63 characters
+    errors = rendezvous.name_errors("a" * 56, 10)
+    assert errors and errors[0].startswith("metadata.name:") and "Service" in errors[0]
+    errors = rendezvous.name_errors("a" * 55, 10_000_000)  # a...a-w9999999: 64 characters
+    assert errors and errors[0].startswith("metadata.name:") and "hostname" in errors[0]
 
 
 def test_worker_pod_uses_the_shared_gpu_and_security_blocks():
@@ -68,7 +70,7 @@ def test_worker_pod_uses_the_shared_gpu_and_security_blocks():
     assert (meta["labels"]["mlops.dev/rank"], meta["labels"]["mlops.dev/attempt"]) == ("1", "2")
     assert meta["annotations"] == {"a": "b", "mlops.dev/world-size": "2"}
     assert meta["ownerReferences"][0]["uid"] == "uid-1"
-    assert (pod_spec["hostname"], pod_spec["subdomain"], pod_spec["restartPolicy"]) == ("ft-w1", "ft", "Never")
+    assert (pod_spec["hostname"], pod_spec["subdomain"], pod_spec["restartPolicy"]) == ("ft-w1", "ft-workers", "Never")
     assert pod_spec["automountServiceAccountToken"] is False
     assert pod_spec["securityContext"]["runAsNonRoot"] is True
     assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -95,7 +97,7 @@ def test_queue_name_adds_kueue_labels_and_a_gate_only_where_gates_exist():
 
 def test_headless_service_selects_every_worker():
     svc = render.service(BODY, spec())
-    assert svc["metadata"]["name"] == "ft"
+    assert svc["metadata"]["name"] == "ft-workers"  # "ft" stays free for a ModelDeployment's Service
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
     assert svc["spec"]["selector"] == {"mlops.dev/trainingjob": "ft", "app.kubernetes.io/component": "worker"}
     assert svc["spec"]["ports"][0]["port"] == 29500

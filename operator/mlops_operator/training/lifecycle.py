@@ -441,15 +441,17 @@ def _waiting(st: dict, spec: TrainingJobSpec, pods: list[dict], phase: str, atte
     return reason, f"{running}/{world} workers running (attempt {attempt})"
 
 
-def invalid_config(body: dict, spec: TrainingJobSpec, obs: Observation, message: str, now: datetime) -> Plan:
-    """The API server refused a worker pod (422/400): the spec cannot produce a valid pod, so no attempt can
-    succeed. Fails the job (reason InvalidConfig, not retryable) and releases the workers already created."""
+def invalid_config(body: dict, spec: TrainingJobSpec, obs: Observation, message: str, now: datetime,
+                   refused: str = "a worker pod") -> Plan:
+    """The API server refused a child (422/400; `refused` says which): the spec cannot produce a valid worker pod or
+    Service, so no attempt can succeed. Fails the job (reason InvalidConfig, not retryable) and releases the
+    workers already created."""
     old = body.get("status") or {}
     plan = Plan(status={k: v for k, v in old.items() if k not in ("conditions", "observedGeneration")})
     attempt = old.get("attempt") or 0
     current = [p for p in obs.pods if attempt_of(p) == attempt]
     others = [p for p in obs.pods if attempt_of(p) != attempt and not _deleting(p)]
-    text = f"the API server refused a worker pod of attempt {attempt}: {message}"
+    text = f"the API server refused {refused} of attempt {attempt}: {message}"
     _fail(plan, current, others, "InvalidConfig", text, attempt, now,
           {"reason": "InvalidConfig", "message": text, "retryable": False, "counted": False, "attempt": attempt})
     _finish_status(plan, body, spec, obs, old, now)

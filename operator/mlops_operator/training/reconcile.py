@@ -115,17 +115,20 @@ async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, s
     service = cache.one("services_idx", (key[0], OWNER, key[1]))
     if not plan.service and service is not None and not service["metadata"].get("deletionTimestamp"):
         await client.delete(object_path(service))
+    refused = ""
     try:
         if plan.service:
             want = stamp(render.service(body, spec))
             if not up_to_date(service, want):
-                # Refused e.g. when a ModelDeployment of the same name controls that Service already.
+                # Refused e.g. when a ModelDeployment named `<job>-workers` controls that Service already.
+                refused = f"the Service {want['metadata']['name']}"
                 await client.apply(want)
+        refused = "a worker pod"
         await _create(client, body, spec, plan.create, obs, settings, gates)
     except ApiError as err:
         if err.status not in (400, 422):
             raise
-        plan = lifecycle.invalid_config(body, spec, obs, err.message, now)
+        plan = lifecycle.invalid_config(body, spec, obs, err.message, now, refused)
         body = await _write(client, body, plan, now)
         await _delete(client, plan.delete, deleted)
         return None

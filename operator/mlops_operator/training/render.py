@@ -1,9 +1,9 @@
 """The children of a TrainingJob as plain dicts. Pure: no I/O.
 
-- Service `<job>`: headless (clusterIP None), selecting every worker, publishing not-ready addresses so ranks
-  resolve each other while they start; it gives each worker the stable name `<job>-w<rank>.<job>`.
+- Service `<job>-workers`: headless (clusterIP None), selecting every worker, publishing not-ready addresses so ranks
+  resolve each other while they start; it gives each worker the stable name `<job>-w<rank>.<job>-workers`.
 - Pod `<job>-w<rank>-a<attempt>` per rank: restartPolicy Never (a failed worker fails the attempt; the gang
-  restarts as a whole), hostname `<job>-w<rank>`, subdomain `<job>`, the shared GPU, scheduling and security
+  restarts as a whole), hostname `<job>-w<rank>`, subdomain `<job>-workers`, the shared GPU, scheduling and security
   blocks. With queueName: Kueue's queue label and pod group (label and total-count annotation), plus the
   `kueue.x-k8s.io/admission` scheduling gate where the cluster has scheduling gates (Kubernetes 1.27+).
 """

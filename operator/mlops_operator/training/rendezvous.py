@@ -1,8 +1,10 @@
 """Who each worker is: pod names, stable hostnames and the environment of one rank. Pure: no I/O.
 
 A worker's pod name changes with every attempt (pods are immutable, a new attempt is new pods):
-`<job>-w<rank>-a<attempt>`. Its hostname does not: `<job>-w<rank>`, with the headless Service `<job>` as
-subdomain, so rank 0 is always `<job>-w0.<job>.<namespace>.svc.<cluster domain>` and MASTER_ADDR never moves.
+`<job>-w<rank>-a<attempt>`. Its hostname does not: `<job>-w<rank>`, with the headless Service `<job>-workers` as
+subdomain, so rank 0 is always `<job>-w0.<job>-workers.<namespace>.svc.<cluster domain>` and MASTER_ADDR never
+moves. The Service carries a suffix so that a TrainingJob and the ModelDeployment it trains for can share a name
+(the ModelDeployment's Service is `<name>`).
 
 framework pytorch: MASTER_ADDR, MASTER_PORT, WORLD_SIZE (workers), NODE_RANK, NPROC_PER_NODE (GPUs per worker),
 and the same values as torchrun's own PET_* variables, so a bare `torchrun train.py` joins the rendezvous.
@@ -20,6 +22,8 @@ from ..podspec.gpu import gpu_count
 
 MASTER_PORT = 29500
 MAX_HOSTNAME = 63  # a hostname is a DNS label
+MAX_SERVICE_NAME = 63  # so is a Service name
+SERVICE_SUFFIX = "-workers"
 
 
 def hostname(job: str, rank: int) -> str:
@@ -31,7 +35,7 @@ def pod_name(job: str, rank: int, attempt: int) -> str:
 
 
 def service_name(job: str) -> str:
-    return job
+    return f"{job}{SERVICE_SUFFIX}"
 
 
 def master_addr(job: str, namespace: str, cluster_domain: str) -> str:
@@ -39,7 +43,11 @@ def master_addr(job: str, namespace: str, cluster_domain: str) -> str:
 
 
 def name_errors(job: str, workers: int) -> list[str]:
-    """The job's name must leave room for `-w<rank>` in a 63-character hostname."""
+    """The job's name must leave room for `-workers` in a Service name and `-w<rank>` in a hostname."""
+    service = service_name(job)
+    if len(service) > MAX_SERVICE_NAME:
+        return [f"metadata.name: {job!r} is too long for a TrainingJob: its Service {service!r} has {len(service)} "
+                f"characters, a Service name at most {MAX_SERVICE_NAME}"]
     longest = hostname(job, workers - 1)
     if len(longest) > MAX_HOSTNAME:
         return [f"metadata.name: {job!r} is too long for {workers} workers: the worker hostname {longest!r} has "
