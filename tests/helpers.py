@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import threading
 import time
 
 import pytest
@@ -21,6 +22,50 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {message}; last seen: {last!r}")
 
+
+class Background:
+    """Calls step() over and over in a daemon thread while a with-block runs, pausing `interval` seconds between
+    calls, until the block ends (or after `times` calls). The first exception step() raises ends the loop and is
+    raised again in the test, by join() or at the end of the block, instead of dying unseen with the thread.
+    A step that blocks for long (a watch) can end early by looking at `stopping`."""
+
+    def __init__(self, step, interval: float = 0, times: int | None = None, join_timeout: float = 30):
+        self.step, self.interval, self.times, self.join_timeout = step, interval, times, join_timeout
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        calls = 0
+        while not self.stopping.is_set() and (self.times is None or calls < self.times):
+            try:
+                self.step()
+            except BaseException as err:  # noqa: BLE001  (pytest.fail's too: raised again in the test's thread)
+                self.error = err
+                return
+            calls += 1
+            self.stopping.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.stopping.set()
+        self._thread.join(self.join_timeout)
+        if exc_type is None:
+            self._raise_error()
+
+    def join(self, timeout: float) -> bool:
+        """Waits up to timeout for the loop to end by itself (after `times` calls); True when it has."""
+        self._thread.join(timeout)
+        self._raise_error()
+        return not self._thread.is_alive()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            name = getattr(self.step, "__qualname__", repr(self.step))
+            raise AssertionError(f"{name} failed in the background: {self.error!r}") from self.error
 
 
 def request(kube, method: str, path: str, body=None, query=None, content_type: str = "application/json"):
@@ -53,6 +98,20 @@ def apply(kube, obj: dict, field_manager: str = "mlops-tests") -> dict:
         pytest.fail(f"apply {obj['kind']}/{obj['metadata']['name']} failed: {code} {data}")
     return data
 
+
+def run_cronjob_now(kube, namespace: str, cronjob: str, job: str) -> None:
+    """What `kubectl create job <job> --from=cronjob/<cronjob>` does: a Job from the CronJob's template (its labels
+    too), once the CronJob exists."""
+    cron = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(
+        kube, "GET", f"/apis/batch/v1beta1/namespaces/{namespace}/cronjobs/{cronjob}")),
+        message=f"CronJob {cronjob}")
+    template = cron["spec"]["jobTemplate"]
+    body = {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": job, "namespace": namespace,
+                         "labels": template.get("metadata", {}).get("labels", {})},
+            "spec": template["spec"]}
+    code, answer = request(kube, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=body)
+    assert code == 201, answer
 
 
 def rbac_table() -> set[tuple[str, str, str]]:

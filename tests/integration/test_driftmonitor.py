@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from kubernetes import client
 
-from helpers import apply, request, wait_for
+from helpers import apply, request, run_cronjob_now, wait_for
 from mlops_operator.drift.engine import compute_drift
 from mlops_operator.drift.profile import build_profile
 
@@ -79,17 +79,7 @@ def condition(obj: dict, type_: str) -> dict:
 
 
 def run_check_now(kube, namespace: str, dm: str, n: int) -> None:
-    """What `kubectl create job --from=cronjob/<dm>-drift` does: a Job from the CronJob's template."""
-    cron = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(
-        kube, "GET", f"/apis/batch/v1beta1/namespaces/{namespace}/cronjobs/{dm}-drift")),
-        message="the drift CronJob")
-    template = cron["spec"]["jobTemplate"]
-    job = {"apiVersion": "batch/v1", "kind": "Job",
-           "metadata": {"name": f"{dm}-manual-{n}", "namespace": namespace,
-                        "labels": template.get("metadata", {}).get("labels", {})},
-           "spec": template["spec"]}
-    code, body = request(kube, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=job)
-    assert code == 201, body
+    run_cronjob_now(kube, namespace, f"{dm}-drift", f"{dm}-manual-{n}")
 
 
 def wait_attempt(kube, namespace: str, name: str, after: str | None = None, timeout: float = 90) -> dict:
@@ -98,8 +88,13 @@ def wait_attempt(kube, namespace: str, name: str, after: str | None = None, time
         attempt = (dm.get("status") or {}).get("lastAttempt")
         acted = (dm.get("status") or {}).get("actedOn")
         if attempt and attempt.get("time") != after:
-            # the operator has reacted to this attempt (the conditions speak of it)
-            if not attempt["succeeded"] or acted == attempt["time"]:
+            # the operator has reacted to this attempt (the conditions speak of it); the runner writes the attempt
+            # first, so a failed one is seen before Ready tells of it
+            if attempt["succeeded"]:
+                reacted = acted == attempt["time"]
+            else:
+                reacted = condition(dm, "Ready").get("reason") == (attempt.get("reason") or "CheckFailed")
+            if reacted:
                 return dm
         return None
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from kubernetes import client
 
-from helpers import apply, request, wait_for
+from helpers import Background, apply, request, wait_for
 
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
 FAILURE = "sim.mlops.dev/failure"
@@ -172,37 +172,26 @@ def test_hpa_and_pdb_follow_the_spec_and_deletion_removes_every_child(kube, md_n
              and not core.list_namespaced_pod(md_ns).items, timeout=60, message="children garbage-collected")
 
 
-class EndpointWatcher:
+class EndpointWatcher(Background):
     """Samples the Service's ready endpoints in the background; records whether the stable ever had none."""
 
     def __init__(self, kube, namespace: str, name: str):
+        super().__init__(self._sample, interval=0.1, join_timeout=5)
         self.core = client.CoreV1Api(kube)
         self.namespace, self.name = namespace, name
         self.gaps, self.samples = 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _stable_ips(self) -> set[str]:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=(
             f"mlops.dev/modeldeployment={self.name},mlops.dev/track=stable")).items
         return {p.status.pod_ip for p in pods if p.status.pod_ip}
 
-    def _run(self):
-        while not self._stop.is_set():
-            ep = self.core.read_namespaced_endpoints(self.name, self.namespace)
-            ready = {a.ip for s in ep.subsets or [] for a in s.addresses or []}
-            self.samples += 1
-            if not ready & self._stable_ips():
-                self.gaps += 1
-            time.sleep(0.1)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
+    def _sample(self) -> None:
+        ep = self.core.read_namespaced_endpoints(self.name, self.namespace)
+        ready = {a.ip for s in ep.subsets or [] for a in s.addresses or []}
+        self.samples += 1
+        if not ready & self._stable_ips():
+            self.gaps += 1
 
 
 def test_canary_walks_its_steps_to_promotion_without_losing_stable_endpoints(kube, md_ns):

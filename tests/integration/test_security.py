@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from conftest import ROOT, OperatorProcess
-from helpers import apply, request, wait_for
+from helpers import apply, request, run_cronjob_now, wait_for
 
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
 PLURALS = {"ModelDeployment": "modeldeployments", "TrainingJob": "trainingjobs", "DriftMonitor": "driftmonitors"}
@@ -155,12 +155,7 @@ def test_secrets_are_referenced_never_echoed(kube, ns, tmp_path, sec_operator):
     wait_for(lambda: (get(kube, "TrainingJob", ns, "tj").get("status") or {}).get("phase") == "Running",
              message="tj Running")
     # The drift runner, run now from its CronJob, fails on the missing reference with the Secret in its env.
-    cron = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(
-        kube, "GET", f"/apis/batch/v1beta1/namespaces/{ns}/cronjobs/dm-drift")), message="runner CronJob")
-    code, body = request(kube, "POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body={
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "dm-now", "namespace": ns},
-        "spec": cron["spec"]["jobTemplate"]["spec"]})
-    assert code == 201, body
+    run_cronjob_now(kube, ns, "dm-drift", "dm-now")
     dm = wait_for(lambda: (lambda d: d if (d.get("status") or {}).get("lastAttempt") else None)(
         get(kube, "DriftMonitor", ns, "dm")), timeout=90, message="a failed drift check")
     assert dm["status"]["lastAttempt"]["succeeded"] is False
@@ -294,17 +289,11 @@ def test_every_generated_pod_meets_the_restricted_profile(kube, ns, tmp_path):
         "cpu": "50m", "memory": "64Mi", "gpu": {"count": 1}}, serviceAccountName="server")))
     apply(kube, manifest("ModelDeployment", ns, "pvc", md_spec(tmp_path, model={"uri": "pvc://models/llm"})))
     apply(kube, manifest("TrainingJob", ns, "cpu", {**TJ_SPEC, "workers": 2}))
-    # (not "gpu": a TrainingJob's headless Service is named after it, like a ModelDeployment's Service)
     apply(kube, manifest("TrainingJob", ns, "train-gpu", {**TJ_SPEC, "resources": {"gpu": {"count": 2}}}))
     apply(kube, manifest("DriftMonitor", ns, "dm", dm_spec(tmp_path)))
     wait_ready(kube, "ModelDeployment", ns, "plain", "True")
     wait_ready(kube, "ModelDeployment", ns, "gpu", "True")
-    cron = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(
-        kube, "GET", f"/apis/batch/v1beta1/namespaces/{ns}/cronjobs/dm-drift")), message="runner CronJob")
-    code, body = request(kube, "POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body={
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "dm-now", "namespace": ns},
-        "spec": cron["spec"]["jobTemplate"]["spec"]})
-    assert code == 201, body
+    run_cronjob_now(kube, ns, "dm-drift", "dm-now")
 
     def all_pods():
         specs = _pod_specs(kube, ns)
