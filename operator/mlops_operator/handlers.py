@@ -172,12 +172,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs):
     async def reconcile_tj(key):
         return await training.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
 
-    CONTROLLERS["modeldeployment"] = Controller("modeldeployment", reconcile_md, workers=SETTINGS.workers, on_gone=CACHE.forget)
     async def reconcile_dm(key):
         return await monitoring.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
 
-    CONTROLLERS["trainingjob"] = Controller("trainingjob", reconcile_tj, workers=SETTINGS.workers, on_gone=CACHE.forget)
-    CONTROLLERS["driftmonitor"] = Controller("driftmonitor", reconcile_dm, workers=4, on_gone=CACHE.forget)
+    paused = kopf_tuning.operator_paused()  # kopf's own pause, so that a standby replica's queues stay still
+    for name, reconcile, workers in (("modeldeployment", reconcile_md, SETTINGS.workers),
+                                     ("trainingjob", reconcile_tj, SETTINGS.workers),
+                                     ("driftmonitor", reconcile_dm, 4)):
+        CONTROLLERS[name] = Controller(name, reconcile, workers=workers, on_gone=CACHE.forget, paused=paused)
     for controller in CONTROLLERS.values():
         controller.start()
     memo["inventory"] = asyncio.create_task(inventory.run(CACHE), name="inventory-metrics")

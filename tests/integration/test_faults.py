@@ -1,6 +1,7 @@
 """Faults on a control plane of the test's own: the operator killed with SIGKILL mid-burst, kube-apiserver and etcd
 restarted, the API server frozen (SIGSTOP) long enough to break every watch, and two operator replicas under kopf
-peering. After each fault the same invariants are checked (see `Invariants`).
+peering (a standby taking over; a higher-priority replica joining). After each fault the same invariants are
+checked (see `Invariants`).
 
 These tests kill and restart control-plane components, so they never touch the shared cluster (.cluster/): the
 module starts its own LocalCluster in a temporary folder (about 6 s) and its own operator process on it.
@@ -25,7 +26,7 @@ import pytest
 from kubernetes import client, config, watch
 
 from conftest import OperatorProcess
-from helpers import AuditLog, apply, request, wait_for
+from helpers import AuditLog, Background, apply, request, wait_for
 from mlops_operator.api import crdgen
 from mlops_operator.k8s.diff import contains
 
@@ -226,55 +227,46 @@ def _retry(call, timeout: float = 120):
 
 # ---------------------------------------------------------------------------------------------------- invariants
 
-class GpuWatch:
+class GpuWatch(Background):
     """Watches the namespace's pods for the whole fault and records every moment a TrainingJob held GPUs twice:
     two live pods for one rank, or live pods of two attempts at once (live: not deleting, not finished)."""
 
     def __init__(self, kube, namespace: str):
+        super().__init__(self._watch, join_timeout=30)
         self.kube, self.ns = kube, namespace
         self.pods: dict[str, dict] = {}
         self.violations: list[str] = []
         self.events = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._rv = None
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
+    def _watch(self) -> None:
+        """One list (when there is no resourceVersion to go on from) and one watch of up to 5 s."""
         core = client.CoreV1Api(self.kube)
-        rv = None
-        while not self._stop.is_set():
-            try:
-                if rv is None:
-                    listed = core.list_namespaced_pod(self.ns, label_selector="mlops.dev/trainingjob")
-                    self.pods = {p.metadata.name: self._fact(p) for p in listed.items}
-                    rv = listed.metadata.resource_version
-                    self._check()
-                for event in watch.Watch().stream(core.list_namespaced_pod, self.ns,
-                                                  label_selector="mlops.dev/trainingjob", resource_version=rv,
-                                                  timeout_seconds=5, _request_timeout=10):
-                    pod = event["object"]
-                    rv = pod.metadata.resource_version
-                    self.events += 1
-                    if event["type"] == "DELETED":
-                        self.pods.pop(pod.metadata.name, None)
-                    else:
-                        self.pods[pod.metadata.name] = self._fact(pod)
-                    self._check()
-                    if self._stop.is_set():
-                        return
-            except client.ApiException as err:
-                if err.status == 410:
-                    rv = None
-                time.sleep(0.5)
-            except Exception:  # noqa: BLE001  (the API server may be restarting: keep watching)
-                time.sleep(0.5)
+        try:
+            if self._rv is None:
+                listed = core.list_namespaced_pod(self.ns, label_selector="mlops.dev/trainingjob")
+                self.pods = {p.metadata.name: self._fact(p) for p in listed.items}
+                self._rv = listed.metadata.resource_version
+                self._check()
+            for event in watch.Watch().stream(core.list_namespaced_pod, self.ns,
+                                              label_selector="mlops.dev/trainingjob", resource_version=self._rv,
+                                              timeout_seconds=5, _request_timeout=10):
+                pod = event["object"]
+                self._rv = pod.metadata.resource_version
+                self.events += 1
+                if event["type"] == "DELETED":
+                    self.pods.pop(pod.metadata.name, None)
+                else:
+                    self.pods[pod.metadata.name] = self._fact(pod)
+                self._check()
+                if self.stopping.is_set():
+                    return
+        except client.ApiException as err:
+            if err.status == 410:
+                self._rv = None
+            time.sleep(0.5)
+        except Exception:  # noqa: BLE001  (the API server may be restarting: keep watching)
+            time.sleep(0.5)
 
     @staticmethod
     def _fact(pod) -> dict:
@@ -549,39 +541,23 @@ def test_operator_killed_mid_burst_converges(private, chaos_operator):
     _record("operator-kill", {"rounds": summary})
 
 
-class Supervisor:
+class Supervisor(Background):
     """Plays the kubelet for the operator process (restartPolicy Always): starts it again whenever it exits,
     and counts those exits so the fault tests can report them (docs/reliability.md)."""
 
     def __init__(self, proc: OperatorProcess):
+        super().__init__(self._restart_if_exited, interval=0.5, join_timeout=60)
         self.proc, self.exits = proc, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(60)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            if self.proc.proc is not None and self.proc.proc.poll() is not None:
-                self.exits.append(self.proc.proc.returncode)
-                self.proc.start()
+    def _restart_if_exited(self) -> None:
+        if self.proc.proc is not None and self.proc.proc.poll() is not None:
+            self.exits.append(self.proc.proc.returncode)
+            self.proc.start()
 
 
-def _burst_in_background(burst: Burst, ops: int, rng: random.Random) -> threading.Thread:
-    def run():
-        for _ in range(ops):
-            burst.step()
-            time.sleep(rng.uniform(0, 0.05))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+def _burst_in_background(burst: Burst, ops: int, rng: random.Random) -> Background:
+    """`ops` steps of the burst, each followed by a pause of up to 50 ms, while the with-block runs."""
+    return Background(lambda: (burst.step(), time.sleep(rng.uniform(0, 0.05))), times=ops)
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
@@ -595,14 +571,13 @@ def test_control_plane_restart_during_burst(private, chaos_operator, component):
     for _ in range(20):  # objects that exist before the restart, so a lost write would show
         burst.step()
     before = {(k, n) for (k, n), spec in burst.want.items() if spec is not None}
-    with GpuWatch(private.kube, ns) as gpus, Supervisor(chaos_operator) as supervisor:
-        worker = _burst_in_background(burst, 40, rng)
+    with (GpuWatch(private.kube, ns) as gpus, Supervisor(chaos_operator) as supervisor,
+          _burst_in_background(burst, 40, rng) as worker):
         time.sleep(rng.uniform(0.5, 1.5))
         old_pid = private.cluster.running()["components"][component]["pid"]
         new_pid = private.cluster.restart(component)
         assert new_pid != old_pid
-        worker.join(300)
-        assert not worker.is_alive(), "the burst did not finish"
+        assert worker.join(300), "the burst did not finish"
         took = converge(private, ns, burst.want)
     assert not gpus.violations, gpus.violations[:5]
     assert not gpus_within_capacity(private.kube)
@@ -669,18 +644,22 @@ def test_frozen_api_server_breaks_watches_and_the_operator_recovers(private, cha
                                  **health})
 
 
+def _replicas(env: PrivateCluster, peering: str, priorities: dict[str, int]) -> list[OperatorProcess]:
+    """Operator replicas (not started) under kopf peering `peering` (its ClusterKopfPeering created here), one per
+    name, with the given priorities."""
+    _expect(request(env.kube, "POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
+                    body={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}}),
+            (201, 409))
+    return [env.operator(name, run_args=("--all-namespaces", "--peering", peering, "--priority", str(priority)))
+            for name, priority in priorities.items()]
+
+
 def test_two_replicas_only_one_acts_and_the_other_takes_over(private, chaos_operator):
     """Two replicas with kopf peering (no --standalone): the higher priority one alone writes (told apart in the
     audit log by the pid in the user agent); killed with SIGKILL (no goodbye), the other takes over once the
     dead one's keep-alive expires (MLOPS_PEERING_LIFETIME)."""
     chaos_operator.stop()  # the standalone operator of this module would act too
-    peering = "mlops-faults"
-    _expect(request(private.kube, "POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
-                    body={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}}),
-            (201, 409))
-    args = ("--all-namespaces", "--peering", peering, "--priority")
-    leader = private.operator("replica-a", run_args=(*args, "100"))
-    standby = private.operator("replica-b", run_args=(*args, "50"))
+    leader, standby = _replicas(private, "mlops-faults", {"replica-a": 100, "replica-b": 50})
     try:
         leader.start()
         standby.start()
@@ -710,3 +689,39 @@ def test_two_replicas_only_one_acts_and_the_other_takes_over(private, chaos_oper
         standby.stop()
         chaos_operator.start()
 
+
+def test_a_higher_priority_replica_joining_pauses_the_leader_completely(private, chaos_operator):
+    """The leader (priority 50) acts; a replica of priority 100 joins, as a restarted pod of the chart does when it
+    draws a higher random priority. kopf pauses the old leader's watches; its work queues must stay still too,
+    although its children's informers go on seeing the new leader's writes (each one enqueues a key there) and
+    its delayed requeues keep firing: acting then would apply specs from a frozen cache. After the pause the old
+    leader writes nothing (audit log, by the pid in the user agent) and the new one alone converges everything."""
+    chaos_operator.stop()
+    old, new = _replicas(private, "mlops-handover", {"handover-low": 50, "handover-high": 100})
+    try:
+        old.start()
+        ns = private.namespace("handover")
+        burst = Burst(private, ns, SEED + 950)
+        for _ in range(20):
+            burst.step()
+        converge(private, ns, burst.want)
+
+        new.start()
+        wait_for(lambda: b"Pausing operations in favour of" in old.log_path.read_bytes(),
+                 timeout=PEERING_LIFETIME + 60, message="the old leader paused")
+        mark = private.audit.mark()
+        for _ in range(30):  # updates and deletes of objects the old leader knows, their children changing
+            burst.step()
+        took = converge(private, ns, burst.want)
+        time.sleep(5)  # delayed requeues of the old leader come due meanwhile
+        writes = collections.Counter(w["agent"] for w in private.audit.writes(mark))
+        assert writes[new.agent] > 0, f"the new leader never acted: {writes}"
+        assert writes[old.agent] == 0, f"the paused leader wrote: {writes}"
+        assert old.alive, f"the paused leader exited; see {old.log_path}"
+        drain(private, ns, burst)
+        client.CoreV1Api(private.kube).delete_namespace(ns)
+        _record("peering-handover", {"converged_s": round(took, 1)})
+    finally:
+        old.stop()
+        new.stop()
+        chaos_operator.start()

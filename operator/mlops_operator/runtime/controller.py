@@ -1,5 +1,6 @@
 """Runs one reconciler over a work queue with a fixed number of workers, per-key exponential backoff on errors,
-and metrics. The reconciler is `async (key) -> float | None` (seconds until it wants to run again)."""
+and metrics. The reconciler is `async (key) -> float | None` (seconds until it wants to run again). While the
+operator is paused (kopf peering: another replica acts), workers hold their keys and reconcile nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Protocol
 
 from .. import metrics
 from ..k8s.client import ApiError
@@ -14,15 +16,25 @@ from ..k8s.status import ObjectGone
 from .workqueue import WorkQueue
 
 Reconcile = Callable[[Hashable], Awaitable[float | None]]
+
+
+class Pause(Protocol):
+    """An operator-wide pause, as kopf's operator_paused ToggleSet."""
+
+    def is_on(self) -> bool: ...
+
+    async def wait_for(self, state: bool, /) -> None: ...
+
 log = logging.getLogger("mlops_operator.controller")
 
 
 class Controller:
     def __init__(self, name: str, reconcile: Reconcile, workers: int = 8,
                  base_backoff: float = 0.5, max_backoff: float = 300.0,
-                 on_gone: Callable[[str | None], None] | None = None):
+                 on_gone: Callable[[str | None], None] | None = None, paused: Pause | None = None):
         self.name = name
         self._on_gone = on_gone  # told the uid of an object the API server no longer has (ObjectGone)
+        self._paused = paused  # while on, no key is reconciled (another replica acts: kopf peering)
         self.queue = WorkQueue(name)
         self._reconcile = reconcile
         self._workers = workers
@@ -43,9 +55,21 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
+    async def _wait_while_paused(self) -> None:
+        if self._paused is None or not self._paused.is_on():
+            return
+        log.info("%s: paused (another replica acts); waiting", self.name)
+        await self._paused.wait_for(False)
+        log.info("%s: resumed", self.name)
+
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
+            try:
+                await self._wait_while_paused()
+            except BaseException:
+                self.queue.done(key)
+                raise
             metrics.ACTIVE_WORKERS.labels(self.name).inc()
             start = time.perf_counter()
             try:

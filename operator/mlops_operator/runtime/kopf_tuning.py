@@ -11,14 +11,27 @@ The waiters' predicate depends only on `is_on()`, so a notification is only need
 `patch()` installs make/drop methods that notify only then; the semantics kopf relies on are unchanged. It is
 applied only to kopf versions it was checked against (1.37 to 1.45); others keep kopf's own code, slower but
 correct, and a warning says so.
+
+The same patch remembers kopf's operator-wide pause (`operator_paused`, the one ToggleSet kopf makes with `any`,
+once per run): peering turns it on while a peer of higher or equal priority is alive. kopf then stops its own
+watches and handlers, but it does not know this operator's work queues, whose delayed requeues and child events
+would go on acting on a frozen cache. `operator_paused()` hands the set to the controllers, which wait on it.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 
 log = logging.getLogger("mlops_operator.kopf_tuning")
 CHECKED = ((1, 37), (1, 45))
+_paused: list[weakref.ref] = []  # kopf's operator_paused of the newest run
+
+
+def operator_paused():
+    """kopf's operator-wide pause of its current run (a ToggleSet: `is_on()`, `await wait_for(False)`), or None
+    when kopf was not patched or has not started."""
+    return _paused[-1]() if _paused else None
 
 
 def _version() -> tuple[int, int] | None:
@@ -32,7 +45,7 @@ def _version() -> tuple[int, int] | None:
 
 
 def patch() -> bool:
-    """Installs the ToggleSet fix; returns whether it did."""
+    """Installs the ToggleSet fix and the pause hook; returns whether it did."""
     from kopf._cogs.aiokits import aiotoggles
 
     version = _version()
@@ -67,6 +80,14 @@ def patch() -> bool:
             if self.is_on() != before:
                 self._condition.notify_all()
 
+    original_init = toggle_set.__init__
+
+    def __init__(self, fn):
+        original_init(self, fn)
+        if fn is any:  # kopf makes exactly one such set per run: operator_paused (reactor/running.py)
+            _paused[:] = [weakref.ref(self)]
+
+    toggle_set.__init__ = __init__
     toggle_set.make_toggle = make_toggle
     toggle_set.drop_toggle = drop_toggle
     toggle_set.drop_toggles = drop_toggles
