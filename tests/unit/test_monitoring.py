@@ -159,3 +159,10 @@ def test_a_failed_check_keeps_the_last_result_and_raises_no_alarm():
     assert cond(r.status, "DriftDetected")["status"] == "False"
     assert r.alert is None and r.retrain is None
     assert [e[1] for e in r.events] == ["SchemaChanged"]
+
+
+def test_a_retraining_monitor_must_leave_room_for_its_training_job_names():
+    # <name>-retrain-<10 digits>-workers is the retraining job's Service: at most 63 characters
+    assert reactions.retrain_name_errors("m" * 36, workers=2) == []
+    errors = reactions.retrain_name_errors("m" * 37, workers=2)
+    assert len(errors) == 1 and errors[0].startswith("metadata.name:") and "spec.actions.retrain" in errors[0]

@@ -17,6 +17,7 @@ from ..api.driftmonitor import DRIFT_MONITOR, DriftMonitorSpec
 from ..k8s.conditions import condition, find_condition, format_time, merge_conditions, parse_time
 from ..k8s.labels import labels
 from ..k8s.ownership import owner_reference
+from ..training import rendezvous
 
 Event = tuple[str, str, str]
 ALERT_NAME = "ModelDriftDetected"
@@ -57,6 +58,15 @@ def alert(body: dict, spec: DriftMonitorSpec, last_run: dict, resolved_at: datet
 
 def retrain_name(dm_name: str, run_time: str) -> str:
     return f"{dm_name}-retrain-{int(parse_time(run_time).timestamp())}"
+
+
+def retrain_name_errors(dm_name: str, workers: int) -> list[str]:
+    """A monitor that retrains must leave room in its name for the TrainingJobs it names after itself, checked
+    when it is applied rather than when drift first comes."""
+    sample = f"{dm_name}-retrain-{10 ** 9}"  # Unix times have 10 digits until the year 2286
+    return [f"metadata.name: {dm_name!r} is too long for spec.actions.retrain, whose TrainingJobs are named "
+            f"<name>-retrain-<unix time>: {problem.split(': ', 1)[1]}"
+            for problem in rendezvous.name_errors(sample, workers)]
 
 
 def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) -> dict:

@@ -48,6 +48,10 @@ async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, s
         if render.schedule(spec) is None:
             raise InvalidSpec([f"spec.interval: {spec.interval} cannot be a CronJob schedule; use an interval "
                                "that divides an hour or a day (1m, 5m, 15m, 1h, 6h, 24h) or spec.schedule"])
+        if spec.actions is not None and spec.actions.retrain is not None:
+            errors = reactions.retrain_name_errors(name, spec.actions.retrain.template.workers)
+            if errors:
+                raise InvalidSpec(errors)
     except InvalidSpec as err:
         await report_invalid(client, body, err.errors, now)
         return None
