@@ -68,9 +68,11 @@ class Background:
             raise AssertionError(f"{name} failed in the background: {self.error!r}") from self.error
 
 
-def request(kube, method: str, path: str, body=None, query=None, content_type: str = "application/json"):
+def request(kube, method: str, path: str, body=None, query=None, content_type: str = "application/json",
+            timeout: float = 60):
     """A raw API call through the official client's ApiClient; returns (status code, parsed body) and never
-    raises on HTTP errors, so tests can assert on rejections."""
+    raises on HTTP errors, so tests can assert on rejections. A call that gets no answer within `timeout` seconds
+    raises (a connection left hanging by a restarted API server must not stall a test)."""
     import json
     from urllib.parse import urlencode
 
@@ -80,7 +82,7 @@ def request(kube, method: str, path: str, body=None, query=None, content_type: s
     token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
     if token:
         headers["Authorization"] = token
-    resp = kube.call_api(method, url, header_params=headers, body=body)
+    resp = kube.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
     raw = resp.read()
     try:
         return resp.status, json.loads(raw) if raw else None

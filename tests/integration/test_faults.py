@@ -448,9 +448,21 @@ def _dm_ok(name: str, spec: dict, obj: dict, mine: dict) -> list[str]:
     return out
 
 
-def converge(env: PrivateCluster, ns: str, want: dict, timeout: float = 180) -> float:
+# After an API server restart the kube-controller-manager's garbage collector retries each lookup that failed
+# during the outage with exponential back-off (client-go's rate limiter: 5 ms doubling, at most 1000 s), so the
+# children of an object deleted around the restart can wait minutes for it (measured here: up to 165 s). That is
+# Kubernetes' own behaviour, not the operator's, so those violations alone get longer.
+GC_TIMEOUT = 600
+
+
+def _garbage_collection(violation: str) -> bool:
+    return ": deleted, children left: " in violation or ": orphan (owners " in violation
+
+
+def converge(env: PrivateCluster, ns: str, want: dict, timeout: float = 180, gc_timeout: float = 0) -> float:
     """Waits until no invariant is violated; fails listing what still is. Returns the seconds it took (for
-    docs/reliability.md only: never asserted on)."""
+    docs/reliability.md only: never asserted on). With gc_timeout, what is left for the garbage collector alone
+    (deleted owners' children, orphans) may take up to that long; everything else must hold within timeout."""
     start = time.monotonic()
     last: list[str] = []
 
@@ -462,12 +474,15 @@ def converge(env: PrivateCluster, ns: str, want: dict, timeout: float = 180) -> 
             last = [f"API error: {err}"]
         return not last
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline, gc_deadline = start + timeout, start + max(timeout, gc_timeout)
+    while True:
         if settled():
             return time.monotonic() - start
+        now = time.monotonic()
+        if now >= gc_deadline or (now >= deadline and not all(_garbage_collection(v) for v in last)):
+            break
         time.sleep(1)
-    pytest.fail(f"{ns}: not converged after {timeout:.0f}s:\n  " + "\n  ".join(last[:40]))
+    pytest.fail(f"{ns}: not converged after {time.monotonic() - start:.0f}s:\n  " + "\n  ".join(last[:40]))
 
 
 def gpus_within_capacity(kube) -> list[str]:
@@ -489,7 +504,7 @@ def drain(env: PrivateCluster, ns: str, burst: Burst) -> None:
     for (kind, name), spec in list(burst.want.items()):
         if spec is not None:
             burst.delete(kind, name)
-    converge(env, ns, burst.want, timeout=120)
+    converge(env, ns, burst.want, timeout=120, gc_timeout=GC_TIMEOUT)
     leftovers = [f"{res}/{c['metadata']['name']}" for res, path in CHILD_PATHS.items()
                  for c in _items(env.kube, path.format(ns=ns), MANAGED)]
     assert not leftovers, f"children left after every owner was deleted: {leftovers}"
@@ -578,7 +593,7 @@ def test_control_plane_restart_during_burst(private, chaos_operator, component):
         new_pid = private.cluster.restart(component)
         assert new_pid != old_pid
         assert worker.join(300), "the burst did not finish"
-        took = converge(private, ns, burst.want)
+        took = converge(private, ns, burst.want, gc_timeout=GC_TIMEOUT)
     assert not gpus.violations, gpus.violations[:5]
     assert not gpus_within_capacity(private.kube)
     health = operator_healthy(chaos_operator)
@@ -635,7 +650,7 @@ def test_frozen_api_server_breaks_watches_and_the_operator_recovers(private, cha
         private.cluster.resume("kube-apiserver")
     for _ in range(15):
         burst.step()
-    took = converge(private, ns, burst.want)
+    took = converge(private, ns, burst.want, gc_timeout=GC_TIMEOUT)
     health = operator_healthy(chaos_operator)
     drain(private, ns, burst)
     client.CoreV1Api(private.kube).delete_namespace(ns)
