@@ -219,7 +219,8 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def operator(cluster, crds):
     """One operator process for the whole session, watching all namespaces."""
-    proc = OperatorProcess(cluster, ROOT / ".cluster" / "logs" / "operator-tests.log")
+    logs = pathlib.Path(os.environ.get("MLOPS_CLUSTER_DIR", ROOT / ".cluster")) / "logs"
+    proc = OperatorProcess(cluster, logs / "operator-tests.log")
     proc.start()
     yield proc
     proc.stop()

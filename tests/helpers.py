@@ -92,9 +92,10 @@ def request(kube, method: str, path: str, body=None, query=None, content_type: s
 
 def apply(kube, obj: dict, field_manager: str = "mlops-tests") -> dict:
     """Server-side apply of any object (no discovery round trips); fails the test on an error answer."""
-    from mlops_operator.k8s.client import object_path
+    from mlops_operator.k8s.client import object_path, yaml_safe_json
 
-    code, data = request(kube, "PATCH", object_path(obj), body=obj, content_type="application/apply-patch+yaml",
+    code, data = request(kube, "PATCH", object_path(obj), body=yaml_safe_json(obj).encode(),
+                         content_type="application/apply-patch+yaml",
                          query={"fieldManager": field_manager, "force": "true"})
     if code >= 300:
         pytest.fail(f"apply {obj['kind']}/{obj['metadata']['name']} failed: {code} {data}")

@@ -575,6 +575,7 @@ def _burst_in_background(burst: Burst, ops: int, rng: random.Random) -> Backgrou
     return Background(lambda: (burst.step(), time.sleep(rng.uniform(0, 0.05))), times=ops)
 
 
+@pytest.mark.timeout(GC_TIMEOUT + 300)  # the garbage collector's back-off may take longer than the default
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
 def test_control_plane_restart_during_burst(private, chaos_operator, component):
     """kube-apiserver (or etcd, whose data folder survives) restarted in the middle of a burst: the operator
@@ -625,6 +626,7 @@ def _watch_sockets(pid: int, port: int) -> set[int]:
     return found
 
 
+@pytest.mark.timeout(GC_TIMEOUT + 300)
 def test_frozen_api_server_breaks_watches_and_the_operator_recovers(private, chaos_operator):
     """SIGSTOP kube-apiserver for longer than the operator's limits: every connection the operator had to it is
     given up by the operator itself (watches within MLOPS_WATCH_TIMEOUT + 15 s, any request within 60 s; checked
