@@ -63,10 +63,11 @@ def retrain_name(dm_name: str, run_time: str) -> str:
 def retrain_name_errors(dm_name: str, workers: int) -> list[str]:
     """A monitor that retrains must leave room in its name for the TrainingJobs it names after itself, checked
     when it is applied rather than when drift first comes."""
-    sample = f"{dm_name}-retrain-{10 ** 9}"  # Unix times have 10 digits until the year 2286
+    problem = rendezvous.name_problem(f"{dm_name}-retrain-{10 ** 9}", workers)  # 10 digits until the year 2286
+    if problem is None:
+        return []
     return [f"metadata.name: {dm_name!r} is too long for spec.actions.retrain, whose TrainingJobs are named "
-            f"<name>-retrain-<unix time>: {problem.split(': ', 1)[1]}"
-            for problem in rendezvous.name_errors(sample, workers)]
+            f"<name>-retrain-<unix time>: {problem}"]
 
 
 def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) -> dict:

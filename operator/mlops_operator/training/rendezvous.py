@@ -42,17 +42,24 @@ def master_addr(job: str, namespace: str, cluster_domain: str) -> str:
     return f"{hostname(job, 0)}.{service_name(job)}.{namespace}.svc.{cluster_domain}"
 
 
-def name_errors(job: str, workers: int) -> list[str]:
-    """The job's name must leave room for `-workers` in a Service name and `-w<rank>` in a hostname."""
+def name_problem(job: str, workers: int) -> str | None:
+    """Why `job` cannot name a TrainingJob of `workers` workers, or None: the name must leave room for `-workers`
+    in a Service name and `-w<rank>` in a hostname."""
     service = service_name(job)
     if len(service) > MAX_SERVICE_NAME:
-        return [f"metadata.name: {job!r} is too long for a TrainingJob: its Service {service!r} has {len(service)} "
-                f"characters, a Service name at most {MAX_SERVICE_NAME}"]
+        return (f"{job!r} is too long for a TrainingJob: its Service {service!r} has {len(service)} characters, a "
+                f"Service name at most {MAX_SERVICE_NAME}")
     longest = hostname(job, workers - 1)
     if len(longest) > MAX_HOSTNAME:
-        return [f"metadata.name: {job!r} is too long for {workers} workers: the worker hostname {longest!r} has "
-                f"{len(longest)} characters, a hostname at most {MAX_HOSTNAME}"]
-    return []
+        return (f"{job!r} is too long for {workers} workers: the worker hostname {longest!r} has {len(longest)} "
+                f"characters, a hostname at most {MAX_HOSTNAME}")
+    return None
+
+
+def name_errors(job: str, workers: int) -> list[str]:
+    """name_problem as InvalidSpec errors of the TrainingJob itself."""
+    problem = name_problem(job, workers)
+    return [f"metadata.name: {problem}"] if problem else []
 
 
 def _var(name: str, value: Any) -> dict[str, str]:
