@@ -57,28 +57,24 @@ def patch() -> bool:
     if getattr(toggle_set, "_mlops_patched", False):
         return True
 
-    async def make_toggle(self, __val: bool = False, *, name: str | None = None):
-        toggle = aiotoggles.Toggle(__val, name=name, condition=self._condition)
+    async def change(self, mutate) -> None:
+        """Changes the set's toggles under its condition; wakes the waiters only when is_on() flips."""
         async with self._condition:
             before = self.is_on()
-            self._toggles.add(toggle)
+            mutate()
             if self.is_on() != before:
                 self._condition.notify_all()
+
+    async def make_toggle(self, __val: bool = False, *, name: str | None = None):
+        toggle = aiotoggles.Toggle(__val, name=name, condition=self._condition)
+        await change(self, lambda: self._toggles.add(toggle))
         return toggle
 
     async def drop_toggle(self, toggle) -> None:
-        async with self._condition:
-            before = self.is_on()
-            self._toggles.discard(toggle)
-            if self.is_on() != before:
-                self._condition.notify_all()
+        await change(self, lambda: self._toggles.discard(toggle))
 
     async def drop_toggles(self, toggles) -> None:
-        async with self._condition:
-            before = self.is_on()
-            self._toggles.difference_update(toggles)
-            if self.is_on() != before:
-                self._condition.notify_all()
+        await change(self, lambda: self._toggles.difference_update(toggles))
 
     original_init = toggle_set.__init__
 
