@@ -251,9 +251,8 @@ def needs_simulator(kube):
 def alertmanager(tmp_path_factory):
     """A real Alertmanager (Debian's) on loopback, clustering off; yields its base URL, stopped by pid."""
     import shutil
-    import socket
-    import subprocess
-    import urllib.request
+
+    from helpers import loopback_server
 
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if binary is None:
@@ -261,26 +260,9 @@ def alertmanager(tmp_path_factory):
     root = tmp_path_factory.mktemp("alertmanager")
     (root / "alertmanager.yml").write_text(
         "route: {receiver: drop, group_wait: 1s}\nreceivers: [{name: drop}]\n")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with open(root / "alertmanager.log", "wb") as log:
-        proc = subprocess.Popen([binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root}",
-                                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"Alertmanager exited; see {root / 'alertmanager.log'}")
-        try:
-            if urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    def argv(port: int) -> list[str]:
+        return [binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root}",
+                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+
+    with loopback_server("Alertmanager", argv, root, ready_timeout=20) as url:
+        yield url

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import socket
+import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -90,13 +94,18 @@ def request(kube, method: str, path: str, body=None, query=None, content_type: s
         return resp.status, raw.decode(errors="replace")
 
 
-def apply(kube, obj: dict, field_manager: str = "mlops-tests") -> dict:
-    """Server-side apply of any object (no discovery round trips); fails the test on an error answer."""
+def apply_request(kube, obj: dict, field_manager: str = "mlops-tests") -> tuple[int, object]:
+    """Server-side apply of any object as kubectl sends it (characters beyond U+FFFF as UTF-8, which the Python
+    client's json.dumps would write as surrogate pairs the API server's YAML reader refuses); returns (code, body)."""
     from mlops_operator.k8s.client import object_path, yaml_safe_json
 
-    code, data = request(kube, "PATCH", object_path(obj), body=yaml_safe_json(obj).encode(),
-                         content_type="application/apply-patch+yaml",
-                         query={"fieldManager": field_manager, "force": "true"})
+    return request(kube, "PATCH", object_path(obj), body=yaml_safe_json(obj).encode(),
+                   content_type="application/apply-patch+yaml", query={"fieldManager": field_manager, "force": "true"})
+
+
+def apply(kube, obj: dict, field_manager: str = "mlops-tests") -> dict:
+    """Server-side apply of any object (no discovery round trips); fails the test on an error answer."""
+    code, data = apply_request(kube, obj, field_manager)
     if code >= 300:
         pytest.fail(f"apply {obj['kind']}/{obj['metadata']['name']} failed: {code} {data}")
     return data
@@ -115,6 +124,40 @@ def run_cronjob_now(kube, namespace: str, cronjob: str, job: str) -> None:
             "spec": template["spec"]}
     code, answer = request(kube, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=body)
     assert code == 201, answer
+
+
+@contextlib.contextmanager
+def loopback_server(name: str, argv, root: pathlib.Path, ready_timeout: float = 30):
+    """Starts a server on a free loopback port (`argv(port)` gives its command line; output to root/<name>.log),
+    waits for its `/-/ready` (Prometheus and Alertmanager answer there), yields its base URL and stops it by pid."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = root / f"{name.lower()}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}; see {log_path}")
+            try:
+                if urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} not ready in {ready_timeout:.0f} s; see {log_path}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def rbac_table() -> set[tuple[str, str, str]]:

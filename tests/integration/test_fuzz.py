@@ -31,9 +31,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 
-from helpers import apply, request, wait_for
+from helpers import apply, apply_request, request, wait_for
 from mlops_operator.api import crdgen
-from mlops_operator.k8s.client import yaml_safe_json
 
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
 EXAMPLES = int(os.environ.get("MLOPS_FUZZ_EXAMPLES", "3"))
@@ -197,13 +196,9 @@ def _children(kube, kind: str, ns: str, name: str) -> dict[str, tuple]:
 
 
 def apply_spec(kube, kind: str, namespace: str, name: str, spec: dict) -> tuple[int, dict]:
-    """Server-side apply as kubectl sends it: characters beyond U+FFFF as UTF-8. (The Python client's json.dumps
-    writes them as surrogate pairs, which the API server's YAML decoder refuses with a 400.)"""
     body = {"apiVersion": "mlops.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": namespace},
             "spec": spec}
-    return request(kube, "PATCH", f"{GROUP_PATH}/namespaces/{namespace}/{PLURALS[kind]}/{name}",
-                   body=yaml_safe_json(body).encode(), content_type="application/apply-patch+yaml",
-                   query={"fieldManager": "mlops-fuzz", "force": "true"})
+    return apply_request(kube, body, field_manager="mlops-fuzz")
 
 
 # All the API server may refuse of a drawn spec: one too large to store (etcd takes 1.5 MiB per request, and the

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from helpers import apply
+from helpers import apply, loopback_server
 
 GROUP = "mlops.dev/v1alpha1"
 
@@ -29,42 +27,19 @@ def prometheus(operator, tmp_path_factory):
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: mlops-operator\n    static_configs: [{{targets: ['127.0.0.1:{operator.metrics_port}']}}]\n")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with open(root / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen([binary, f"--config.file={root / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    def argv(port: int) -> list[str]:
+        return [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}"]
 
-    def query(expr: str) -> list[dict]:
-        with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5) as r:
-            answer = json.load(r)
-        assert answer["status"] == "success", answer
-        return answer["data"]["result"]
+    with loopback_server("Prometheus", argv, root) as url:
+        def query(expr: str) -> list[dict]:
+            with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}),
+                                        timeout=5) as r:
+                answer = json.load(r)
+            assert answer["status"] == "success", answer
+            return answer["data"]["result"]
 
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"Prometheus exited with {proc.returncode}; see {root / 'prometheus.log'}")
-            try:
-                if urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Prometheus not ready in 30 s; see {root / 'prometheus.log'}")
-            time.sleep(0.2)
         yield query
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def eventually(query, expr: str, timeout: float = 45) -> list[dict]:
