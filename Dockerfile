@@ -13,8 +13,9 @@ RUN python -m venv /opt/mlops
 WORKDIR /src
 # Only what the package needs: the metadata first, so the dependency layer survives code edits.
 COPY pyproject.toml README.md ./
+COPY requirements/ requirements/
 COPY operator/ operator/
-RUN /opt/mlops/bin/pip install '.[storage]' \
+RUN /opt/mlops/bin/pip install -c requirements/constraints.txt '.[storage]' \
     && /opt/mlops/bin/mlops-operator --version
 
 # --- runtime: the virtualenv on a clean base, a non-root user, no build tools --------------------------------

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps cluster-up cluster-down cluster-status crds run test unit integration bench kind-up kind-e2e clean
+.PHONY: help venv lock deps cluster-up cluster-down cluster-status crds run test unit integration bench kind-up kind-e2e clean
 
 help:
 	@echo "make run            local cluster (or \$$KUBECONFIG) + CRDs + quickstart, operator in the foreground"
@@ -18,10 +18,22 @@ help:
 	@echo "make kind-up        (machines with Docker) a kind cluster, the image built and loaded, the chart installed"
 	@echo "make kind-e2e       (machines with Docker) kind-up, then every example applied and checked"
 
-$(STAMP): pyproject.toml
+# uv installs the pinned environment in seconds (pip took minutes); it is itself pinned and cached outside the repo.
+UV_VERSION := 0.13.9
+CACHE_DIR := $(or $(MLOPS_CACHE_DIR),$(HOME)/.cache/mlops-operator)
+UV_HOME := $(CACHE_DIR)/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+CONSTRAINTS := requirements/constraints.txt
+
+$(UV):
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv python3-pip; }
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	rm -rf $(UV_HOME) && $(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# Every version from the constraints file, so make, CI and the image run what the tests ran.
+$(STAMP): pyproject.toml localcluster/pyproject.toml $(CONSTRAINTS) | $(UV)
+	[ -x $(PY) ] || $(UV) venv -q --python $(PYTHON) $(VENV)
+	$(UV) pip install -q --python $(PY) -c $(CONSTRAINTS) -e '.[test]' -e ./localcluster
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,16 +41,16 @@ venv: $(STAMP)
 # Debian packages, the Kubernetes build and helm (for the chart tests), cached under ~/.cache/mlops-operator
 # (a no-op once done).
 deps: venv
-	$(PY) -m mlops_operator.localcluster ensure
+	$(PY) -m mlops_localcluster ensure
 
 cluster-up: deps
-	$(PY) -m mlops_operator.localcluster up
+	$(PY) -m mlops_localcluster up
 
 cluster-down: venv
-	$(PY) -m mlops_operator.localcluster down
+	$(PY) -m mlops_localcluster down
 
 cluster-status: venv
-	$(PY) -m mlops_operator.localcluster status
+	$(PY) -m mlops_localcluster status
 
 # One source of truth, the models: the same files into crds/ and the chart's crds/ (a unit test compares them).
 crds: venv
@@ -46,7 +58,7 @@ crds: venv
 	$(VENV)/bin/mlops-operator crds --out charts/mlops-operator/crds
 
 run: deps
-	$(PY) -m mlops_operator.devrun
+	$(PY) -m mlops_localcluster.devrun
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -60,6 +72,11 @@ test: deps
 BENCH_ARGS ?=
 bench: deps
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Re-pins every dependency (of the operator, its storage backends and the test tools) into the constraints file.
+lock: $(UV)
+	$(UV) pip compile -q pyproject.toml --extra test --extra storage --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu -o $(CONSTRAINTS)
 
 kind-up:
 	hack/kind-up.sh

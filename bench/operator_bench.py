@@ -40,7 +40,7 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 
-from mlops_operator.localcluster.audit import AuditLog
+from mlops_localcluster.audit import AuditLog
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -95,7 +95,7 @@ def rss_mb(pid: int) -> float:
 
 def fresh_cluster():
     """A new, empty bench cluster (etcd wiped): each phase starts from the same state."""
-    from mlops_operator.localcluster import LocalCluster
+    from mlops_localcluster import LocalCluster
 
     cluster = LocalCluster(CLUSTER_DIR)
     cluster.down(quiet=True)
@@ -704,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.concurrency, args.settle_timeout, log))
     finally:
         if not args.keep_cluster:
-            from mlops_operator.localcluster import LocalCluster
+            from mlops_localcluster import LocalCluster
 
             LocalCluster(CLUSTER_DIR).down(quiet=True)
     section = report(floor, op, args, started_load, load())

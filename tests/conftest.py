@@ -37,7 +37,7 @@ def local_cluster():
     if _use_existing():
         yield None
         return
-    from mlops_operator.localcluster import LocalCluster
+    from mlops_localcluster import LocalCluster
 
     cluster = LocalCluster(pathlib.Path(os.environ.get("MLOPS_CLUSTER_DIR", ROOT / ".cluster")))
     started_here = cluster.running() is None

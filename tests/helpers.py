@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from mlops_operator.localcluster.audit import AuditLog  # noqa: F401  (tests import it from here)
+from mlops_localcluster.audit import AuditLog  # noqa: F401  (tests import it from here)
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):

@@ -26,7 +26,7 @@ from helpers import apply, request, wait_for
 from mlops_operator import GROUP, VERSION
 from mlops_operator.api import KINDS, InvalidSpec, kind_for, validate_object
 from mlops_operator.api.modeldeployment import Rollout
-from mlops_operator.localcluster.build import k8s_kubectl_or_none
+from mlops_localcluster.build import k8s_kubectl_or_none
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -129,7 +129,7 @@ def at(tree, path: tuple[str, ...]):
 def kubectl(cluster: str, cache_dir: Path, *args: str) -> subprocess.CompletedProcess:
     binary = k8s_kubectl_or_none()
     if binary is None:
-        pytest.skip("no kubectl 1.20 built (mlops_operator.localcluster.build)")
+        pytest.skip("no kubectl 1.20 built (mlops_localcluster.build)")
     return subprocess.run([str(binary), "--kubeconfig", cluster, "--cache-dir", str(cache_dir), *args],
                           capture_output=True, text=True, timeout=30)
 

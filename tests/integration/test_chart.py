@@ -98,7 +98,7 @@ def audit_entries(path: pathlib.Path, since: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def helm(cluster, tmp_path_factory):
-    from mlops_operator.localcluster import helm as helm_install
+    from mlops_localcluster import helm as helm_install
 
     path = helm_install.find()
     if path is None:

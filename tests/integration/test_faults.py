@@ -104,7 +104,7 @@ def private(tmp_path_factory):
     if os.environ.get("USE_EXISTING_CLUSTER", "").lower() in ("1", "true", "yes"):
         pytest.skip("USE_EXISTING_CLUSTER=true: fault tests restart control-plane components, so they need a "
                     "local cluster of their own")
-    from mlops_operator.localcluster import LocalCluster
+    from mlops_localcluster import LocalCluster
 
     root = tmp_path_factory.mktemp("faults")
     cluster = LocalCluster(root / "cluster")

@@ -10,8 +10,8 @@ import stat
 import pytest
 from kubernetes import client
 
-from mlops_operator.localcluster import ClusterError, LocalCluster, build
-from mlops_operator.localcluster.controlplane import _is_ours
+from mlops_localcluster import ClusterError, LocalCluster, build
+from mlops_localcluster.controlplane import _is_ours
 
 
 def test_api_server_reports_its_version(kube):

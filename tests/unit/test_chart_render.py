@@ -16,7 +16,7 @@ import yaml
 
 from mlops_operator.api import crdgen
 from helpers import rbac_table
-from mlops_operator.localcluster import helm as helm_install
+from mlops_localcluster import helm as helm_install
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mlops-operator"
@@ -277,10 +277,11 @@ def test_dockerfile_is_multi_stage_non_root_and_registry_free():
         assert "/" not in image or not ("." in first or ":" in first), f"{image}: no registry host in FROM"
     user = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert user and all(part.isdigit() and int(part) != 0 for part in user[-1].split(":"))
-    assert "'.[storage]'" in text
+    assert "pip install -c requirements/constraints.txt '.[storage]'" in text, "the image runs the tested versions"
     assert re.search(r'^ENTRYPOINT \["mlops-operator"\]', text, flags=re.M)
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*")] == "*" and "!operator/" in ignore
+    assert ignore[ignore.index("*")] == "*" and "!operator/" in ignore and "!requirements/" in ignore
+    assert "localcluster" not in text, "the local cluster is test infrastructure, never in the image"
 
 
 def test_no_registry_host_is_written_in_chart_image_or_scripts():

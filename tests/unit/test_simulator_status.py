@@ -8,12 +8,12 @@ import pathlib
 
 import pytest
 
-from mlops_operator.localcluster import nodes, simprocess
-from mlops_operator.localcluster.simstatus import (
+from mlops_localcluster import nodes, simprocess
+from mlops_localcluster.simstatus import (
     ANN_FAILURE, ANN_FAILURE_AFTER, ANN_FAILURE_CONTAINER, ANN_RUN_SECONDS, STUCK_DELETION_SECONDS, Facts, Failure, Settings, Terminated,
     already_applied, decide, finished_status, image_name, init_failed_status, is_own_image, parse_failure,
     running_status, ts, uses_local_processes)
-from mlops_operator.localcluster.simulator import IpAllocator, load_config
+from mlops_localcluster.simulator import IpAllocator, load_config
 
 T0 = 1_700_000_000.0
 S = Settings(start_delay=0.5, run_seconds=1.0, crash_backoff=2.0, crash_backoff_max=60.0)

@@ -1,4 +1,4 @@
-"""`python -m mlops_operator.localcluster ensure|up|down|status`: what `make cluster-*` calls."""
+"""`python -m mlops_localcluster ensure|up|down|status`: what `make cluster-*` calls."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def use_existing_cluster() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_operator.localcluster",
+    parser = argparse.ArgumentParser(prog="python -m mlops_localcluster",
                                      description="The project's local Kubernetes control plane.")
     parser.add_argument("--dir", default=None, help="state folder (default .cluster, or $MLOPS_CLUSTER_DIR)")
     sub = parser.add_subparsers(dest="cmd", required=True)

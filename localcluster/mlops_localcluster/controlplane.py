@@ -356,7 +356,7 @@ class LocalCluster:
 
         pool = nodes.load_pool(pool_file)
         nodes.register(self.core_api(), pool)
-        argv = [sys.executable, "-m", "mlops_operator.localcluster.simulator", "--kubeconfig",
+        argv = [sys.executable, "-m", "mlops_localcluster.simulator", "--kubeconfig",
                 str(self.layout.kubeconfig), "--state-dir", str(self.layout.root / "sim")]
         if pool_file:
             argv += ["--pool", pool_file]

@@ -11,7 +11,7 @@ import pathlib
 import subprocess
 import sys
 
-from .localcluster import ClusterError, LocalCluster, build
+from . import ClusterError, LocalCluster, build
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

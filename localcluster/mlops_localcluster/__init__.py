@@ -1,7 +1,7 @@
 """The project's own local Kubernetes: real etcd, kube-apiserver, controller manager and scheduler built from
 Debian's source package, plus simulated nodes (see nodes.py and simulator.py) that play kubelet.
 
-Public face: `LocalCluster` (up, down, status, running), `build.ensure`, and `python -m mlops_operator.localcluster`.
+Public face: `LocalCluster` (up, down, status, running), `build.ensure`, and `python -m mlops_localcluster`.
 """
 
 from .controlplane import LocalCluster, default_root

@@ -1,6 +1,6 @@
 """The node simulator: plays kubelet for pods bound to the simulated node pool.
 
-    python -m mlops_operator.localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
+    python -m mlops_localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
 
 Owns: one watch on pods in all namespaces (relisted every RESYNC_SECONDS), a timer heap for delayed transitions,
 status PATCHes, the deletions that no kubelet will finish, and threads for the own-image pods that run as local processes.
@@ -527,7 +527,7 @@ class Simulator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_operator.localcluster.simulator",
+    parser = argparse.ArgumentParser(prog="python -m mlops_localcluster.simulator",
                                      description="Plays kubelet for pods on the simulated node pool.")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--state-dir", required=True)
