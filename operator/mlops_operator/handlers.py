@@ -166,20 +166,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs):
     log.info("caches synced: %s", ", ".join(f"{len(i)} {i.kind}s" for i in informers.values()))
     CACHE.bind({**{name: kwargs[name] for name in INDICES}, **informers})
 
-    async def reconcile_md(key):
-        return await serving.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
-
-    async def reconcile_tj(key):
-        return await training.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
-
-    async def reconcile_dm(key):
-        return await monitoring.reconcile(key, cache=CACHE, client=client, settings=SETTINGS)
-
     paused = kopf_tuning.operator_paused()  # kopf's own pause, so that a standby replica's queues stay still
-    for name, reconcile, workers in (("modeldeployment", reconcile_md, SETTINGS.workers),
-                                     ("trainingjob", reconcile_tj, SETTINGS.workers),
-                                     ("driftmonitor", reconcile_dm, 4)):
-        CONTROLLERS[name] = Controller(name, reconcile, workers=workers, on_gone=CACHE.forget, paused=paused)
+    for reconciler, workers in ((serving.ModelDeploymentReconciler, SETTINGS.workers),
+                                (training.TrainingJobReconciler, SETTINGS.workers),
+                                (monitoring.DriftMonitorReconciler, 4)):
+        kind = reconciler(client=client, cache=CACHE, settings=SETTINGS)
+        CONTROLLERS[kind.kind] = Controller(kind.kind, kind.reconcile, workers=workers, on_gone=CACHE.forget,
+                                            paused=paused)
     for controller in CONTROLLERS.values():
         controller.start()
     memo["inventory"] = asyncio.create_task(inventory.run(CACHE), name="inventory-metrics")

@@ -9,16 +9,18 @@ An invalid spec stops after validation: the children stay exactly as they were, 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime
 
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
-from ..k8s.client import ApiError, KubeClient, object_path
-from ..k8s.diff import stamp, up_to_date
+from ..k8s.client import KubeClient
 from ..k8s.events import emit
+from ..k8s.sync import ChildRejected, sync_children
 from ..k8s.status import report_invalid, write_status
 from ..runtime.cache import Cache
 from ..settings import Settings
+from ..util import utcnow
 from . import canary, render, status
 
 log = logging.getLogger("mlops_operator.modeldeployment")
@@ -55,48 +57,52 @@ def serving_total(spec: ModelDeploymentSpec, stable: dict | None) -> int:
     return live if live is not None else spec.autoscaling.min_replicas
 
 
-async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, settings: Settings,
-                    now: datetime | None = None) -> float | None:
-    body = cache.one("modeldeployments_idx", key)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return None  # deleted: the garbage collector removes the children through their owner references
-    now = now or datetime.now(timezone.utc)
-    try:
-        spec = validate_object(body, MODEL_DEPLOYMENT)
-    except InvalidSpec as err:
-        await report_invalid(client, body, err.errors, now)
-        return None
+class ModelDeploymentReconciler:
+    """Reconciles ModelDeployments: holds what every reconcile needs (client, cache, settings, clock)."""
 
-    versions = await api_versions(client)
-    live = live_children(cache, key, versions)
-    pods = cache.all("pods_idx", (key[0], OWNER, key[1]))
-    canary_spec = spec.rollout.canary if spec.rollout else None
-    canary_uri = canary_spec.model.uri if canary_spec and canary_spec.model else None
-    seen = status.observe_canary(live["canary"], pods, live["stable"], canary_uri)
-    plan = canary.plan(spec, (body.get("status") or {}).get("canary"), serving_total(spec, live["stable"]),
-                       seen, now)
+    kind = OWNER
 
-    for role, want in render.desired(body, spec, plan, versions, settings).items():
-        have = live[role]
-        if want is None:
-            if have is not None:
-                await client.delete(object_path(have))
-            continue
-        stamped = stamp(want)
-        if not up_to_date(have, stamped):
-            try:
-                await client.apply(stamped)
-            except ApiError as err:
-                if not err.rejected_content:
-                    raise
-                # Pass-through fields (affinity, tolerations, env) reach the API server unchecked by our schema.
-                await report_invalid(client, body, [
-                    f"spec: the API server rejected the {want['kind']} made from this spec: {err.message}"], now)
-                return None
+    def __init__(self, *, client: KubeClient, cache: Cache, settings: Settings,
+                 clock: Callable[[], datetime] = utcnow):
+        self.client, self.cache, self.settings, self.clock = client, cache, settings, clock
+        self._versions: render.ApiVersions | None = None
 
-    new_status, events = status.compute(body, live["stable"], live["canary"], pods, plan,
-                                        render.url(key[1], key[0], settings), now)
-    await write_status(client, body, new_status)
-    for type_, reason, message in events:
-        await emit(client, body, type_, reason, message, now)
-    return plan.requeue_after
+    async def versions(self) -> render.ApiVersions:
+        if self._versions is None:
+            self._versions = await api_versions(self.client)
+        return self._versions
+
+    async def reconcile(self, key: tuple[str, str]) -> float | None:
+        cache, client, settings = self.cache, self.client, self.settings
+        body = cache.one("modeldeployments_idx", key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # deleted: the garbage collector removes the children through their owner references
+        now = self.clock()
+        try:
+            spec = validate_object(body, MODEL_DEPLOYMENT)
+        except InvalidSpec as err:
+            await report_invalid(client, body, err.errors, now)
+            return None
+
+        versions = await self.versions()
+        live = live_children(cache, key, versions)
+        pods = cache.all("pods_idx", (key[0], OWNER, key[1]))
+        canary_spec = spec.rollout.canary if spec.rollout else None
+        canary_uri = canary_spec.model.uri if canary_spec and canary_spec.model else None
+        seen = status.observe_canary(live["canary"], pods, live["stable"], canary_uri)
+        plan = canary.plan(spec, (body.get("status") or {}).get("canary"), serving_total(spec, live["stable"]),
+                           seen, now)
+
+        try:
+            await sync_children(client, live, render.desired(body, spec, plan, versions, settings), owner=body)
+        except ChildRejected as err:
+            # Pass-through fields (affinity, tolerations, env) reach the API server unchecked by our schema.
+            await report_invalid(client, body, [f"spec: {err}"], now)
+            return None
+
+        new_status, events = status.compute(body, live["stable"], live["canary"], pods, plan,
+                                            render.url(key[1], key[0], settings), now)
+        await write_status(client, body, new_status)
+        for type_, reason, message in events:
+            await emit(client, body, type_, reason, message, now)
+        return plan.requeue_after

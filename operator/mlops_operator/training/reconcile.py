@@ -12,32 +12,32 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime
 
 from .. import metrics
 from ..api import TRAINING_JOB, InvalidSpec, validate_object
 from ..api.trainingjob import TrainingJobSpec
 from ..k8s.client import ApiError, KubeClient, object_path, resource_path
-from ..k8s.diff import HASH_ANNOTATION, stamp, up_to_date
+from ..k8s.diff import HASH_ANNOTATION, stamp
 from ..k8s.events import emit
 from ..k8s.status import clean, report_invalid, write_status
+from ..k8s.sync import ChildRejected, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
+from ..util import utcnow
 from . import lifecycle, render, rendezvous
 
 log = logging.getLogger("mlops_operator.trainingjob")
 OWNER = "trainingjob"  # the mlops.dev/<kind> label value space the indices are keyed by
 MAX_STEPS = 4  # decisions in one reconcile: e.g. fail an attempt -> start the next -> launch it
-_gates: dict[int, bool] = {}
 
 
 async def scheduling_gates(client: KubeClient) -> bool:
     """Whether the API server has pod scheduling gates (beta and on by default from Kubernetes 1.27)."""
-    if id(client) not in _gates:
-        version = await client.request("GET", "/version")
-        match = re.match(r"\d+", str(version.get("minor", "0")))
-        _gates[id(client)] = str(version.get("major")) == "1" and int(match.group(0) if match else 0) >= 27
-    return _gates[id(client)]
+    version = await client.request("GET", "/version")
+    match = re.match(r"\d+", str(version.get("minor", "0")))
+    return str(version.get("major")) == "1" and int(match.group(0) if match else 0) >= 27
 
 
 def _outdated(body: dict, spec: TrainingJobSpec, pods: list[dict], settings: Settings, gates: bool) -> bool:
@@ -84,63 +84,82 @@ async def observe(client: KubeClient, cache: Cache, body: dict, spec: TrainingJo
         outdated=bool(launched) and _outdated(body, spec, current, settings, gates), model_deployment=md)
 
 
-async def reconcile(key: tuple[str, str], *, cache: Cache, client: KubeClient, settings: Settings,
-                    now: datetime | None = None) -> float | None:
-    body = cache.one("trainingjobs_idx", key)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return None  # deleted: the garbage collector removes the pods and the Service (owner references)
-    now = now or datetime.now(timezone.utc)
-    try:
-        spec = validate_object(body, TRAINING_JOB)
-        errors = rendezvous.name_errors(key[1], spec.workers)
-        if errors:
-            raise InvalidSpec(errors)
-    except InvalidSpec as err:
-        await report_invalid(client, body, err.errors, now)
-        return None
+class TrainingJobReconciler:
+    """Reconciles TrainingJobs: holds what every reconcile needs (client, cache, settings, clock)."""
 
-    gates = await scheduling_gates(client)
-    deleted: set[str] = set()
-    obs = await observe(client, cache, body, spec, settings, gates)
-    for _ in range(MAX_STEPS):
-        plan = lifecycle.decide(body, spec, obs, now)
-        if not plan.persist_first:
-            break
-        body = await _write(client, body, plan, now)
-        await _delete(client, plan.delete, deleted)
-    else:
-        return 0.5  # still deciding: pick up from the written status
+    kind = OWNER
 
-    await _delete(client, plan.delete, deleted)
-    service = cache.one("services_idx", (key[0], OWNER, key[1]))
-    if not plan.service and service is not None and not service["metadata"].get("deletionTimestamp"):
-        await client.delete(object_path(service))
-    refused = ""
-    try:
-        if plan.service:
-            want = stamp(render.service(body, spec))
-            if not up_to_date(service, want):
-                # Refused e.g. when a ModelDeployment named `<job>-workers` controls that Service already.
-                refused = f"the Service {want['metadata']['name']}"
-                await client.apply(want)
-        refused = "a worker pod"
-        await _create(client, body, spec, plan.create, obs, settings, gates)
-    except ApiError as err:
-        if err.status not in (400, 422):
-            raise
-        plan = lifecycle.invalid_config(body, spec, obs, err.message, now, refused)
-        body = await _write(client, body, plan, now)
+    def __init__(self, *, client: KubeClient, cache: Cache, settings: Settings,
+                 clock: Callable[[], datetime] = utcnow):
+        self.client, self.cache, self.settings, self.clock = client, cache, settings, clock
+        self._gates: bool | None = None
+
+    async def gates(self) -> bool:
+        if self._gates is None:
+            self._gates = await scheduling_gates(self.client)
+        return self._gates
+
+    async def reconcile(self, key: tuple[str, str]) -> float | None:
+        cache, client, settings = self.cache, self.client, self.settings
+        body = cache.one("trainingjobs_idx", key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # deleted: the garbage collector removes the pods and the Service (owner references)
+        now = self.clock()
+        try:
+            spec = validate_object(body, TRAINING_JOB)
+            errors = rendezvous.name_errors(key[1], spec.workers)
+            if errors:
+                raise InvalidSpec(errors)
+        except InvalidSpec as err:
+            await report_invalid(client, body, err.errors, now)
+            return None
+
+        gates = await self.gates()
+        deleted: set[str] = set()
+        obs = await observe(client, cache, body, spec, settings, gates)
+        for _ in range(MAX_STEPS):
+            plan = lifecycle.decide(body, spec, obs, now)
+            if not plan.persist_first:
+                break
+            body = await _write(client, body, plan, now)
+            await _delete(client, plan.delete, deleted)
+        else:
+            return 0.5  # still deciding: pick up from the written status
+
         await _delete(client, plan.delete, deleted)
-        return None
-    if plan.promote_patch is not None:
-        target = obs.model_deployment
-        await client.merge_patch(object_path(target), plan.promote_patch)
-        for type_, reason, message in plan.promote_events:
-            await emit(client, target, type_, reason, message, now)
-    await _write(client, body, plan, now)
-    if plan.status.get("attemptStartTime") and not (body.get("status") or {}).get("attemptStartTime"):
-        metrics.TRAINING_ATTEMPTS.labels(key[0]).inc()  # this reconcile launched an attempt: its pods exist now
-    return plan.requeue_after
+        service = cache.one("services_idx", (key[0], OWNER, key[1]))
+        refused = ""
+        try:
+            # Refused e.g. when a ModelDeployment named `<job>-workers` controls that Service already.
+            refused = f"the Service {rendezvous.service_name(key[1])}"
+            await sync_children(client, {"service": service},
+                                {"service": render.service(body, spec) if plan.service else None}, owner=body)
+            refused = "a worker pod"
+            await _create(client, body, spec, plan.create, obs, settings, gates)
+        except ChildRejected as err:
+            await self._invalid_config(body, spec, obs, err.error.message, refused, deleted)
+            return None
+        except ApiError as err:
+            if err.status not in (400, 422):
+                raise
+            await self._invalid_config(body, spec, obs, err.message, refused, deleted)
+            return None
+        if plan.promote_patch is not None:
+            target = obs.model_deployment
+            await client.merge_patch(object_path(target), plan.promote_patch)
+            for type_, reason, message in plan.promote_events:
+                await emit(client, target, type_, reason, message, now)
+        await _write(client, body, plan, now)
+        if plan.status.get("attemptStartTime") and not (body.get("status") or {}).get("attemptStartTime"):
+            metrics.TRAINING_ATTEMPTS.labels(key[0]).inc()  # this reconcile launched an attempt: its pods exist now
+        return plan.requeue_after
+
+    async def _invalid_config(self, body: dict, spec: TrainingJobSpec, obs: lifecycle.Observation, message: str,
+                              refused: str, deleted: set[str]) -> None:
+        now = self.clock()
+        plan = lifecycle.invalid_config(body, spec, obs, message, now, refused)
+        await _write(self.client, body, plan, now)
+        await _delete(self.client, plan.delete, deleted)
 
 
 async def _write(client: KubeClient, body: dict, plan: lifecycle.Plan, now: datetime) -> dict:

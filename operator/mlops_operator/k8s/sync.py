@@ -1,0 +1,64 @@
+"""The child sync loop, written once for every kind: stamp what a reconcile wants, apply what differs from what
+lives (server-side apply under one field manager), delete what must no longer exist; say what was done per role.
+
+    live:    role -> the child as cached (or read), or None
+    desired: role -> the child the spec wants, or None (it must not exist)
+    returns: role -> "created" | "updated" | "deleted" | "unchanged" | "absent"
+
+Each action is logged at INFO, one line naming the owner and the child, so the operator's log tells what it did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from .client import ApiError, KubeClient, object_path
+from .diff import stamp, up_to_date
+
+log = logging.getLogger("mlops_operator.sync")
+
+CREATED, UPDATED, DELETED, UNCHANGED, ABSENT = "created", "updated", "deleted", "unchanged", "absent"
+
+
+class ChildRejected(Exception):
+    """The API server refused a child made from the owner's spec (400/422): the spec, not the operator, is wrong."""
+
+    def __init__(self, role: str, child: dict, error: ApiError):
+        super().__init__(f"the API server rejected the {child['kind']} made from this spec: {error.message}")
+        self.role, self.child, self.error = role, child, error
+
+
+def _owner(owner: dict | None) -> str:
+    if not owner:
+        return ""
+    meta = owner.get("metadata") or {}
+    return f"{owner.get('kind', '')} {meta.get('namespace')}/{meta.get('name')}: "
+
+
+async def sync_children(client: KubeClient, live: Mapping[str, dict | None], desired: Mapping[str, dict | None],
+                        *, owner: dict | None = None) -> dict[str, str]:
+    done: dict[str, str] = {}
+    for role, want in desired.items():
+        have = live.get(role)
+        if want is None:
+            if have is None or (have.get("metadata") or {}).get("deletionTimestamp"):
+                done[role] = ABSENT
+                continue
+            await client.delete(object_path(have))
+            log.info("%s%s %s deleted", _owner(owner), have.get("kind", role), have["metadata"]["name"])
+            done[role] = DELETED
+            continue
+        stamped = stamp(want)
+        if up_to_date(have, stamped):
+            done[role] = UNCHANGED
+            continue
+        try:
+            await client.apply(stamped)
+        except ApiError as err:
+            if err.rejected_content:
+                raise ChildRejected(role, want, err) from None
+            raise
+        done[role] = CREATED if have is None else UPDATED
+        log.info("%s%s %s %s", _owner(owner), want["kind"], want["metadata"]["name"], done[role])
+    return done
