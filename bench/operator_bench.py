@@ -211,7 +211,7 @@ class Tracker:
                 return False
             try:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 
@@ -398,6 +398,8 @@ class FloorWrites:
     object and then only renamed: the floor spends its time on requests, not on rendering."""
 
     def __init__(self, versions) -> None:
+        import dataclasses
+
         from mlops_operator.api import MODEL_DEPLOYMENT, TRAINING_JOB, validate_object
         from mlops_operator.k8s.diff import stamp
         from mlops_operator.k8s.events import event_body
@@ -407,8 +409,6 @@ class FloorWrites:
         from mlops_operator.settings import SETTINGS
         from mlops_operator.training import lifecycle
         from mlops_operator.training import render as trender
-
-        import dataclasses
         settings = dataclasses.replace(SETTINGS, operator_image=FETCHER_IMAGE)
         now = datetime.now(timezone.utc)
 
@@ -547,7 +547,7 @@ async def run_operator(n: int, objects: int, samples: int, idle_seconds: float, 
             try:
                 done = await asyncio.wait_for(waiter, 30)
                 times.append(done - start)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 times.append(float("inf"))
         times.sort()
         out["p50"] = statistics.median(times)

@@ -126,7 +126,7 @@ class OperatorProcess:
     """The operator as a real process (`mlops-operator run`), started and stopped by pid. `running` holds those
     alive in this session, so a test that needs to be the only operator in a namespace can pause them."""
 
-    running: set["OperatorProcess"] = set()
+    running: set[OperatorProcess] = set()
 
     def __init__(self, kubeconfig: str, log_path: pathlib.Path,
                  run_args: tuple[str, ...] = ("--standalone", "--all-namespaces"), env: dict | None = None):

@@ -307,7 +307,6 @@ class LocalCluster:
         for name in ("etcd", "etcd_peer", "apiserver"):
             if _port_taken(ports[name]):
                 raise ClusterError(f"port 127.0.0.1:{ports[name]} for {name} is taken by another process")
-        root = str(lay.root)
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
         etcd = self._start(state, "etcd", [
             str(bins.etcd), "--name", "mlops-local", "--data-dir", str(lay.etcd_data),

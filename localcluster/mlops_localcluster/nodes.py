@@ -33,8 +33,9 @@ import ipaddress
 import pathlib
 import re
 import time
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 

@@ -26,7 +26,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .simstatus import Terminated
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 ANN_FAILURE = "sim.mlops.dev/failure"
 ANN_FAILURE_AFTER = "sim.mlops.dev/failure-after"
@@ -130,7 +131,8 @@ def image_repository(image: str) -> str:
 
 def is_own_image(image: str, own_images: Iterable[str]) -> bool:
     """True for the project's image. A configured name with a `/` must equal the repository; without, the last
-    path component (`mlops-operator` matches `mlops-operator:0.1.0` and `example.invalid/x/mlops-operator@sha256:..`)."""
+    path component (`mlops-operator` matches `mlops-operator:0.1.0` and
+    `example.invalid/x/mlops-operator@sha256:..`)."""
     repo = image_repository(image or "")
     for own in own_images:
         if "/" in own:

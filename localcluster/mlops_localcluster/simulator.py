@@ -3,7 +3,8 @@
     python -m mlops_localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
 
 Owns: one watch on pods in all namespaces (relisted every RESYNC_SECONDS), a timer heap for delayed transitions,
-status PATCHes, the deletions that no kubelet will finish, and threads for the own-image pods that run as local processes.
+status PATCHes, the deletions that no kubelet will finish, and threads for the own-image pods that run as local
+processes.
 Calls: the API server (raw JSON through the kubernetes ApiClient), `simstatus` for every decision and status body
 (pure), `simprocess` for local processes (see its docstring for the volume path-remapping rule), `nodes` for the pool.
 
@@ -14,7 +15,8 @@ status, so a restarted simulator resumes where the last one stopped.
 Config file (YAML, all keys optional; command-line flags win):
 
     startDelaySeconds: 0.5        # bound -> Running
-    runSeconds: 1.0               # Running -> Succeeded for run-to-completion pods (annotation sim.mlops.dev/run-seconds)
+    runSeconds: 1.0               # Running -> Succeeded for run-to-completion pods
+                                  # (annotation sim.mlops.dev/run-seconds)
     crashBackoffSeconds: 2        # first CrashLoopBackOff restart; doubles per restart
     crashBackoffMaxSeconds: 60
     ownImages: [mlops-operator]   # images run as local processes (last path component, or a full repository)
@@ -39,15 +41,27 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import yaml
 
 from . import nodes as nodepool
 from . import simprocess
 from .errors import ClusterError
-from .simstatus import (Facts, Plan, Settings, Terminated, already_applied, decide, finished_status,
-                        init_failed_status, is_own_image, is_run_to_completion, running_status)
+from .simstatus import (
+    Facts,
+    Plan,
+    Settings,
+    Terminated,
+    already_applied,
+    decide,
+    finished_status,
+    init_failed_status,
+    is_own_image,
+    is_run_to_completion,
+    running_status,
+)
 
 log = logging.getLogger("simulator")
 
@@ -252,7 +266,7 @@ class Simulator:
         self.started_at: dict[str, float] = {}
         self.local: set[str] = set()  # uids with a local run in progress
         self.ips = IpAllocator()
-        self._queue: "queue.Queue[str]" = queue.Queue()
+        self._queue: queue.Queue[str] = queue.Queue()
         self._timers: list[tuple[float, int, str]] = []
         self._due: dict[str, float] = {}
         self._seq = itertools.count()

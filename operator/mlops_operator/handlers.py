@@ -22,14 +22,14 @@ import kopf
 from . import GROUP, VERSION
 from .k8s.client import KubeClient
 from .k8s.labels import MANAGED_BY
-from .runtime.cache import Cache
+from .monitoring import reconcile as monitoring
 from .runtime import inventory, kopf_tuning
+from .runtime.cache import Cache
 from .runtime.controller import Controller
 from .runtime.informer import Informer
-from .monitoring import reconcile as monitoring
 from .serving import reconcile as serving
-from .training import reconcile as training
 from .settings import CONNECT_TIMEOUT, SETTINGS, WATCH_GRACE
+from .training import reconcile as training
 
 log = logging.getLogger("mlops_operator")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}

@@ -23,10 +23,10 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from helpers import apply, request, wait_for
+from mlops_localcluster.build import k8s_kubectl_or_none
 from mlops_operator import GROUP, VERSION
 from mlops_operator.api import KINDS, InvalidSpec, kind_for, validate_object
 from mlops_operator.api.modeldeployment import Rollout
-from mlops_localcluster.build import k8s_kubectl_or_none
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

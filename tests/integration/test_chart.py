@@ -62,7 +62,8 @@ class Helm:
 def account_kubeconfig(kube, cluster: str, namespace: str, account: str, path: pathlib.Path) -> pathlib.Path:
     """A kubeconfig with the token Kubernetes 1.20 keeps in the ServiceAccount's token Secret (read as admin)."""
     core = client.CoreV1Api(kube)
-    sa = wait_for(lambda: (lambda s: s if s.secrets else None)(core.read_namespaced_service_account(account, namespace)),
+    sa = wait_for(lambda: (lambda s: s if s.secrets else None)(
+                      core.read_namespaced_service_account(account, namespace)),
                   message=f"a token Secret for {namespace}/{account}")
     secret = core.read_namespaced_secret(sa.secrets[0].name, namespace)
     token = base64.b64decode(secret.data["token"]).decode()
@@ -170,7 +171,8 @@ def as_operator(chart_operator):
 # ---------------------------------------------------------------- the examples, rewritten for this machine
 
 def load_examples() -> dict[str, list[dict]]:
-    return {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted((ROOT / "examples").glob("*.yaml"))}
+    return {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d]
+            for p in sorted((ROOT / "examples").glob("*.yaml"))}
 
 
 def write_drift_data(root: pathlib.Path) -> dict[str, str]:
@@ -377,7 +379,8 @@ def test_every_example_reaches_its_expected_state_under_the_charts_rbac(kube, cl
     others = {e["user"] for e in entries if e["namespace"] == ns and e["agent"].startswith("mlops-operator/")
               and e["user"] != chart_operator.username}
     if others:
-        warnings.warn(f"other operators ({', '.join(sorted(others))}) also wrote in {ns}: write coverage not checked")
+        warnings.warn(f"other operators ({', '.join(sorted(others))}) also wrote in {ns}: write coverage not checked",
+                      stacklevel=2)
         return
     done = {(e["verb"], e["resource"]) for e in mine}
     for write in [("patch", "deployments"), ("patch", "services"), ("patch", "poddisruptionbudgets"),

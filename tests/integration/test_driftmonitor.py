@@ -200,7 +200,8 @@ def test_an_interval_cron_cannot_express_is_an_invalid_spec(kube, dm_ns, data):
     (lambda s: s.update(modelDeployment={"name": "fraud", "namespace": "elsewhere"}), "spec.modelDeployment.namespace"),
     # Schema-valid, but not a TrainingJob this operator can run: promotion to another namespace.
     (lambda s: s["actions"]["retrain"]["template"].update(promote={"modelDeployment": {
-        "name": "fraud", "namespace": "elsewhere"}}), "spec.actions.retrain.template.promote.modelDeployment.namespace"),
+        "name": "fraud", "namespace": "elsewhere"}}),
+     "spec.actions.retrain.template.promote.modelDeployment.namespace"),
 ])
 def test_meaningless_specs_are_invalid_naming_the_field_and_create_nothing(kube, dm_ns, data, change, field):
     manifest = dm_manifest(dm_ns, "bad", data["reference"], data["calm"])

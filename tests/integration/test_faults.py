@@ -380,7 +380,8 @@ def _md_ok(name: str, spec: dict, obj: dict, mine: dict) -> list[str]:
     if dep is not None:
         template = dep["spec"]["template"]
         if dep["spec"].get("replicas") != spec["replicas"]:
-            out.append(f"ModelDeployment/{name}: Deployment replicas {dep['spec'].get('replicas')} != {spec['replicas']}")
+            out.append(f"ModelDeployment/{name}: Deployment replicas {dep['spec'].get('replicas')}"
+                       f" != {spec['replicas']}")
         if template["metadata"]["annotations"].get("mlops.dev/model-uri") != spec["model"]["uri"]:
             out.append(f"ModelDeployment/{name}: Deployment serves another model")
         want_ann = spec.get("podAnnotations", {})

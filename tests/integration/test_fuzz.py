@@ -15,8 +15,8 @@ settle), every object settles with a Ready condition for its current generation 
 a message; InvalidSpec names the field), and a spec that turns invalid leaves the children of the valid spec
 before it untouched.
 
-Sizes: MLOPS_FUZZ_EXAMPLES (default 3; the first is hypothesis' simplest) batches of MLOPS_FUZZ_BATCH (default 6) objects per kind, derandomized so
-`make test` is repeatable; MLOPS_FUZZ_RANDOM=1 draws new examples each run.
+Sizes: MLOPS_FUZZ_EXAMPLES (default 3; the first is hypothesis' simplest) batches of MLOPS_FUZZ_BATCH (default 6)
+objects per kind, derandomized so `make test` is repeatable; MLOPS_FUZZ_RANDOM=1 draws new examples each run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kubernetes import client
 
 from helpers import apply, apply_request, request, wait_for
 from mlops_operator.api import crdgen
@@ -228,10 +227,11 @@ def test_fuzzed_specs_settle_clearly_without_hot_loops(kube, fz_ns, operator, mo
             if i % 2 == 0:
                 apply(kube, {"apiVersion": "mlops.dev/v1alpha1", "kind": kind,
                              "metadata": {"name": name, "namespace": fz_ns}, "spec": VALID[kind](model_file)})
-                wait_for(lambda: settled(get(kube, plural, fz_ns, name)), timeout=60, message=f"{name} valid")
+                wait_for(lambda: settled(get(kube, plural, fz_ns, name)), timeout=60,  # noqa: B023  (called at once)
+                         message=f"{name} valid")
                 # Settled can come before the children do (a TrainingJob writes its new attempt, then creates the
                 # pods): snapshot them once they exist, or a pod of the valid spec would look like a change.
-                before[name] = wait_for(lambda: _children(kube, kind, fz_ns, name), timeout=60,
+                before[name] = wait_for(lambda: _children(kube, kind, fz_ns, name), timeout=60,  # noqa: B023
                                         message=f"{name}'s children")
             code, answer = apply_spec(kube, kind, fz_ns, name, spec)
             if code >= 300:  # the schema allows it, the API server does not: only for its size
@@ -265,7 +265,8 @@ def test_fuzzed_specs_settle_clearly_without_hot_loops(kube, fz_ns, operator, mo
         # Pods still starting bring a few reconciles per object; a hot loop (retries whose back-off events
         # defeat, or a zero requeue) brings several a second for one object (seen: ~7/s, docs/reliability.md).
         alive[0] += len(names)
-        assert operator.metric("controller_runtime_reconcile_total", controller=controller) - total <= 10 * alive[0] + 10
+        reconciles = operator.metric("controller_runtime_reconcile_total", controller=controller) - total
+        assert reconciles <= 10 * alive[0] + 10
         assert operator.metric("controller_runtime_reconcile_errors_total", controller=controller) - errors <= alive[0]
         assert errors - alive_errors <= 5 * len(specs), "errors grew with the batch beyond retries of a few"
 

@@ -33,7 +33,8 @@ def test_up_twice_does_not_start_a_second_cluster(local_cluster):
 
 def _assets_with(tmp_path: pathlib.Path, apiserver_script: str | None = None) -> pathlib.Path:
     """A KUBEBUILDER_ASSETS folder with the real etcd and either the real kube-apiserver or a given script."""
-    bins = build.find() if not os.environ.get("KUBEBUILDER_ASSETS") else build.from_assets(os.environ["KUBEBUILDER_ASSETS"])
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    bins = build.from_assets(assets) if assets else build.find()
     if bins is None:
         pytest.skip("no Kubernetes binaries built")
     assets = tmp_path / "assets"

@@ -55,7 +55,8 @@ def eventually(query, expr: str, timeout: float = 45) -> list[dict]:
 
 def test_prometheus_scrapes_the_operator(prometheus, operator, kube, namespace):
     assert eventually(prometheus, 'up{job="mlops-operator"} == 1')
-    apply(kube, {"apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": "scraped", "namespace": namespace},
+    apply(kube, {"apiVersion": GROUP, "kind": "ModelDeployment",
+                 "metadata": {"name": "scraped", "namespace": namespace},
                  "spec": {"model": {"uri": "s3://models/scraped/v1"}, "runtime": {"preset": "sklearn"},
                           "replicas": 0}})
     apply(kube, {"apiVersion": GROUP, "kind": "TrainingJob", "metadata": {"name": "counted", "namespace": namespace},

@@ -43,7 +43,8 @@ def sec_operator(cluster, crds, needs_scheduler, needs_controller_manager, needs
 def ns(kube, sec_operator):
     core = client.CoreV1Api(kube)
     name = f"sec-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"mlops.dev/test": "true"})))
+    core.create_namespace(client.V1Namespace(
+        metadata=client.V1ObjectMeta(name=name, labels={"mlops.dev/test": "true"})))
     wait_for(lambda: any(sa.metadata.name == "default" and sa.secrets
                          for sa in core.list_namespaced_service_account(name).items),
              timeout=30, message="default ServiceAccount token")
@@ -261,15 +262,15 @@ def test_the_checker_catches_each_violation():
            {**good, "containers": [{**c, "securityContext": {**c["securityContext"], "privileged": True}}]},
            {**good, "containers": [{**c, "securityContext": {"capabilities": {"drop": ["ALL"]}}}]},
            {**good, "containers": [{**c, "securityContext": {"allowPrivilegeEscalation": False}}]},
-           {**good, "containers": [{**c, "securityContext": {**c["securityContext"],
-                                                             "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}}]},
+           {**good, "containers": [{**c, "securityContext": {
+               **c["securityContext"], "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}}]},
            {**good, "containers": [{**c, "ports": [{"containerPort": 80, "hostPort": 80}]}]},
            {**good, "initContainers": [{"name": "i"}]}]
     for spec in bad:
         assert restricted_violations(spec), spec
     assert restricted_violations(good, {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"})
-    ok = {**good, "containers": [{**c, "securityContext": {**c["securityContext"],
-                                                           "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}
+    ok = {**good, "containers": [{**c, "securityContext": {
+        **c["securityContext"], "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}
     assert restricted_violations(ok) == []
 
 
@@ -307,7 +308,8 @@ def test_every_generated_pod_meets_the_restricted_profile(kube, ns, tmp_path):
     # the pod kinds the claim is about are all among them
     server = next(spec for name, (spec, _) in specs.items() if name.startswith("plain-"))
     assert [c["name"] for c in server["initContainers"]] == ["fetch-model"]
-    assert any("persistentVolumeClaim" in v for v in specs[next(n for n in specs if n.startswith("pvc-"))][0]["volumes"])
+    pvc = next(n for n in specs if n.startswith("pvc-"))
+    assert any("persistentVolumeClaim" in v for v in specs[pvc][0]["volumes"])
 
 
 def test_pod_annotations_cannot_weaken_pod_security(kube, ns, tmp_path):

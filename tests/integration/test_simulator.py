@@ -5,9 +5,10 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from helpers import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from helpers import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("needs_scheduler", "needs_simulator")]
 

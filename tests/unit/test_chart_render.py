@@ -14,9 +14,9 @@ import subprocess
 import pytest
 import yaml
 
-from mlops_operator.api import crdgen
 from helpers import rbac_table
 from mlops_localcluster import helm as helm_install
+from mlops_operator.api import crdgen
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mlops-operator"

@@ -10,11 +10,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as ss
-from sklearn import datasets
-
 from evidently import Report
 from evidently.presets import DataDriftPreset
+from scipy import stats as ss
+from sklearn import datasets
 
 from mlops_operator.drift import FeatureSpec, build_profile, compute_drift
 
@@ -85,7 +84,8 @@ def shifted(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
         if i % 3 == 0:
             out[col] = frame[col] + 0.5 * std
         elif i % 3 == 1:
-            out[col] = frame[col].mean() + (frame[col] - frame[col].mean()) * 1.5 + rng.normal(0, 0.01 * std, len(frame))
+            mean = frame[col].mean()
+            out[col] = mean + (frame[col] - mean) * 1.5 + rng.normal(0, 0.01 * std, len(frame))
     return out
 
 

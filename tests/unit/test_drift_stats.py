@@ -15,8 +15,8 @@ from mlops_operator.drift import (
     build_profile,
     compute_drift,
     infer_type,
+    stats,
 )
-from mlops_operator.drift import stats
 
 RTOL = 1e-9
 

@@ -33,7 +33,8 @@ def body(status=None, generation=3):
 
 
 def run(time: str, drift: bool) -> dict:
-    return {"time": time, "datasetDrift": drift, "driftShare": 1.0 if drift else 0.0, "rows": {"reference": 10, "current": 10},
+    return {"time": time, "datasetDrift": drift, "driftShare": 1.0 if drift else 0.0,
+            "rows": {"reference": 10, "current": 10},
             "features": [{"name": "age", "test": "ks", "statistic": 0.4, "pValue": 0.001, "threshold": 0.05,
                           "drifted": drift}]}
 
@@ -115,7 +116,8 @@ def test_a_new_drifted_result_alerts_and_retrains_once():
     assert r.alert["labels"] == {"alertname": "ModelDriftDetected", "severity": "warning", "namespace": "ml",
                                  "driftmonitor": "fraud", "modeldeployment": "fraud"}
     assert "endsAt" not in r.alert
-    assert r.retrain["metadata"]["name"] == "fraud-retrain-" + str(int(datetime(2026, 11, 26, 11, 59, tzinfo=timezone.utc).timestamp()))
+    due = datetime(2026, 11, 26, 11, 59, tzinfo=timezone.utc)
+    assert r.retrain["metadata"]["name"] == "fraud-retrain-" + str(int(due.timestamp()))
     assert r.retrain["metadata"]["ownerReferences"][0]["kind"] == "DriftMonitor"
     assert r.retrain["spec"]["image"] == "trainer:1"
     assert r.status["actedOn"] == "2026-11-26T11:59:00Z"

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import copy
-import sys
 import pathlib
+import sys
 
 import pytest
 
 from mlops_localcluster import nodes, simprocess
 from mlops_localcluster.simstatus import (
-    ANN_FAILURE, ANN_FAILURE_AFTER, ANN_FAILURE_CONTAINER, ANN_RUN_SECONDS, STUCK_DELETION_SECONDS, Facts, Failure, Settings, Terminated,
-    already_applied, decide, finished_status, image_name, init_failed_status, is_own_image, parse_failure,
-    running_status, ts, uses_local_processes)
+    ANN_FAILURE,
+    ANN_FAILURE_AFTER,
+    ANN_FAILURE_CONTAINER,
+    ANN_RUN_SECONDS,
+    STUCK_DELETION_SECONDS,
+    Facts,
+    Failure,
+    Settings,
+    Terminated,
+    already_applied,
+    decide,
+    finished_status,
+    image_name,
+    init_failed_status,
+    is_own_image,
+    parse_failure,
+    running_status,
+    ts,
+    uses_local_processes,
+)
 from mlops_localcluster.simulator import IpAllocator, load_config
 
 T0 = 1_700_000_000.0

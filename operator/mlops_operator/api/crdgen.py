@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from .. import GROUP, VERSION
 from .common import Kind
@@ -108,7 +109,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return {key: node[key] for key in _KEY_ORDER if key in node}
 
 
-def model_schema(model: type) -> dict[str, Any]:
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural schema of a pydantic model (a spec or status)."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     return structural(schema, schema.get("$defs", {}))
@@ -137,7 +138,7 @@ def render_crd(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     columns = []
     for column in kind.printer_columns:
-        entry = {"name": column.name, "type": column.type, "jsonPath": column.json_path,
+        entry: dict[str, Any] = {"name": column.name, "type": column.type, "jsonPath": column.json_path,
                  "description": column.description}
         if column.priority:
             entry["priority"] = column.priority

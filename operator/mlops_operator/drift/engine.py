@@ -8,8 +8,8 @@ for each test, and the dataset verdict (share of drifted features >= driftShare)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -176,7 +176,7 @@ def infer_type(column: np.ndarray) -> str:
 # --- test selection and dispatch -------------------------------------------------------------------------
 
 
-def _select_test(ref: FeatureProfile, cur: "_CurrentColumn", ftype: str) -> str:
+def _select_test(ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> str:
     """Evidently ``_get_default_stattest``: by cleaned reference size, type and distinct values in
     reference + current together."""
     small = ref.count <= SMALL_REFERENCE_ROWS
@@ -201,7 +201,7 @@ def _check_test(test: str, ftype: str, name: str) -> str:
     return test
 
 
-def _run_test(test: str, ref: FeatureProfile, cur: "_CurrentColumn", ftype: str) -> tuple[float, float | None]:
+def _run_test(test: str, ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> tuple[float, float | None]:
     if test == "ks":
         return stats.ks_2samp_sorted(ref.values, cur.sorted)
     if test == "wasserstein":
@@ -241,7 +241,7 @@ def _ztest(keys: np.ndarray, ref_counts: np.ndarray, cur_counts: np.ndarray) -> 
 # --- binning and counting ----------------------------------------------------------------------------
 
 
-def _binned_percents(ref: FeatureProfile, cur: "_CurrentColumn", ftype: str) -> tuple[np.ndarray, np.ndarray]:
+def _binned_percents(ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> tuple[np.ndarray, np.ndarray]:
     """Evidently ``get_binned_data`` without zero filling: Sturges bins over the pooled range when the
     feature is numerical with more than 20 distinct reference values, else one bin per value seen."""
     if ftype == NUMERICAL and ref.n_unique > HISTOGRAM_MIN_UNIQUE:
@@ -259,7 +259,7 @@ def _binned_percents(ref: FeatureProfile, cur: "_CurrentColumn", ftype: str) -> 
     return ref_counts / ref.count, cur_counts / cur.clean.size
 
 
-def _aligned_counts(ref: FeatureProfile, cur: "_CurrentColumn") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _aligned_counts(ref: FeatureProfile, cur: _CurrentColumn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of every value seen in reference or current, over the sorted union of values."""
     ref_cats, ref_counts = ref.category_counts()
     cur_cats, cur_counts = cur.category_counts()
@@ -277,7 +277,7 @@ def _aligned_counts(ref: FeatureProfile, cur: "_CurrentColumn") -> tuple[np.ndar
     return keys, ref_full, cur_full
 
 
-def _n_union(ref: FeatureProfile, cur: "_CurrentColumn") -> int:
+def _n_union(ref: FeatureProfile, cur: _CurrentColumn) -> int:
     return _aligned_counts(ref, cur)[0].size
 
 

@@ -12,9 +12,9 @@ Profiles round-trip through ``to_dict``/``from_dict`` (plain lists, JSON-safe) a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class ReferenceProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "ReferenceProfile":
+    def from_dict(cls, data: Mapping) -> ReferenceProfile:
         _check_version(data)
         features = {}
         for item in data["features"]:
@@ -115,7 +115,7 @@ class ReferenceProfile:
             np.savez(fh, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ReferenceProfile":
+    def load(cls, path: str | Path) -> ReferenceProfile:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(z["meta"].tobytes().decode())
             _check_version(header)

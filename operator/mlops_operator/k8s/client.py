@@ -18,8 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from .. import FIELD_MANAGER, __version__
-from .. import metrics
+from .. import FIELD_MANAGER, __version__, metrics
 
 # Which replica wrote what: the API server's audit log records the user agent, and with several replicas (or a
 # replica and its restarted successor) the host and pid tell them apart. Always starts with "mlops-operator/".
@@ -101,7 +100,7 @@ class KubeClient:
         self._resources: dict[str, set[str]] = {}
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, **kwargs) -> "KubeClient":
+    def from_environment(cls, kubeconfig: str | None = None, **kwargs) -> KubeClient:
         """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
         from kubernetes import client, config
 
@@ -113,7 +112,8 @@ class KubeClient:
         except config.ConfigException:
             config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         if cfg.verify_ssl:
-            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+            ctx = (ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert
+                   else ssl.create_default_context())
         else:
             ctx = False
         if cfg.cert_file and ctx:

@@ -24,7 +24,7 @@ def _same_scalar(live: Any, want: Any) -> bool:
         return True
     if isinstance(live, (str, int, float)) and isinstance(want, (str, int, float)) and not isinstance(want, bool):
         try:
-            return parse_quantity(live) == parse_quantity(want)
+            return bool(parse_quantity(live) == parse_quantity(want))
         except (ValueError, TypeError):
             return False
     return False

@@ -53,7 +53,8 @@ def service_account(body: dict) -> dict:
 
 def role(body: dict, spec: DriftMonitorSpec) -> dict:
     name = body["metadata"]["name"]
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(body, runner_name(name), RUNNER),
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": _meta(body, runner_name(name), RUNNER),
             "rules": [
                 {"apiGroups": ["mlops.dev"], "resources": ["driftmonitors"], "resourceNames": [name], "verbs": ["get"]},
                 {"apiGroups": ["mlops.dev"], "resources": ["driftmonitors/status"], "resourceNames": [name],

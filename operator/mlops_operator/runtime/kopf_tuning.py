@@ -78,7 +78,7 @@ def patch() -> bool:
 
     original_init = toggle_set.__init__
 
-    def __init__(self, fn):
+    def __init__(self, fn):  # noqa: N807  (replaces toggle_set.__init__)
         original_init(self, fn)
         if fn is any:  # kopf makes exactly one such set per run: operator_paused (reactor/running.py)
             _paused[:] = [weakref.ref(self)]

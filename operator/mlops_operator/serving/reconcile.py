@@ -16,8 +16,8 @@ from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..k8s.client import KubeClient
 from ..k8s.events import emit
-from ..k8s.sync import ChildRejected, sync_children
 from ..k8s.status import report_invalid, write_status
+from ..k8s.sync import ChildRejected, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow

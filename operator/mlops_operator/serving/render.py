@@ -134,7 +134,8 @@ def hpa(body: dict, spec: ModelDeploymentSpec, api_version: str) -> dict[str, An
 
 def pdb(body: dict, api_version: str) -> dict[str, Any]:
     name = body["metadata"]["name"]
-    return {"apiVersion": api_version, "kind": "PodDisruptionBudget", "metadata": _meta(body, name, "disruption-budget"),
+    return {"apiVersion": api_version, "kind": "PodDisruptionBudget",
+            "metadata": _meta(body, name, "disruption-budget"),
             "spec": {"maxUnavailable": 1,
                      "selector": {"matchLabels": {**selector_labels(KIND, name, SERVER), TRACK: "stable"}}}}
 

@@ -35,7 +35,8 @@ def pod_problem(pod: dict) -> tuple[str, str] | None:
     if status.get("phase") == "Failed" and status.get("reason") == "Evicted":
         return "Evicted", f"pod {name} was evicted: {status.get('message', '')}".rstrip(": ")
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+        if (cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"):
             return "Unschedulable", cond.get("message") or "the scheduler found no node for the pod"
     for kind, statuses in (("init container", status.get("initContainerStatuses")),
                            ("container", status.get("containerStatuses"))):
