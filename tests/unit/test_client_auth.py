@@ -4,11 +4,13 @@ args, both apiVersions and provideClusterInfo reach it; a failing plugin is a cl
 
 import asyncio
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from client_servers import Ticker, exec_user, runs, serve, token_checker, write_kubeconfig, write_plugin
+from mlops_operator.k8s import kubeconfig
 from mlops_operator.k8s.client import ApiError, KubeClient
 from mlops_operator.k8s.credentials import CredentialError, ExecPlugin
 
@@ -169,3 +171,40 @@ def test_an_unusable_exec_entry_names_its_field(tmp_path, change, field):
 
     with pytest.raises(CredentialError, match=field.replace("[", r"\[").replace("]", r"\]")):
         asyncio.run(scenario())
+
+
+def test_a_rotated_token_file_is_read_again_after_a_401(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("old\n")
+    seen: list[str] = []
+
+    def accepted(auth: str) -> bool:
+        token.write_text("new\n")  # rotated after the client read it, as the kubelet rotates projected tokens
+        return auth == "Bearer new"
+
+    async def scenario():
+        async with serve(token_checker(accepted, seen)) as url:
+            # relative to the kubeconfig's folder, as kubectl reads it
+            client = KubeClient.from_environment(write_kubeconfig(tmp_path / "kubeconfig", url, {"tokenFile": "token"}))
+            try:
+                return await client.request("GET", "/api")
+            finally:
+                await client.close()
+
+    assert asyncio.run(scenario()) == {"authorization": "Bearer new"}
+    assert seen == ["Bearer old", "Bearer new"]
+
+
+def test_kubeconfig_files_in_a_list_merge_the_first_name_winning(tmp_path, monkeypatch):
+    first = write_kubeconfig(tmp_path / "first", "https://first:6443", {"token": "first"})
+    (tmp_path / "second").write_text(
+        "current-context: other\ncontexts: [{name: other, context: {cluster: c, user: u}}]\n"
+        "clusters: [{name: c, cluster: {server: 'https://second:6443'}}]\n")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(tmp_path / "missing"), first, str(tmp_path / "second")]))
+    conn = kubeconfig.load()
+    assert conn.host == "https://first:6443"  # context "test" from the first file that sets current-context
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(tmp_path / "second"), first]))
+    conn = kubeconfig.load()
+    assert conn.host == "https://second:6443"
+    assert asyncio.run(conn.credentials.current()).authorization == "Bearer first"  # user u from the first file

@@ -80,9 +80,9 @@ class TokenFile:
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 
-# Plugins (aws, gke-gcloud-auth-plugin, kubelogin) take about a second; one thread per process is enough because
-# each client runs at most one refresh at a time, and a dedicated pool keeps a slow plugin from taking the
-# threads kopf and asyncio.to_thread share.
+# Plugins (aws, gke-gcloud-auth-plugin, kubelogin) take about a second. Each client runs at most one at a time and
+# the operator has two clients (requests and watches, handlers.py), so two threads; a pool of its own keeps a
+# slow plugin from holding the threads that kopf and asyncio.to_thread share.
 _EXEC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-exec")
 
 # Refresh this long before expiry (at most half the credential's life), so no request goes out with a token

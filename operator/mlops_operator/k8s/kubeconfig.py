@@ -19,7 +19,8 @@ import yaml
 from .credentials import CredentialError, ExecPlugin, StaticCredentials, TokenFile, basic_auth
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-EXEC_EXTENSION = "client.authentication.k8s.io/exec"  # a cluster extension handed to exec plugins as spec.cluster.config
+# A cluster extension handed to exec plugins as spec.cluster.config.
+EXEC_EXTENSION = "client.authentication.k8s.io/exec"
 
 
 class KubeconfigError(CredentialError):
@@ -144,9 +145,12 @@ def from_kubeconfig(paths: list[str]) -> Connection:
     context = named["contexts"][current].value
     cluster_name, user_name = context.get("cluster"), context.get("user")
     if cluster_name not in named["clusters"]:
-        raise KubeconfigError(f"kubeconfig: contexts[{current}].context.cluster {cluster_name!r} is not among clusters[]")
+        raise KubeconfigError(f"kubeconfig: contexts[{current}].context.cluster {cluster_name!r} "
+                              "is not among clusters[]")
     cluster = named["clusters"][cluster_name]
-    user = named["users"].get(user_name, _Entry({}, cluster.base_dir)) if user_name else _Entry({}, cluster.base_dir)
+    if user_name and user_name not in named["users"]:
+        raise KubeconfigError(f"kubeconfig: contexts[{current}].context.user {user_name!r} is not among users[]")
+    user = named["users"][user_name] if user_name else _Entry({}, cluster.base_dir)  # no user: anonymous
     where_cluster, where_user = f"clusters[{cluster_name}].cluster", f"users[{user_name}].user"
 
     c = cluster.value
