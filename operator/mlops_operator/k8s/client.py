@@ -146,8 +146,12 @@ class KubeClient:
         tls-server-name)."""
         self.host = host.rstrip("/")
         self._user_agent = user_agent  # the API server's audit log tells writers apart by it
-        self._tls = ssl_context if isinstance(ssl_context, Tls) else None
-        self._ssl = None if self._tls else ssl_context
+        self._tls: Tls | None = None
+        self._ssl: ssl.SSLContext | bool = True
+        if isinstance(ssl_context, Tls):
+            self._tls = ssl_context
+        else:
+            self._ssl = ssl_context
         self._credentials = auth if hasattr(auth, "current") else StaticCredentials(auth)
         self._proxy, self._server_hostname = proxy, server_hostname
         self._max_retries = max_retries
@@ -180,7 +184,7 @@ class KubeClient:
             return self._tls.context(credential.client_cert)
         if credential.client_cert:
             raise CredentialError("an exec plugin's client certificate needs the client from_environment builds")
-        return True if self._ssl is None else self._ssl
+        return self._ssl
 
     @contextlib.asynccontextmanager
     async def _send(self, method: str, path: str, *, headers: dict[str, str],

@@ -56,14 +56,18 @@ class TokenFile:
     """A token read from a file (`tokenFile`, or the pod's projected ServiceAccount token, which the kubelet
     rotates), read again at most every `reread` seconds, as the official clients do."""
 
-    def __init__(self, path: str, reread: float = 60, clock: Callable[[], float] = time.monotonic):
-        self._path, self._reread, self._clock = path, reread, clock
+    def __init__(self, path: str, reread: float = 60, clock: Callable[[], float] = time.monotonic,
+                 where: str = "tokenFile"):
+        self._path, self._reread, self._clock, self._where = path, reread, clock, where
         self._token: str | None = None
         self._read_at = float("-inf")
 
     def _read(self) -> None:
-        with open(self._path, encoding="utf-8") as fh:
-            self._token = fh.read().strip()
+        try:
+            with open(self._path, encoding="utf-8") as fh:
+                self._token = fh.read().strip()
+        except OSError as err:
+            raise CredentialError(f"{self._where} {self._path}: {err.strerror}") from None
         self._read_at = self._clock()
 
     async def current(self) -> Credential:
@@ -195,4 +199,4 @@ class ExecPlugin:
             now = self._clock()
             refresh_at = expires - min(REFRESH_MARGIN, max(expires - now, timedelta(0)) / 2)
         return Credential(authorization=f"Bearer {token}" if token else None,
-                          client_cert=(cert, key) if cert else None, expires=expires, refresh_at=refresh_at)
+                          client_cert=(cert, key) if cert and key else None, expires=expires, refresh_at=refresh_at)

@@ -55,8 +55,9 @@ class Tls:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         try:
-            if plugin_cert or self._cert_data:
-                load_cert_data(ctx, *(plugin_cert or self._cert_data))
+            cert = plugin_cert or self._cert_data
+            if cert:
+                load_cert_data(ctx, *cert)
         except ssl.SSLError as err:
             source = "the exec plugin's clientCertificateData/clientKeyData" if plugin_cert else \
                 "the kubeconfig's client-certificate/client-key"
@@ -170,7 +171,7 @@ def from_kubeconfig(paths: list[str]) -> Connection:
     if bool(cert_data) != bool(key_data):
         raise KubeconfigError(f"kubeconfig: {where_user} has a client certificate without its key, or a key "
                               "without its certificate")
-    tls = Tls(verify=verify, ca_data=ca_data, cert_data=(cert_data, key_data) if cert_data else None)
+    tls = Tls(verify=verify, ca_data=ca_data, cert_data=(cert_data, key_data) if cert_data and key_data else None)
     return Connection(host=server.rstrip("/"), tls=tls, proxy=proxy, server_hostname=c.get("tls-server-name"),
                       credentials=_credentials(u, user.base_dir, where_user, c, ca_data))
 
@@ -193,7 +194,7 @@ def _credentials(u: dict, base_dir: str, where: str, cluster: dict, ca_data: str
     if u.get("token"):
         return StaticCredentials(f"Bearer {u['token']}")
     if u.get("tokenFile"):
-        return TokenFile(os.path.join(base_dir, u["tokenFile"]))
+        return TokenFile(os.path.join(base_dir, os.path.expanduser(u["tokenFile"])), where=f"{where}.tokenFile")
     if u.get("username") is not None and u.get("password") is not None:
         return StaticCredentials(basic_auth(str(u["username"]), str(u["password"])))
     return StaticCredentials(None)  # client certificate only, or anonymous
