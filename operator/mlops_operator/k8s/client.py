@@ -1,24 +1,35 @@
 """An asynchronous Kubernetes REST client for the controllers: get, list, server-side apply, status patches,
 deletes and events, without blocking kopf's event loop.
 
-Owns: one aiohttp session per operator process, credentials (kubeconfig or in-cluster, through the official
-client's loaders), the map from kind to REST path, API discovery, and request metrics.
+Owns: one aiohttp session per operator process, the map from kind to REST path, API discovery, request metrics,
+and the retries a throttling API server asks for (429, Retry-After). Where the server is and who we are come
+from kubeconfig.py and credentials.py (exec plugins run off the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import json
+import logging
 import os
+import random
 import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 
 from .. import FIELD_MANAGER, __version__, metrics
+from . import kubeconfig as kubeconfig_
+from .credentials import Credential, CredentialError, StaticCredentials
+from .kubeconfig import Tls
+
+log = logging.getLogger("mlops_operator.client")
 
 # Which replica wrote what: the API server's audit log records the user agent, and with several replicas (or a
 # replica and its restarted successor) the host and pid tell them apart. Always starts with "mlops-operator/".
@@ -87,13 +98,62 @@ class ApiError(Exception):
                 or (self.status == 404 and self.message.startswith("namespaces ")))
 
 
+# Throttling (429, and 5xx with Retry-After from API priority and fairness or a server shutting down): the server
+# did not process the request, so even a create is safe to send again.
+MAX_RETRIES = 5
+MAX_RETRY_AFTER = 60.0  # a server asking for longer than this gets the error now, and the caller's own requeue
+
+
+def retry_delay(status: int, retry_after: str | None, attempt: int, max_retries: int = MAX_RETRIES) -> float | None:
+    """Seconds to wait before sending a request again, or None: not a throttling answer, or retries used up.
+    At least the server's Retry-After, growing with each attempt, with up to 20% jitter so that the clients the
+    server turned away together do not all return together."""
+    if attempt >= max_retries or not (status == 429 or (status >= 500 and retry_after is not None)):
+        return None
+    asked = parse_retry_after(retry_after)
+    if asked is None and status != 429:
+        return None
+    if asked is not None and asked > MAX_RETRY_AFTER:
+        return None
+    backoff = min(0.2 * 2 ** attempt, 5.0)
+    return max(asked or 0.0, backoff) * random.uniform(1.0, 1.2)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (what the API server sends) or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0) if when.tzinfo else None
+
+
 class KubeClient:
-    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, auth, limit: int = 32,
-                 user_agent: str = USER_AGENT):
+    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool | Tls, auth, limit: int = 32,
+                 user_agent: str = USER_AGENT, *, proxy: str | None = None, server_hostname: str | None = None,
+                 max_retries: int = MAX_RETRIES):
+        """`ssl_context`: a context, False (no verification), or the kubeconfig's Tls (which also builds contexts for
+        an exec plugin's client certificates). `auth`: credentials (credentials.py: current() and refresh()), or a
+        callable returning the Authorization header's value. `proxy`: an http(s) proxy URL (kubeconfig
+        proxy-url). `server_hostname`: the name the server's certificate must carry, also sent as SNI (kubeconfig
+        tls-server-name)."""
         self.host = host.rstrip("/")
         self._user_agent = user_agent  # the API server's audit log tells writers apart by it
-        self._ssl = ssl_context
-        self._auth = auth  # callable returning the Authorization header value, or None
+        self._tls: Tls | None = None
+        self._ssl: ssl.SSLContext | bool = True
+        if isinstance(ssl_context, Tls):
+            self._tls = ssl_context
+        else:
+            self._ssl = ssl_context
+        self._credentials = auth if hasattr(auth, "current") else StaticCredentials(auth)
+        self._proxy, self._server_hostname = proxy, server_hostname
+        self._max_retries = max_retries
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._discovered: dict[str, list[str]] = {}
@@ -101,34 +161,16 @@ class KubeClient:
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, **kwargs) -> KubeClient:
-        """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        try:
-            if kubeconfig:
-                raise config.ConfigException("explicit kubeconfig")
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        if cfg.verify_ssl:
-            ctx = (ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert
-                   else ssl.create_default_context())
-        else:
-            ctx = False
-        if cfg.cert_file and ctx:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-
-        def auth() -> str | None:
-            # The official client keeps the token as "BearerToken" (recent) or "authorization" (older).
-            return cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization") or None
-
-        return cls(cfg.host, ctx, auth, **kwargs)
+        """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config).
+        What a kubeconfig may hold: docs/install.md, "Connecting to the API server"."""
+        conn = kubeconfig_.load(kubeconfig)
+        return cls(conn.host, conn.tls, conn.credentials, proxy=conn.proxy, server_hostname=conn.server_hostname,
+                   **kwargs)
 
     async def _session_(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
+                connector=aiohttp.TCPConnector(limit=self._limit),
                 headers={"User-Agent": self._user_agent}, timeout=aiohttp.ClientTimeout(total=60))
         return self._session
 
@@ -136,27 +178,54 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        token = self._auth()
-        if token:
-            headers["Authorization"] = token
-        return headers
+    def _ssl_for(self, credential: Credential) -> ssl.SSLContext | bool:
+        if self._tls is not None:
+            return self._tls.context(credential.client_cert)
+        if credential.client_cert:
+            raise CredentialError("an exec plugin's client certificate needs the client from_environment builds")
+        return self._ssl
+
+    @contextlib.asynccontextmanager
+    async def _send(self, method: str, path: str, *, headers: dict[str, str],
+                    **kwargs) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to one request, after a credential refresh on a 401 (once) and the retries a throttling
+        server asks for (retry_delay)."""
+        session = await self._session_()
+        refreshed, attempt = False, 0
+        while True:
+            credential = await self._credentials.current()
+            sent = dict(headers, Authorization=credential.authorization) if credential.authorization else headers
+            resp = await session.request(method, self.host + path, headers=sent, ssl=self._ssl_for(credential),
+                                         proxy=self._proxy, server_hostname=self._server_hostname, **kwargs)
+            metrics.api_request(method, resp.status)
+            if resp.status == 401 and not refreshed:
+                refreshed = True
+                if await self._credentials.refresh(credential) is not None:
+                    async with resp:
+                        await resp.read()
+                    continue
+            delay = retry_delay(resp.status, resp.headers.get("Retry-After"), attempt, self._max_retries)
+            if delay is None:
+                break
+            async with resp:
+                await resp.read()
+            attempt += 1
+            log.debug("%s %s: %s, sending it again in %.1f s", method, path, resp.status, delay)
+            await asyncio.sleep(delay)
+        async with resp:
+            yield resp
 
     async def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
                       content_type: str = "application/json", timeout: float | None = None) -> Any:
-        """One request; `timeout` (seconds, whole request) overrides the session's 60."""
-        session = await self._session_()
-        headers = self._headers()
+        """One request; `timeout` (seconds, each attempt) overrides the session's 60."""
+        headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = (yaml_safe_json(body) if content_type == APPLY else json.dumps(body)).encode()
         with metrics.api_request_timer(method):
             extra = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
-            async with session.request(method, self.host + path, params=params, data=data, **extra,
-                                       headers=headers) as resp:
-                metrics.api_request(method, resp.status)
+            async with self._send(method, path, params=params, data=data, headers=headers, **extra) as resp:
                 payload = await resp.json(content_type=None) if resp.content_length != 0 else None
                 if resp.status >= 400:
                     raise ApiError(resp.status, payload, method, path)
@@ -166,15 +235,15 @@ class KubeClient:
                     label_selector: str | None = None) -> AsyncIterator[dict]:
         """The events of one watch request ({"type", "object"}) until the server ends it after timeout_seconds;
         silence for timeout_seconds + grace (a frozen API server) raises asyncio.TimeoutError. Used by the
-        informers (runtime/informer.py) and the benchmarks."""
-        session = await self._session_()
+        informers (runtime/informer.py) and the benchmarks. Throttling is retried only before the first event
+        (a broken stream is the informer's to reconnect)."""
         params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(timeout_seconds)}
         if label_selector:
             params["labelSelector"] = label_selector
-        async with session.get(self.host + path, params=params, headers=self._headers(),
-                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
-                                                             sock_read=timeout_seconds + grace)) as resp:
+        async with self._send("GET", path, params=params, headers={"Accept": "application/json"},
+                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                                            sock_read=timeout_seconds + grace)) as resp:
             if resp.status >= 400:
                 raise ApiError(resp.status, await resp.text(), "GET", path)
             async for line in resp.content:
