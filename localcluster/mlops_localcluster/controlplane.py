@@ -345,7 +345,8 @@ class LocalCluster:
         pod_network_flags = [f"--service-node-port-range={net.node_ports[0]}-{net.node_ports[1]}"] if net else []
         apiserver = self._start(state, "kube-apiserver", [
             str(bins.apiserver), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
-            f"--advertise-address={net.host_address if net else '127.0.0.1'}", *pod_network_flags, f"--secure-port={ports['apiserver']}", "--insecure-port=0",
+            f"--advertise-address={net.host_address if net else '127.0.0.1'}", *pod_network_flags,
+            f"--secure-port={ports['apiserver']}", "--insecure-port=0",
             f"--cert-dir={pki}", f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}", f"--client-ca-file={pki / 'ca.crt'}",
             f"--token-auth-file={pki / 'tokens.csv'}", f"--service-account-key-file={pki / 'sa.pub'}",

@@ -30,7 +30,8 @@ import re
 import shutil
 import subprocess
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .errors import ClusterError
 
@@ -53,7 +54,7 @@ def cluster_id(root: pathlib.Path) -> str:
 
 def _run(*argv: str, check: bool = True, netns: str | None = None, input: str | None = None) -> str:
     cmd = (["ip", "netns", "exec", netns] if netns else []) + list(argv)
-    proc = subprocess.run(cmd, capture_output=True, text=True, input=input)
+    proc = subprocess.run(cmd, capture_output=True, text=True, input=input, check=False)
     if check and proc.returncode != 0:
         raise ClusterError(f"pod network: `{' '.join(cmd)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -136,12 +137,12 @@ class ClusterNetwork:
         return {"cid": self.cid, "slot": self.slot}
 
     @classmethod
-    def load(cls, path: pathlib.Path) -> "ClusterNetwork":
+    def load(cls, path: pathlib.Path) -> ClusterNetwork:
         data = json.loads(pathlib.Path(path).read_text())
         return cls(cid=data["cid"], slot=int(data["slot"]))
 
     @classmethod
-    def choose(cls, root: pathlib.Path) -> "ClusterNetwork":
+    def choose(cls, root: pathlib.Path) -> ClusterNetwork:
         """The cluster's network with a slot no other cluster on this host uses now."""
         cid = cluster_id(root)
         taken = {ipaddress.IPv4Address(a.split("/")[0]) for a in _run("ip", "-o", "-4", "addr", "show").split()
@@ -211,16 +212,16 @@ class ClusterNetwork:
             _run("ip", "link", "del", net.host_link, check=False)
             removed.append(f"link {net.host_link}")
         route = ["blackhole", SERVICE_CIDR, "metric", str(net.route_metric)]
-        if subprocess.run(["ip", "route", "del", *route], capture_output=True).returncode == 0:
+        if subprocess.run(["ip", "route", "del", *route], capture_output=True, check=False).returncode == 0:
             removed.append(f"route {' '.join(route)}")
         if shutil.which("iptables"):
             nat = ["iptables", "-w", "-t", "nat"]
             for parent, chain in (("PREROUTING", net.chain), ("OUTPUT", net.chain),
                                   ("POSTROUTING", net.post_chain)):
-                while subprocess.run([*nat, "-D", parent, "-j", chain], capture_output=True).returncode == 0:
+                while subprocess.run([*nat, "-D", parent, "-j", chain], capture_output=True, check=False).returncode == 0:
                     pass
             for chain in (net.chain, net.post_chain):
-                if subprocess.run([*nat, "-F", chain], capture_output=True).returncode == 0:
+                if subprocess.run([*nat, "-F", chain], capture_output=True, check=False).returncode == 0:
                     _run(*nat, "-X", chain, check=False)
                     removed.append(f"chain {chain}")
         return removed
