@@ -295,6 +295,12 @@ def _host_number(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip)) - int(POD_CIDR.network_address)
 
 
+def _pod_info(pod: Mapping[str, Any], netns: str, ip: str) -> dict[str, str]:
+    meta, spec = pod["metadata"], pod.get("spec", {})
+    return {"netns": netns, "ip": ip, "namespace": meta.get("namespace", "default"), "name": meta["name"],
+            "hostname": spec.get("hostname") or meta["name"], "subdomain": spec.get("subdomain") or ""}
+
+
 class PodNetwork:
     """The hook of the process runtime: `setup(pod, ip)` before a pod's first process, `wrap(argv, pod)` for each
     process, `teardown(uid)` when the pod is gone."""
@@ -308,32 +314,37 @@ class PodNetwork:
 
     def setup(self, pod: Mapping[str, Any], ip: str) -> str:
         """Gives the pod its namespace with `eth0` at `ip` on the bridge (idempotent); returns `ip`."""
-        meta, spec = pod["metadata"], pod.get("spec", {})
-        uid, ns = meta["uid"], self.cluster.pod_netns(ip)
-        info = {"netns": ns, "ip": ip, "namespace": meta.get("namespace", "default"), "name": meta["name"],
-                "hostname": spec.get("hostname") or meta["name"], "subdomain": spec.get("subdomain") or ""}
-        peer = f"mlv{self.cluster.cid}{_host_number(ip):x}"
+        uid, ns = pod["metadata"]["uid"], self.cluster.pod_netns(ip)
+        info = _pod_info(pod, ns, ip)
+        with self._lock:  # first: prune() keeps what is known here, even half made
+            self._pods[uid] = info
         if ns not in netns_names():
-            _run("ip", "netns", "add", ns)
-            _run("ip", "link", "add", peer, "netns", self.cluster.netns, "type", "veth", "peer", "name", "eth0",
-                 "netns", ns)
-            _run("ip", "link", "set", peer, "master", self.cluster.bridge, "up", netns=self.cluster.netns)
-            # hairpin: a pod that connects to a Service may land on itself
-            _run("bridge", "link", "set", "dev", peer, "hairpin", "on", netns=self.cluster.netns)
-            for cmd in (["ip", "link", "set", "lo", "up"],
-                        ["ip", "addr", "add", f"{ip}/{POD_CIDR.prefixlen}", "dev", "eth0"],
-                        ["ip", "link", "set", "eth0", "up"],
-                        ["ip", "route", "add", "default", "via", str(POD_GATEWAY)]):
-                _run(*cmd, netns=ns)
+            try:
+                self._create(ns, ip)
+            except ClusterError:
+                self._remove(ns)  # half made: the next try starts afresh
+                raise
         etc = NETNS_ETC / ns
         etc.mkdir(parents=True, exist_ok=True)
         # No DNS server: names come from the hosts file; a lookup that misses fails fast on the pod's loopback.
         (etc / "resolv.conf").write_text(f"nameserver 127.0.0.1\nsearch {info['namespace']}.svc.{CLUSTER_DOMAIN} "
                                          f"svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\noptions ndots:5 attempts:1\n")
-        with self._lock:
-            self._pods[uid] = info
         self.hosts.write_one(info)
         return ip
+
+    def _create(self, ns: str, ip: str) -> None:
+        peer = f"mlv{self.cluster.cid}{_host_number(ip):x}"
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", peer, "netns", self.cluster.netns, "type", "veth", "peer", "name", "eth0",
+             "netns", ns)
+        _run("ip", "link", "set", peer, "master", self.cluster.bridge, "up", netns=self.cluster.netns)
+        # hairpin: a pod that connects to a Service may land on itself
+        _run("bridge", "link", "set", "dev", peer, "hairpin", "on", netns=self.cluster.netns)
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["ip", "addr", "add", f"{ip}/{POD_CIDR.prefixlen}", "dev", "eth0"],
+                    ["ip", "link", "set", "eth0", "up"],
+                    ["ip", "route", "add", "default", "via", str(POD_GATEWAY)]):
+            _run(*cmd, netns=ns)
 
     def wrap(self, argv: list[str], pod: Mapping[str, Any]) -> list[str]:
         """argv run inside the pod's namespace (its /etc/hosts mounted), or unchanged for a pod without one."""
@@ -352,12 +363,18 @@ class PodNetwork:
         if info:
             self._remove(info["netns"])
 
-    def prune(self, keep_ips: Iterable[str]) -> None:
-        """Removes pod namespaces whose address no pod holds (left by an earlier simulator)."""
-        keep = {self.cluster.pod_netns(ip) for ip in keep_ips if ip and ipaddress.IPv4Address(ip) in POD_CIDR}
+    def prune(self, pods: Iterable[Mapping[str, Any]]) -> None:
+        """After a full list: adopts the namespaces of listed pods (made by an earlier simulator, so their hosts
+        files stay current) and removes the others (their pods went while no simulator watched)."""
+        existing = set(netns_names())
+        for pod in pods:
+            ip = pod.get("status", {}).get("podIP") or ""
+            if ip and ipaddress.IPv4Address(ip) in POD_CIDR and self.cluster.pod_netns(ip) in existing:
+                with self._lock:
+                    self._pods.setdefault(pod["metadata"]["uid"], _pod_info(pod, self.cluster.pod_netns(ip), ip))
         with self._lock:
-            keep |= {i["netns"] for i in self._pods.values()}
-        for ns in netns_names():
+            keep = {i["netns"] for i in self._pods.values()}
+        for ns in existing:
             if ns.startswith(self.cluster.pod_netns_prefix) and ns not in keep:
                 self._remove(ns)
 

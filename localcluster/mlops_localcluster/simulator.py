@@ -297,8 +297,8 @@ class Simulator:
             for pod in pods:
                 if pod.get("status", {}).get("podIP") and not pod.get("spec", {}).get("hostNetwork"):
                     self.ips.claim(pod["metadata"]["uid"], pod["status"]["podIP"])
-        if self.net:  # pod network hook: namespaces of pods that went while no simulator watched
-            self.net.prune(p.get("status", {}).get("podIP", "") for p in pods)
+        if self.net:  # pod network hook: adopt the namespaces of listed pods, remove the others
+            self.net.prune(pods)
         for pod in pods:
             self.observe(pod)
 
