@@ -1,5 +1,6 @@
 """The project's own local Kubernetes: real etcd, kube-apiserver, controller manager and scheduler built from
-Debian's source package, plus simulated nodes (see nodes.py and simulator.py) that play kubelet.
+Debian's source package, plus simulated nodes (see nodes.py and simulator.py) that play kubelet, and a pod
+network with a real kube-proxy (network.py; docs/localcluster.md).
 
 Public face: `LocalCluster` (up, down, status, running), `build.ensure`, and `python -m mlops_localcluster`.
 """

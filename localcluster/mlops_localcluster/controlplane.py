@@ -1,10 +1,12 @@
 """Starts and stops the local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
-Owns: the state folder (default `.cluster/`: kubeconfig, pki/, etcd/, logs/, state.json), free loopback ports,
-and the processes it starts, which it stops by pid and only after checking the pid is still its own. For fault
+Owns: the state folder (default `.cluster/`: kubeconfig, kubeconfig-pods, network.json, pki/, etcd/, logs/,
+state.json), free loopback ports, and the processes it starts (kube-proxy too, inside the cluster's network
+namespace), which it stops by pid and only after checking the pid is still its own. For fault
 tests it can also restart one component with the same command line (same ports, same etcd data) and freeze or
 thaw one (SIGSTOP/SIGCONT).
-Calls: build (binaries), nodes (the simulated pool), openssl, and the simulator as a child process.
+Calls: build (binaries), network (the pod network, made before the API server and removed by name at down),
+nodes (the simulated pool), openssl, and the simulator as a child process.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import urllib.request
 
 import yaml
 
-from . import build
+from . import build, network
 from .errors import ClusterError
 
-SERVICE_CIDR = "10.96.0.0/12"  # a /24 runs out at 254 Services
+SERVICE_CIDR = network.SERVICE_CIDR
 # Every write request is logged with its user agent, so tests and benchmarks can count the operator's writes.
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -40,7 +42,7 @@ rules:
   - level: None
 """
 # Stop order matters: kube-apiserver may ignore SIGTERM for long once etcd is gone.
-STOP_ORDER = ("simulator", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+STOP_ORDER = ("simulator", "kube-proxy", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 
 @dataclasses.dataclass
@@ -58,6 +60,15 @@ class Layout:
     @property
     def logs(self) -> pathlib.Path:
         return self.root / "logs"
+
+    @property
+    def pod_kubeconfig(self) -> pathlib.Path:
+        """For kube-proxy and the pods: the API server at the host's end of the cluster's network link."""
+        return self.root / "kubeconfig-pods"
+
+    @property
+    def network(self) -> pathlib.Path:
+        return self.root / "network.json"
 
     @property
     def pki(self) -> pathlib.Path:
@@ -167,24 +178,29 @@ def _openssl(args: list[str], log: pathlib.Path) -> None:
         raise ClusterError(f"openssl {args[0]} failed; see {log}")
 
 
-def make_pki(pki: pathlib.Path, log: pathlib.Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1 signed by it, and the service-account key pair."""
+def make_pki(pki: pathlib.Path, log: pathlib.Path, extra_ips: tuple[str, ...] = ()) -> None:
+    """A CA, a serving certificate for 127.0.0.1 (and extra_ips: the pod network's host address) signed by it,
+    and the service-account key pair. The serving certificate is made again when its addresses change."""
     pki.mkdir(parents=True, exist_ok=True)
-    if (pki / "apiserver.crt").exists():
-        return
     p = lambda name: str(pki / name)  # noqa: E731
-    _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=mlops-local-ca",
-              "-keyout", p("ca.key"), "-out", p("ca.crt")], log)
+    ext = pki / "apiserver.ext"
+    sans = ",".join(f"IP:{ip}" for ip in extra_ips)
+    ext_text = ("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+                f"DNS:kubernetes.default.svc,IP:{network.KUBERNETES_SERVICE_IP}{',' + sans if sans else ''}\n"
+                "extendedKeyUsage=serverAuth\n")
+    if (pki / "apiserver.crt").exists() and ext.exists() and ext.read_text() == ext_text:
+        return
+    if not (pki / "ca.crt").exists():
+        _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=mlops-local-ca",
+                  "-keyout", p("ca.key"), "-out", p("ca.crt")], log)
     _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
               "-keyout", p("apiserver.key"), "-out", p("apiserver.csr")], log)
-    ext = pki / "apiserver.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-                   "DNS:kubernetes.default.svc,IP:10.96.0.1\n"
-                   "extendedKeyUsage=serverAuth\n")
+    ext.write_text(ext_text)
     _openssl(["x509", "-req", "-in", p("apiserver.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"),
               "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", p("apiserver.crt")], log)
-    _openssl(["genrsa", "-out", p("sa.key"), "2048"], log)
-    _openssl(["rsa", "-in", p("sa.key"), "-pubout", "-out", p("sa.pub")], log)
+    if not (pki / "sa.pub").exists():
+        _openssl(["genrsa", "-out", p("sa.key"), "2048"], log)
+        _openssl(["rsa", "-in", p("sa.key"), "-pubout", "-out", p("sa.pub")], log)
 
 
 # ---------------------------------------------------------------- the cluster
@@ -253,14 +269,20 @@ class LocalCluster:
         lay = self.layout
         lay.logs.mkdir(parents=True, exist_ok=True)
         bins = build.ensure(lay.log("build"))
-        make_pki(lay.pki, lay.log("pki"))
+        # Pods run only on simulated nodes: without them there is nothing to connect.
+        net = network.ClusterNetwork.choose(lay.root) if simulate_nodes and not network.supported() else None
+        make_pki(lay.pki, lay.log("pki"), (net.host_address,) if net else ())
         token = secrets.token_hex(16)
         (lay.pki / "tokens.csv").write_text(f'{token},mlops-admin,mlops-admin,"system:masters"\n')
         ports = {"etcd": _free_port(), "etcd_peer": _free_port(), "apiserver": _free_port(), **(ports or {})}
         state = {"components": {}, "ports": ports, "token": token, "binaries": bins.source,
-                 "started": time.time()}
+                 "started": time.time(), "network": net.to_dict() if net else None}
         try:
-            self._start_all(state, bins, simulate_nodes, pool_file)
+            if net:
+                self._write_state(state)  # down() finds the network by the folder's id even if up stops here
+                net.up(ports["apiserver"])
+                lay.network.write_text(json.dumps(net.to_dict()))
+            self._start_all(state, bins, simulate_nodes, pool_file, net)
         except BaseException:
             self._write_state(state)
             self.down(quiet=True)
@@ -302,7 +324,8 @@ class LocalCluster:
             time.sleep(0.2)
         raise ClusterError(f"{name} did not become ready in {timeout:.0f}s; see {self.layout.log(name)}")
 
-    def _start_all(self, state: dict, bins: build.Binaries, simulate_nodes: bool, pool_file: str | None) -> None:
+    def _start_all(self, state: dict, bins: build.Binaries, simulate_nodes: bool, pool_file: str | None,
+                   net: network.ClusterNetwork | None = None) -> None:
         lay, ports, pki = self.layout, state["ports"], self.layout.pki
         for name in ("etcd", "etcd_peer", "apiserver"):
             if _port_taken(ports[name]):
@@ -316,9 +339,13 @@ class LocalCluster:
             "--initial-cluster", f"mlops-local=http://127.0.0.1:{ports['etcd_peer']}",
             "--quota-backend-bytes=4294967296", "--log-level", "warn"])
         self._wait("etcd", etcd, lambda: self._component_ready(state, "etcd"), 30)
+        # With a pod network the API server is advertised (the `kubernetes` Service's endpoint) at the host's end
+        # of the cluster's link, where a host NAT rule hands it to 127.0.0.1: it still listens on loopback only.
+        pod_network_flags = [f"--service-node-port-range={net.node_ports[0]}-{net.node_ports[1]}"] if net else []
         apiserver = self._start(state, "kube-apiserver", [
             str(bins.apiserver), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}", "--insecure-port=0",
+            f"--advertise-address={net.host_address if net else '127.0.0.1'}", *pod_network_flags,
+            f"--secure-port={ports['apiserver']}", "--insecure-port=0",
             f"--cert-dir={pki}", f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}", f"--client-ca-file={pki / 'ca.crt'}",
             f"--token-auth-file={pki / 'tokens.csv'}", f"--service-account-key-file={pki / 'sa.pub'}",
@@ -331,6 +358,8 @@ class LocalCluster:
             "--v=1", "--external-hostname=localhost"])
         self._wait("kube-apiserver", apiserver, lambda: self._component_ready(state, "kube-apiserver"), 90)
         self.write_kubeconfig(state)
+        if net:
+            self.write_kubeconfig(state, server_ip=net.host_address, path=lay.pod_kubeconfig)
         kubeconfig = str(lay.kubeconfig)
         if bins.controller_manager:
             self._start(state, "kube-controller-manager", [
@@ -348,15 +377,21 @@ class LocalCluster:
             if comp and not _is_ours(comp["pid"], comp["marker"]):
                 raise ClusterError(f"{name} exited right after start; see {lay.log(name)}\n{_tail(lay.log(name))}")
         if simulate_nodes:
-            self._start_nodes(state, pool_file)
+            self._start_nodes(state, pool_file, bins, net)
 
-    def _start_nodes(self, state: dict, pool_file: str | None) -> None:
+    def _start_nodes(self, state: dict, pool_file: str | None, bins: build.Binaries,
+                     net: network.ClusterNetwork | None) -> None:
         from . import nodes  # the kubernetes client is only needed once the API server is up
 
         pool = nodes.load_pool(pool_file)
         nodes.register(self.core_api(), pool)
+        if net and bins.proxy:
+            # after the Nodes: kube-proxy waits about 30 s for its Node object when it is missing
+            self._start(state, "kube-proxy", net.proxy_argv(bins.proxy, self.layout.pod_kubeconfig, pool.names()[0]))
         argv = [sys.executable, "-m", "mlops_localcluster.simulator", "--kubeconfig",
                 str(self.layout.kubeconfig), "--state-dir", str(self.layout.root / "sim")]
+        if net:
+            argv += ["--network", str(self.layout.network), "--pod-kubeconfig", str(self.layout.pod_kubeconfig)]
         if pool_file:
             argv += ["--pool", pool_file]
         proc = self._start(state, "simulator", argv)
@@ -370,8 +405,9 @@ class LocalCluster:
 
         return client.CoreV1Api(config.new_client_from_config(config_file=str(self.layout.kubeconfig)))
 
-    def write_kubeconfig(self, state: dict) -> None:
-        server = f"https://127.0.0.1:{state['ports']['apiserver']}"
+    def write_kubeconfig(self, state: dict, server_ip: str = "127.0.0.1", path: pathlib.Path | None = None) -> None:
+        server = f"https://{server_ip}:{state['ports']['apiserver']}"
+        path = path or self.layout.kubeconfig
         cfg = {
             "apiVersion": "v1", "kind": "Config", "current-context": "mlops-local", "preferences": {},
             "clusters": [{"name": "mlops-local", "cluster": {
@@ -379,14 +415,14 @@ class LocalCluster:
             "users": [{"name": "mlops-admin", "user": {"token": state["token"]}}],
             "contexts": [{"name": "mlops-local", "context": {"cluster": "mlops-local", "user": "mlops-admin"}}],
         }
-        tmp = self.layout.kubeconfig.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
         os.chmod(tmp, 0o600)
-        tmp.replace(self.layout.kubeconfig)
+        tmp.replace(path)
 
     # ------------------------------------------------------------ faults
 
-    RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "simulator")
+    RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "simulator")
 
     def _component(self, name: str) -> tuple[dict, dict]:
         state = self._read_state()
@@ -447,11 +483,16 @@ class LocalCluster:
                     _stop_pid(comp["pid"], comp["marker"], grace=2.0 if name == "kube-apiserver" else 5.0)
                     stopped.append(name)
             self.layout.state.unlink(missing_ok=True)
+        # By name, from the folder's id: also what a cluster killed before writing its state left behind.
+        if not network.supported():
+            stopped += network.ClusterNetwork.down(network.cluster_id(self.layout.root))
+        self.layout.network.unlink(missing_ok=True)
         # A fresh cluster every time: etcd data and credentials go with it; logs stay for reading.
         import shutil
 
         shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
         self.layout.kubeconfig.unlink(missing_ok=True)
+        self.layout.pod_kubeconfig.unlink(missing_ok=True)
         if not quiet and not stopped:
             print("no local cluster was running")
         return stopped
@@ -462,5 +503,16 @@ class LocalCluster:
             return {"running": False}
         comps = {name: ("running" if _is_ours(c["pid"], c["marker"]) else "exited") + f" (pid {c['pid']})"
                  for name, c in state["components"].items()}
-        return {"running": self.running() is not None, "apiserver": f"https://127.0.0.1:{state['ports']['apiserver']}",
-                "kubeconfig": str(self.layout.kubeconfig), "binaries": state.get("binaries"), "components": comps}
+        out = {"running": self.running() is not None, "apiserver": f"https://127.0.0.1:{state['ports']['apiserver']}",
+               "kubeconfig": str(self.layout.kubeconfig), "binaries": state.get("binaries"), "components": comps}
+        net = self.pod_network()
+        if net:
+            out["network"] = {"namespace": net.netns, "hostAddress": net.host_address,
+                              "nodePorts": "{}-{}".format(*net.node_ports), "podCIDR": str(network.POD_CIDR)}
+        return out
+
+    def pod_network(self) -> network.ClusterNetwork | None:
+        """The running cluster's pod network (NodePorts answer on 127.0.0.1 in `node_ports`), or None."""
+        state = self._read_state() or {}
+        data = state.get("network")
+        return network.ClusterNetwork(data["cid"], int(data["slot"])) if data else None

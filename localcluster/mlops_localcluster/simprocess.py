@@ -254,9 +254,10 @@ class Runner:
     """Starts one container of a pod as a local process and reports how it ended."""
 
     def __init__(self, state_dir: pathlib.Path, kubeconfig: pathlib.Path, lookup: Lookup | None,
-                 table: ProcessTable, entrypoint: Iterable[str] = DEFAULT_ENTRYPOINT):
+                 table: ProcessTable, entrypoint: Iterable[str] = DEFAULT_ENTRYPOINT, network=None):
         self.state_dir = pathlib.Path(state_dir)
-        self.kubeconfig = pathlib.Path(kubeconfig).resolve()
+        self.network = network  # network.PodNetwork: processes run in the pod's namespace; None: in the host's
+        self.kubeconfig = pathlib.Path(network.kubeconfig if network else kubeconfig).resolve()
         self.lookup = lookup
         self.table = table
         self.entrypoint = tuple(entrypoint)
@@ -271,6 +272,9 @@ class Runner:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
         env.update(HOSTNAME=name, KUBECONFIG=str(self.kubeconfig),
                    PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if self.network:  # pod network hook
+            env.update(self.network.env())
+            words = self.network.wrap(words, pod)
         env.update(own_env)
         cwd = pod_dir(self.state_dir, ns, name)
         if container.get("workingDir"):

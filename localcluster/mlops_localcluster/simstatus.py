@@ -147,9 +147,17 @@ def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
     return pod.get("spec", {}).get("restartPolicy", "Always") in RUN_TO_COMPLETION
 
 
+# Generic Python images whose servers run as processes too (restartPolicy Always); see simulator._run_local.
+PROCESS_SERVER_IMAGES = ("python",)
+
+
 def uses_local_processes(pod: Mapping[str, Any], settings: Settings) -> bool:
-    """Own-image pods run their init containers, and (run-to-completion only) their main containers, locally."""
+    """Own-image pods run their init containers, and (run-to-completion only) their main containers, locally;
+    pods with a container of PROCESS_SERVER_IMAGES run their servers too."""
     spec = pod.get("spec", {})
+    if not is_run_to_completion(pod) and any(is_own_image(c.get("image", ""), PROCESS_SERVER_IMAGES)
+                                             for c in spec.get("containers", [])):
+        return True
     if not any(is_own_image(c.get("image", ""), settings.own_images)
                for c in spec.get("initContainers", []) + spec.get("containers", [])):
         return False

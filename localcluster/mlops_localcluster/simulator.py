@@ -30,7 +30,6 @@ import argparse
 import base64
 import dataclasses
 import heapq
-import ipaddress
 import itertools
 import json
 import logging
@@ -49,7 +48,9 @@ import yaml
 from . import nodes as nodepool
 from . import simprocess
 from .errors import ClusterError
+from .network import ClusterNetwork, IpAllocator, PodNetwork  # noqa: F401 - IpAllocator: pod IPs live there
 from .simstatus import (
+    PROCESS_SERVER_IMAGES,
     Facts,
     Plan,
     Settings,
@@ -65,7 +66,6 @@ from .simstatus import (
 
 log = logging.getLogger("simulator")
 
-POD_NETWORK = ipaddress.IPv4Network("10.244.0.0/16")
 SMP = "application/strategic-merge-patch+json"
 RESYNC_SECONDS = 60  # a full list this often, as a kubelet resyncs: a missed watch event is repaired by it
 WATCH_TIMEOUT = RESYNC_SECONDS
@@ -202,41 +202,6 @@ class Kube:
 
 # --- small state ---------------------------------------------------------------------------------------------
 
-class IpAllocator:
-    """Unique fake pod IPs from 10.244.0.0/16 (status only: nothing ever sends traffic there)."""
-
-    def __init__(self, network: ipaddress.IPv4Network = POD_NETWORK):
-        self.network = network
-        self._hosts = network.num_addresses - 2
-        self._next = 1
-        self._by_uid: dict[str, str] = {}
-        self._used: set[str] = set()
-
-    def claim(self, uid: str, ip: str) -> None:
-        if ip and ipaddress.IPv4Address(ip) in self.network and ip not in self._used:
-            self._by_uid[uid] = ip
-            self._used.add(ip)
-
-    def get(self, uid: str) -> str:
-        if uid in self._by_uid:
-            return self._by_uid[uid]
-        if len(self._used) >= self._hosts:
-            raise ClusterError("pod network 10.244.0.0/16 is full")
-        while True:
-            ip = str(self.network.network_address + self._next)
-            self._next = self._next % self._hosts + 1
-            if ip not in self._used:
-                break
-        self._by_uid[uid] = ip
-        self._used.add(ip)
-        return ip
-
-    def release(self, uid: str) -> None:
-        ip = self._by_uid.pop(uid, None)
-        if ip:
-            self._used.discard(ip)
-
-
 def _rv(obj: Mapping[str, Any]) -> int:
     try:
         return int(obj.get("metadata", {}).get("resourceVersion") or 0)
@@ -251,14 +216,17 @@ def _key(pod: Mapping[str, Any]) -> str:
 # --- the simulator -------------------------------------------------------------------------------------------
 
 class Simulator:
-    def __init__(self, kube: Kube, config: Config, state_dir: pathlib.Path, kubeconfig: pathlib.Path):
+    def __init__(self, kube: Kube, config: Config, state_dir: pathlib.Path, kubeconfig: pathlib.Path,
+                 net: PodNetwork | None = None):
         self.kube = kube
         self.settings = config.settings
         self.state_dir = pathlib.Path(state_dir)
         self.hosts: dict[str, str] = config.pool.host_ips()  # simulated node -> host IP
         self._not_ours: dict[str, float] = {}  # node name -> when we last checked it is not simulated
         self.procs = simprocess.ProcessTable()
-        self.runner = simprocess.Runner(self.state_dir, kubeconfig, kube.lookup, self.procs, config.entrypoint)
+        self.net = net  # pod network hook: process pods run in a namespace of their own (None: in the host's)
+        self.runner = simprocess.Runner(self.state_dir, kubeconfig, kube.lookup, self.procs, config.entrypoint,
+                                        network=net)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self.pods: dict[str, dict] = {}  # uid -> newest pod seen
@@ -322,6 +290,8 @@ class Simulator:
             self._due.pop(uid, None)
             self.ips.release(uid)
         self.procs.stop(uid)
+        if self.net:  # pod network hook
+            self.net.teardown(uid)
         if pod is None:
             return
         # Volumes live as long as the pod (logs stay, for debugging), unless a new pod took the name.
@@ -342,6 +312,8 @@ class Simulator:
             for pod in pods:
                 if pod.get("status", {}).get("podIP") and not pod.get("spec", {}).get("hostNetwork"):
                     self.ips.claim(pod["metadata"]["uid"], pod["status"]["podIP"])
+        if self.net:  # pod network hook: adopt the namespaces of listed pods, remove the others
+            self.net.prune(pods)
         for pod in pods:
             self.observe(pod)
 
@@ -497,6 +469,8 @@ class Simulator:
     def _run_local(self, uid: str, pod: dict) -> None:
         own = self.settings.own_images
         spec = pod["spec"]
+        if self.net and not spec.get("hostNetwork"):  # pod network hook: eth0 gets the status.podIP address
+            self.net.setup(pod, self.facts(uid, pod).pod_ip)
         vol_dirs = simprocess.prepare_volumes(pod, self.state_dir, self.kube.lookup)
         resumed = bool(pod.get("status", {}).get("containerStatuses"))
         init_results: dict[str, Terminated] = {}
@@ -519,7 +493,12 @@ class Simulator:
             body = running_status(pod, time.time(), self.facts(uid, pod), init_results or None)
             self.write_status(uid, pod, body, "Running")
         if not is_run_to_completion(pod):
-            return  # the server itself is not executed
+            # Servers of generic Python images run until the pod goes (restarts are not simulated); others don't.
+            servers = [c for c in spec["containers"] if is_own_image(c.get("image", ""), PROCESS_SERVER_IMAGES)]
+            if servers:
+                log.info("%s serving %s locally", _key(pod), ", ".join(c["name"] for c in servers))
+                self.runner.run_all(pod, servers, vol_dirs)
+            return
         with self._lock:
             current = self.pods.get(uid, pod)
         containers = spec["containers"]
@@ -551,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-seconds", type=float, help="seconds a run-to-completion pod runs (default 1)")
     parser.add_argument("--crash-backoff", type=float, help="first CrashLoopBackOff restart after (default 2)")
     parser.add_argument("--own-image", action="append", help="image run as local processes (repeatable)")
+    parser.add_argument("--network", help="the cluster's network.json: process pods get network namespaces")
+    parser.add_argument("--pod-kubeconfig", help="kubeconfig for processes in pod namespaces (with --network)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -567,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from kubernetes import config as kconfig
     api_client = kconfig.new_client_from_config(config_file=args.kubeconfig)
-    sim = Simulator(Kube(api_client), config, pathlib.Path(args.state_dir), pathlib.Path(args.kubeconfig))
+    net = PodNetwork(ClusterNetwork.load(pathlib.Path(args.network)), pathlib.Path(args.pod_kubeconfig)) \
+        if args.network else None
+    sim = Simulator(Kube(api_client), config, pathlib.Path(args.state_dir), pathlib.Path(args.kubeconfig), net)
     pathlib.Path(args.state_dir).mkdir(parents=True, exist_ok=True)
 
     def on_signal(signum, _frame):
@@ -580,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("simulator up: nodes %s; start %.1fs, run %.1fs, own images %s", ", ".join(sim.hosts),
              s.start_delay, s.run_seconds, ", ".join(s.own_images))
     threading.Thread(target=sim.watch_loop, name="watch", daemon=True).start()
+    if net:
+        threading.Thread(target=net.hosts.loop, args=(sim.kube.get, sim.stopping), name="hosts", daemon=True).start()
     try:
         sim.run()
     finally:

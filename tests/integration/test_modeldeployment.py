@@ -285,9 +285,10 @@ def test_a_converged_deployment_and_an_operator_restart_make_no_writes(kube, md_
 
 
 class ModelServer:
-    """A real HTTP server on loopback serving one model file (404 for anything else); stopped afterwards."""
+    """A real HTTP server serving one model file (404 for anything else); stopped afterwards. It listens where
+    the cluster's pods reach the host: the host's end of the pod network's link, else loopback."""
 
-    def __init__(self, payload: bytes):
+    def __init__(self, payload: bytes, host: str = "127.0.0.1"):
         import http.server
 
         payload_ = payload
@@ -305,8 +306,8 @@ class ModelServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -320,7 +321,8 @@ class ModelServer:
 
 def test_the_model_is_fetched_over_http_by_the_operators_own_image(kube, md_ns, local_cluster):
     payload = b"pretend this is a pickled sklearn model"
-    with ModelServer(payload) as server:
+    net = local_cluster.pod_network() if local_cluster is not None else None
+    with ModelServer(payload, net.host_address if net else "127.0.0.1") as server:
         apply(kube, md_manifest(md_ns, "fetched", model={"uri": f"{server.url}/models/iris.joblib"}))
         wait_ready(kube, md_ns, "fetched")
         pod = client.CoreV1Api(kube).list_namespaced_pod(
