@@ -59,7 +59,7 @@ def test_a_plain_deployment_has_a_deployment_and_a_service_only():
 def test_every_child_is_owned_and_labelled():
     s = spec(replicas=3, autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 70},
              rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 20}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=2))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
     assert all(out.values()), out  # all five exist here
     for role, child in out.items():
         meta = child["metadata"]
@@ -78,7 +78,7 @@ def test_every_child_is_owned_and_labelled():
 
 def test_selectors_match_their_pods_and_the_service_spans_both_tracks():
     s = spec(replicas=4, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 25}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=3))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
     stable, canary, svc = out["stable"], out["canary"], out["service"]
     for dep in (stable, canary):
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -106,10 +106,10 @@ def test_canary_deployment_serves_the_canary_model_with_its_overrides():
              rollout={"canary": {"model": {"uri": "hf://org/llama-v2"}, "weight": 50,
                                  "runtime": {"image": "vllm:next", "args": ["--dtype", "bfloat16"]},
                                  "podAnnotations": {"sidecar": "off"}}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=2, stable_replicas=2))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=4))
     stable, canary = out["stable"], out["canary"]
-    assert canary["metadata"]["name"] == "iris-canary" and canary["spec"]["replicas"] == 2
-    assert stable["spec"]["replicas"] == 2
+    assert canary["metadata"]["name"] == "iris-canary" and canary["spec"]["replicas"] == 4
+    assert stable["spec"]["replicas"] == 4  # canary pods come on top: the stable keeps its count
     assert server(canary)["image"] == "vllm:next" and server(stable)["image"] == "reg/vllm:1"
     assert server(canary)["args"][-2:] == ["--dtype", "bfloat16"] and "half" not in server(canary)["args"]
     assert server(stable)["args"][-2:] == ["--dtype", "half"]
@@ -124,7 +124,7 @@ def test_canary_deployment_serves_the_canary_model_with_its_overrides():
 def test_promotion_renders_the_stable_from_the_canary():
     s = spec(replicas=4, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 25, "promote": True,
                                              "runtime": {"image": "sk:next"}}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=4, stable_from_canary=True))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_from_canary=True))
     stable = out["stable"]
     assert stable["spec"]["replicas"] == 4
     assert stable["spec"]["template"]["metadata"]["annotations"][render.MODEL_URI_ANNOTATION] == "s3://models/iris/v2"
@@ -167,8 +167,14 @@ def test_hpa_on_a_pods_metric():
 def test_autoscaled_stable_has_no_replicas_even_during_a_canary():
     s = spec(autoscaling={"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 80},
              rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 50}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=1))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
     assert "replicas" not in out["stable"]["spec"] and out["canary"]["spec"]["replicas"] == 1
+
+
+def test_a_new_autoscaled_stable_starts_at_min_replicas():
+    s = spec(autoscaling={"minReplicas": 3, "maxReplicas": 8, "targetCPUUtilization": 80})
+    out = render.desired(BODY, s, CanaryPlan(), VERSIONS, SETTINGS, stable_exists=False)
+    assert out["stable"]["spec"]["replicas"] == 3
 
 
 def test_hpa_and_pdb_api_versions_follow_the_cluster():
@@ -178,11 +184,12 @@ def test_hpa_and_pdb_api_versions_follow_the_cluster():
     assert out["hpa"]["apiVersion"] == "autoscaling/v2beta2" and out["pdb"]["apiVersion"] == "policy/v1beta1"
 
 
-@pytest.mark.parametrize("replicas,stable_split,has_pdb", [(1, None, False), (2, None, True), (0, None, False),
-                                                           (4, 1, False), (4, 3, True)])
-def test_pdb_only_with_more_than_one_stable_replica(replicas, stable_split, has_pdb):
-    p = CanaryPlan(stable_replicas=stable_split)
-    out = children(spec(replicas=replicas), p)
+@pytest.mark.parametrize("replicas,canary,has_pdb", [(1, 0, False), (2, 0, True), (0, 0, False), (1, 1, False),
+                                                     (4, 3, True)])
+def test_pdb_only_with_more_than_one_stable_replica(replicas, canary, has_pdb):
+    p = CanaryPlan(deploy=canary > 0, canary_replicas=canary)
+    s = spec(replicas=replicas, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 20}})
+    out = children(s, p)
     assert (out["pdb"] is not None) == has_pdb
     if has_pdb:
         pdb = out["pdb"]
