@@ -277,13 +277,16 @@ def test_canary_walks_its_steps_to_promotion_without_losing_stable_endpoints(kub
         md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Paused" else None)(
             get_md(kube, md_ns, "walk")), timeout=60, message="canary done with its steps")
         assert md["status"]["canary"]["step"] == 1
-        assert md["status"]["canary"]["weight"] == 50  # 2 canary of 4 serving pods, from the live objects
+        # 4 canary pods on top of the 4 stable ones, from the live objects; the stable kept all of its pods.
+        assert md["status"]["canary"]["weight"] == 50 and md["status"]["readyReplicas"] == 8
         apply(kube, md_manifest(md_ns, "walk", replicas=4, model={"uri": stable_uri},
                                 rollout={"canary": {"model": {"uri": canary_uri}, "steps": steps, "promote": True}}))
         md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Promoted" else None)(
             get_md(kube, md_ns, "walk")), timeout=90, message="canary promoted")
     assert watcher.samples > 10 and watcher.gaps == 0
-    assert md["status"]["stable"]["modelUri"] == canary_uri
+    # What serves comes from the ready pods: the new model once the stable's new pods are the ready ones.
+    wait_for(lambda: get_md(kube, md_ns, "walk")["status"]["stable"]["modelUri"] == canary_uri,
+             message="the stable pods serve the canary model")
     apps = client.AppsV1Api(kube)
     wait_for(lambda: not any(d.metadata.name == "walk-canary" for d in apps.list_namespaced_deployment(md_ns).items),
              message="canary Deployment removed after promotion")
@@ -327,7 +330,24 @@ def test_a_crashing_canary_does_not_advance(kube, md_ns):
     time.sleep(2)
     md = get_md(kube, md_ns, "hold")
     assert md["status"]["canary"]["step"] == 0
-    assert condition(md, "Ready")["status"] == "True"  # the stable still serves
+    assert md["status"]["canary"]["phase"] == "Failed" and condition(md, "Progressing")["status"] == "False"
+    assert condition(md, "Ready")["status"] == "True"  # the stable still serves, with both its pods
+    assert client.AppsV1Api(kube).read_namespaced_deployment("hold", md_ns).status.ready_replicas == 2
+    warnings = [e for e in events_for(kube, md_ns, "hold") if e.reason == "CanaryCrashLoopBackOff"]
+    assert len(warnings) == 1 and warnings[0].type == "Warning"
+
+    # Promoting a canary that never had a ready pod leaves the stable alone and says why.
+    apply(kube, md_manifest(md_ns, "hold", replicas=2, rollout={"canary": {
+        "model": {"uri": MODELS.v2}, "steps": [{"weight": 50, "pause": 0}, {"weight": 100}], "promote": True,
+        "podAnnotations": {FAILURE: "CrashLoopBackOff"}}}))
+    md = wait_for(lambda: (lambda m: m if m["status"].get("observedGeneration") == m["metadata"]["generation"]
+                           else None)(get_md(kube, md_ns, "hold")), message="promotion seen")
+    time.sleep(2)
+    md = get_md(kube, md_ns, "hold")
+    assert md["status"]["canary"]["phase"] == "Failed" and "promotion waits" in condition(md, "Progressing")["message"]
+    stable = client.AppsV1Api(kube).read_namespaced_deployment("hold", md_ns)
+    assert stable.spec.template.metadata.annotations["mlops.dev/model-uri"] == MODELS.v1
+    assert md["status"]["stable"]["modelUri"] == MODELS.v1
 
 
 def test_a_converged_deployment_and_an_operator_restart_make_no_writes(kube, md_ns, operator, audit):
