@@ -69,9 +69,12 @@ def _download(uri: str, dest: pathlib.Path) -> None:
                     _unzip(uri, staged, dest)
             else:
                 partial = dest / f".partial-{name}"
-                with open(partial, "wb") as out:
-                    shutil.copyfileobj(resp, out, length=1 << 20)
-                partial.rename(dest / name)
+                try:
+                    with open(partial, "wb") as out:
+                        shutil.copyfileobj(resp, out, length=1 << 20)
+                    partial.rename(dest / name)
+                finally:
+                    partial.unlink(missing_ok=True)
     except OSError as err:  # URLError and HTTPError are OSErrors
         raise FetchError(f"{uri}: {err}") from None
 

@@ -329,3 +329,49 @@ def test_other_schemes_are_fetched_by_the_init_container(uri):
 def test_no_secret_no_env_from():
     (fetcher,) = pod(children(spec())["stable"])["initContainers"]
     assert "envFrom" not in fetcher and "env" not in fetcher
+
+
+# --- model size, probes, rollout strategy, promotion ----------------------------------------------------------------
+
+
+def test_model_size_limits_the_volume_and_requests_ephemeral_storage():
+    out = children(spec(model={"uri": "s3://models/llm", "size": "40Gi"}, resources={"cpu": 2, "memory": "8Gi"}))
+    volume = next(v for v in pod(out["stable"])["volumes"] if v["name"] == storage.MODEL_VOLUME)
+    assert volume["emptyDir"] == {"sizeLimit": "40Gi"}
+    assert server(out["stable"])["resources"]["requests"] == {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "40Gi"}
+    assert "ephemeral-storage" not in server(out["stable"])["resources"]["limits"]  # no eviction for logs on top
+    # Without a size, nothing is made up; a pvc:// model uses no node disk.
+    plain = children(spec())
+    assert "resources" not in server(plain["stable"])
+    assert next(v for v in pod(plain["stable"])["volumes"] if v["name"] == storage.MODEL_VOLUME)["emptyDir"] == {}
+    claimed = children(spec(model={"uri": "pvc://models/llm", "size": "40Gi"}))
+    assert "resources" not in server(claimed["stable"])
+
+
+def test_serving_containers_have_liveness_and_readiness_probes():
+    container = server(children(spec())["stable"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/iris"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["livenessProbe"]["initialDelaySeconds"] >= 60
+
+
+@pytest.mark.parametrize("resources,rolling", [
+    ({"cpu": 1}, {"maxSurge": 1, "maxUnavailable": 0}),
+    ({"gpu": {"count": 1}}, {"maxSurge": 0, "maxUnavailable": 1}),
+    ({"gpu": {"count": 0}}, {"maxSurge": 1, "maxUnavailable": 0}),
+])
+def test_the_rollout_strategy_follows_the_gpu_request(resources, rolling):
+    s = spec(resources=resources, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 10}})
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
+    for role in ("stable", "canary"):
+        assert out[role]["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": rolling}
+
+
+def test_the_promoted_template_is_the_stable_running_the_canary():
+    s = spec(replicas=4, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 25,
+                                             "runtime": {"image": "sk:next"}}})
+    promoted = render.promoted_template(BODY, s, SETTINGS)
+    after = children(s, CanaryPlan(stable_from_canary=True))["stable"]["spec"]["template"]
+    assert promoted == after
+    assert promoted != children(s)["stable"]["spec"]["template"]
+    assert render.promoted_template(BODY, spec(), SETTINGS) is None
