@@ -195,3 +195,15 @@ def test_a_new_autoscaled_deployment_starts_at_min_replicas():
     reconcile(cache_with(md(autoscaling=SCALING)), client)
     [(manager, stable)] = client.applied("Deployment")
     assert manager == "mlops-operator" and stable["spec"]["replicas"] == 2
+
+
+def test_a_deployment_just_changed_is_not_reported_ready_from_its_cached_copy():
+    cache, status = converge(md(replicas=2))
+    assert status["conditions"][0]["status"] == "True"
+    body = {**cache.one("modeldeployments_idx", KEY), "spec": {**md()["spec"], "replicas": 3}}
+    body["metadata"] = {**body["metadata"], "generation": 4}
+    cache.put("modeldeployments_idx", KEY, body)
+    client = FakeClient()
+    reconcile(cache, client)
+    ready = next(c for c in written_status(client)["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RollingOut")

@@ -32,7 +32,7 @@ from ..k8s.client import APPLY, ApiError, KubeClient, object_path
 from ..k8s.conditions import dig
 from ..k8s.events import emit
 from ..k8s.status import ObjectGone, report_invalid, status_patch
-from ..k8s.sync import ChildRejected, sync_children
+from ..k8s.sync import UPDATED, ChildRejected, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
@@ -73,6 +73,13 @@ def serving_total(spec: ModelDeploymentSpec, stable: dict | None) -> int:
         return spec.replicas
     live = (stable or {}).get("spec", {}).get("replicas")
     return live if live is not None else spec.autoscaling.min_replicas
+
+
+def not_yet_observed(dep: dict) -> dict:
+    """A Deployment the reconcile just changed, as its controller will see it: a newer generation it has not
+    observed yet, so the status says rolling out rather than what the cached copy says of the old spec."""
+    meta = dep["metadata"]
+    return {**dep, "metadata": {**meta, "generation": int(meta.get("generation") or 0) + 1}}
 
 
 def _handover_body(stable: dict, replicas: int | None) -> dict:
@@ -160,8 +167,9 @@ class ModelDeploymentReconciler:
         if handover is not None:
             await apply_as_handover(client, _handover_body(live["stable"], handover))
         try:
-            await sync_children(client, live, render.desired(body, spec, plan, versions, settings,
-                                                             stable_exists=live["stable"] is not None), owner=body)
+            done = await sync_children(client, live, render.desired(body, spec, plan, versions, settings,
+                                                                    stable_exists=live["stable"] is not None),
+                                       owner=body)
         except ChildRejected as err:
             # Pass-through fields (affinity, tolerations, env) reach the API server unchecked by our schema.
             await report_invalid(client, body, [f"spec: {err}"], now)
@@ -169,6 +177,9 @@ class ModelDeploymentReconciler:
         if spec.autoscaling is None and dig(live["stable"] or {}, "metadata", "annotations", HANDOVER_ANNOTATION):
             await apply_as_handover(client, _handover_body(live["stable"], None))  # the operator's apply owns it
 
+        for role in ("stable", "canary"):
+            if done.get(role) == UPDATED:
+                live[role] = not_yet_observed(live[role])
         new_status, events = status.compute(body, live["stable"], live["canary"], pods, plan,
                                             render.url(key[1], key[0], settings), now, spec_warnings(spec))
         written = await write_status_if_current(client, body, new_status)
