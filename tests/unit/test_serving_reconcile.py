@@ -207,3 +207,29 @@ def test_a_deployment_just_changed_is_not_reported_ready_from_its_cached_copy():
     reconcile(cache, client)
     ready = next(c for c in written_status(client)["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "RollingOut")
+
+
+class RejectingClient(FakeClient):
+    """The API server refuses the Deployment made from this spec (a pass-through field it does not know)."""
+
+    async def apply(self, obj: dict, force: bool = True) -> dict:
+        from mlops_operator.k8s.client import ApiError
+
+        if obj["kind"] == "Deployment":
+            self.writes.append(("apply", "mlops-operator", obj["metadata"]["name"], obj))
+            raise ApiError(422, {"message": "Deployment.apps is invalid: unknown field", "reason": "Invalid"},
+                           "PATCH", "/apis/apps/v1/namespaces/ml/deployments/iris")
+        return await super().apply(obj, force)
+
+
+def test_children_the_api_server_refused_are_not_sent_again_until_they_change():
+    odd = md(replicas=1, scheduling={"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnored": []}}})
+    client = RejectingClient()
+    reconciler = ModelDeploymentReconciler(client=client, cache=cache_with(odd), settings=SETTINGS, clock=lambda: NOW)
+    asyncio.run(reconciler.reconcile(KEY))
+    assert len(client.applied("Deployment")) == 1 and ("Warning", "InvalidSpec") in client.events()
+    asyncio.run(reconciler.reconcile(KEY))
+    assert len(client.applied("Deployment")) == 1  # not sent again
+    reconciler.cache = cache_with(md(replicas=2, scheduling=odd["spec"]["scheduling"]))
+    asyncio.run(reconciler.reconcile(KEY))
+    assert len(client.applied("Deployment")) == 2  # changed children are tried

@@ -30,6 +30,7 @@ from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.validation import spec_warnings
 from ..k8s.client import APPLY, ApiError, KubeClient, object_path
 from ..k8s.conditions import dig
+from ..k8s.diff import digest
 from ..k8s.events import emit
 from ..k8s.status import ObjectGone, report_invalid, status_patch
 from ..k8s.sync import UPDATED, ChildRejected, sync_children
@@ -134,6 +135,9 @@ class ModelDeploymentReconciler:
                  clock: Callable[[], datetime] = utcnow):
         self.client, self.cache, self.settings, self.clock = client, cache, settings, clock
         self._versions: render.ApiVersions | None = None
+        # key -> (digest of the children the API server refused, the error): the same children are not sent again
+        # (a refused request stays refused), while any change to them is tried.
+        self._rejected: dict[tuple[str, str], tuple[str, str]] = {}
 
     async def versions(self) -> render.ApiVersions:
         if self._versions is None:
@@ -144,6 +148,7 @@ class ModelDeploymentReconciler:
         cache, client, settings = self.cache, self.client, self.settings
         body = cache.one("modeldeployments_idx", key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._rejected.pop(key, None)
             return None  # deleted: the garbage collector removes the children through their owner references
         now = self.clock()
         try:
@@ -163,17 +168,23 @@ class ModelDeploymentReconciler:
         plan = canary.plan(spec, (body.get("status") or {}).get("canary"), serving_total(spec, live["stable"]),
                            seen, now)
 
+        desired = render.desired(body, spec, plan, versions, settings, stable_exists=live["stable"] is not None)
+        sent = digest({role: child for role, child in desired.items() if child is not None})
+        rejected = self._rejected.get(key)
+        if rejected is not None and rejected[0] == sent:
+            await report_invalid(client, body, [rejected[1]], now)
+            return None
         handover = handover_replicas(spec, live["stable"])
         if handover is not None:
             await apply_as_handover(client, _handover_body(live["stable"], handover))
         try:
-            done = await sync_children(client, live, render.desired(body, spec, plan, versions, settings,
-                                                                    stable_exists=live["stable"] is not None),
-                                       owner=body)
+            done = await sync_children(client, live, desired, owner=body)
         except ChildRejected as err:
             # Pass-through fields (affinity, tolerations, env) reach the API server unchecked by our schema.
+            self._rejected[key] = (sent, f"spec: {err}")
             await report_invalid(client, body, [f"spec: {err}"], now)
             return None
+        self._rejected.pop(key, None)
         if spec.autoscaling is None and dig(live["stable"] or {}, "metadata", "annotations", HANDOVER_ANNOTATION):
             await apply_as_handover(client, _handover_body(live["stable"], None))  # the operator's apply owns it
 
