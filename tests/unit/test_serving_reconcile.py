@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fake_kube import DictCache, FakeClient
-
 from mlops_operator.k8s.status import clean
-from mlops_operator.serving.reconcile import HANDOVER_ANNOTATION, HANDOVER_MANAGER, STALE_RETRY, \
-    ModelDeploymentReconciler
+from mlops_operator.serving.reconcile import (
+    HANDOVER_ANNOTATION,
+    HANDOVER_MANAGER,
+    STALE_RETRY,
+    ModelDeploymentReconciler,
+)
 from mlops_operator.settings import Settings
 
 SETTINGS = Settings(operator_image="mlops-operator:test", vllm_image="reg/vllm:1", triton_image="reg/triton:2",
                     sklearn_image="reg/sklearn:3", cluster_domain="cluster.local", workers=1)
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = ("ml", "iris")
 OWNER = ("ml", "modeldeployment", "iris")
 

@@ -124,8 +124,8 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
         held = {"modelUri": uri, "step": step, "stepStartTime": prev.get("stepStartTime"), **counts}
         if not ever_ready:
             # The stable keeps what serves: a model that has never had a Ready pod is not rolled out to it.
-            phase, blocked = "Paused", ("CanaryNeverReady", f"promotion waits: no pod of canary {uri} has been "
-                                        "Ready yet, so the stable keeps serving its model")
+            phase, blocked = "Paused", ("CanaryNeverReady", (f"promotion waits: no pod of canary {uri} has been "
+                                                             "Ready yet, so the stable keeps serving its model"))
             if seen.problem is not None:
                 phase, blocked = "Failed", (f"Canary{seen.problem[0]}",
                                             f"promotion waits, the canary cannot run: {seen.problem[1]}")

@@ -48,10 +48,10 @@ def image_problems(spec: ModelDeploymentSpec, settings: Settings) -> list[str]:
     if spec.runtime.preset == "triton" and not (spec.runtime.image or settings.triton_image):
         # No default: the project names no registry host, and a bare "tritonserver" resolves to a registry that
         # does not publish it.
-        return ["spec.runtime.image: the triton preset has no default image; set spec.runtime.image, or "
-                "MLOPS_IMAGE_TRITON for the operator (the chart's images.triton), to a Triton Inference Server "
-                "image such as <registry>/nvidia/tritonserver:24.08-py3 (NVIDIA publishes Triton images in its "
-                "NGC catalog)"]
+        return [("spec.runtime.image: the triton preset has no default image; set spec.runtime.image, or "
+                 "MLOPS_IMAGE_TRITON for the operator (the chart's settings.tritonImage), to a Triton Inference "
+                 "Server image such as <registry>/nvidia/tritonserver:24.08-py3 (NVIDIA publishes Triton images in "
+                 "its NGC catalog)")]
     return []
 
 
