@@ -1,6 +1,8 @@
 """`mlops-operator fetch-model`: the storage init container of serving pods. Fetches a model into a folder.
 
-file:// copies a file or a folder; http(s):// streams one file (a .tar.gz, .tgz or .zip is unpacked);
+file:// copies a file or a folder; http(s):// streams one file (a .tar.gz, .tgz or .zip is unpacked): a tar
+archive is unpacked as it streams in, a .zip (which needs its index at the end) is staged in the temporary folder
+(TMPDIR), never inside the destination, so the model volume holds the model once, not beside its archive;
 s3://, gs:// and hf:// go through fsspec (with s3fs, gcsfs or huggingface_hub installed, as in the operator's
 image), whose backends read credentials from the environment the pod's secretRef fills (AWS_*, GOOGLE_*,
 HF_TOKEN). A marker file makes a second run with the same URI a no-op (an init container may run twice).
@@ -14,6 +16,8 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
+from typing import IO
 from urllib.parse import urlsplit
 
 MARKER = ".mlops-fetched"
@@ -56,30 +60,43 @@ def _copy_local(src: pathlib.Path, dest: pathlib.Path) -> None:
 
 def _download(uri: str, dest: pathlib.Path) -> None:
     name = pathlib.PurePosixPath(urlsplit(uri).path).name or "model"
-    with tempfile.NamedTemporaryFile(dir=dest, delete=False, prefix=".partial-") as tmp:
-        try:
-            with urllib.request.urlopen(uri, timeout=60) as resp:
-                shutil.copyfileobj(resp, tmp, length=1 << 20)
-        except OSError as err:  # URLError and HTTPError are OSErrors
-            pathlib.Path(tmp.name).unlink(missing_ok=True)
-            raise FetchError(f"{uri}: {err}") from None
-    path = pathlib.Path(tmp.name)
     try:
-        if name.endswith((".tar.gz", ".tgz")):
-            with tarfile.open(path, "r:gz") as tar:
-                tar.extractall(dest, filter="data")  # refuses members that climb out of dest
-        elif name.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                for member in archive.namelist():  # refuse paths that climb out of dest
-                    if not (dest / member).resolve().is_relative_to(dest.resolve()):
-                        raise FetchError(f"{uri}: archive member {member!r} escapes the model folder")
-                archive.extractall(dest)
-        else:
-            path.rename(dest / name)
-    except (tarfile.TarError, zipfile.BadZipFile) as err:  # e.g. a proxy's HTML page instead of the archive
+        with urllib.request.urlopen(uri, timeout=60) as resp:
+            if name.endswith((".tar.gz", ".tgz")):
+                _untar_stream(uri, resp, dest)
+            elif name.endswith(".zip"):
+                with tempfile.TemporaryFile(prefix="mlops-model-") as staged:
+                    shutil.copyfileobj(resp, staged, length=1 << 20)
+                    _unzip(uri, staged, dest)
+            else:
+                partial = dest / f".partial-{name}"
+                try:
+                    with open(partial, "wb") as out:
+                        shutil.copyfileobj(resp, out, length=1 << 20)
+                    partial.rename(dest / name)
+                finally:
+                    partial.unlink(missing_ok=True)
+    except OSError as err:  # URLError and HTTPError are OSErrors
+        raise FetchError(f"{uri}: {err}") from None
+
+
+def _untar_stream(uri: str, stream: IO[bytes], dest: pathlib.Path) -> None:
+    try:
+        with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+            tar.extractall(dest, filter="data")  # refuses members that climb out of dest
+    except (tarfile.TarError, EOFError, zlib.error) as err:  # e.g. a proxy's HTML page instead of the archive
         raise FetchError(f"{uri}: not a usable archive: {' '.join(str(err).split())}") from None
-    finally:
-        path.unlink(missing_ok=True)
+
+
+def _unzip(uri: str, staged: IO[bytes], dest: pathlib.Path) -> None:
+    try:
+        with zipfile.ZipFile(staged) as archive:
+            for member in archive.namelist():  # refuse paths that climb out of dest
+                if not (dest / member).resolve().is_relative_to(dest.resolve()):
+                    raise FetchError(f"{uri}: archive member {member!r} escapes the model folder")
+            archive.extractall(dest)
+    except zipfile.BadZipFile as err:
+        raise FetchError(f"{uri}: not a usable archive: {' '.join(str(err).split())}") from None
 
 
 def _fsspec(uri: str, dest: pathlib.Path, backend: str) -> None:

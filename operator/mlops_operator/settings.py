@@ -32,7 +32,8 @@ def load() -> Settings:
     return Settings(
         operator_image=env("MLOPS_OPERATOR_IMAGE", f"mlops-operator:{__version__}"),
         vllm_image=env("MLOPS_IMAGE_VLLM", "vllm/vllm-openai:v0.6.3"),
-        triton_image=env("MLOPS_IMAGE_TRITON", "tritonserver:24.08-py3"),
+        # No default: see serving/runtimes.py image_problems.
+        triton_image=env("MLOPS_IMAGE_TRITON", ""),
         sklearn_image=env("MLOPS_IMAGE_SKLEARN", "kserve/sklearnserver:v0.14.0"),
         cluster_domain=env("MLOPS_CLUSTER_DOMAIN", "cluster.local"),
         workers=int(env("MLOPS_WORKERS", "16")),

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from helpers import Background, apply, request, wait_for
 
@@ -172,6 +172,78 @@ def test_hpa_and_pdb_follow_the_spec_and_deletion_removes_every_child(kube, md_n
              and not core.list_namespaced_pod(md_ns).items, timeout=60, message="children garbage-collected")
 
 
+class ReplicaWatcher(Background):
+    """Watches one Deployment and records every spec.replicas it is ever written with."""
+
+    def __init__(self, kube, namespace: str, name: str):
+        super().__init__(self._watch, join_timeout=30)
+        self.apps = client.AppsV1Api(kube)
+        self.namespace, self.name = namespace, name
+        self.seen: list[int] = []
+        self._rv = None
+
+    def _watch(self) -> None:
+        selector = f"metadata.name={self.name}"
+        if self._rv is None:
+            listed = self.apps.list_namespaced_deployment(self.namespace, field_selector=selector)
+            self.seen += [d.spec.replicas for d in listed.items]
+            self._rv = listed.metadata.resource_version
+        for event in watch.Watch().stream(self.apps.list_namespaced_deployment, self.namespace,
+                                          field_selector=selector, resource_version=self._rv,
+                                          timeout_seconds=2, _request_timeout=10):
+            self._rv = event["object"].metadata.resource_version
+            self.seen.append(event["object"].spec.replicas)
+            if self.stopping.is_set():
+                return
+
+
+def deployment_replicas(kube, namespace: str, name: str) -> int:
+    return client.AppsV1Api(kube).read_namespaced_deployment(name, namespace).spec.replicas
+
+
+def test_autoscaling_on_and_off_keeps_the_replica_count(kube, md_ns):
+    """The HPA cannot compute metrics here (no metrics server), so it never scales: any drop below 8 would be the
+    operator's (server-side apply resetting replicas it stopped setting)."""
+    scaling = {"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilization": 70}
+    hpa_path = f"/apis/autoscaling/v2beta2/namespaces/{md_ns}/horizontalpodautoscalers/busy"
+    apply(kube, md_manifest(md_ns, "busy", replicas=8))
+    wait_ready(kube, md_ns, "busy", timeout=90)
+    with ReplicaWatcher(kube, md_ns, "busy") as on:
+        apply(kube, md_manifest(md_ns, "busy", replicas=8, autoscaling=scaling))
+        wait_for(lambda: request(kube, "GET", hpa_path)[0] == 200, message="HPA created")
+        # Until the HPA controller has looked at it (it reports currentReplicas even without metrics).
+        wait_for(lambda: (request(kube, "GET", hpa_path)[1].get("status") or {}).get("currentReplicas") == 8,
+                 timeout=60, message="the HPA sees 8 replicas")
+        wait_ready(kube, md_ns, "busy")
+        time.sleep(2)
+    assert on.seen and min(on.seen) == 8, on.seen
+    assert deployment_replicas(kube, md_ns, "busy") == 8
+
+    with ReplicaWatcher(kube, md_ns, "busy") as off:
+        apply(kube, md_manifest(md_ns, "busy", replicas=8))
+        wait_for(lambda: request(kube, "GET", hpa_path)[0] == 404, message="HPA gone")
+        dep = wait_for(lambda: (lambda d: d if "mlops.dev/replicas-handover" not in (d.metadata.annotations or {})
+                                else None)(client.AppsV1Api(kube).read_namespaced_deployment("busy", md_ns)),
+                       message="the handover released")
+        time.sleep(2)
+    assert off.seen and min(off.seen) == 8, off.seen
+    assert dep.spec.replicas == 8
+    # The operator's own apply owns replicas again: a later change of spec.replicas is applied.
+    apply(kube, md_manifest(md_ns, "busy", replicas=3))
+    wait_for(lambda: deployment_replicas(kube, md_ns, "busy") == 3, message="spec.replicas applied again")
+
+
+def test_an_autoscaled_deployment_starts_at_min_replicas_and_stays_there(kube, md_ns):
+    apply(kube, md_manifest(md_ns, "born", autoscaling={"minReplicas": 3, "maxReplicas": 6,
+                                                        "targetCPUUtilization": 70}))
+    with ReplicaWatcher(kube, md_ns, "born") as born:
+        wait_ready(kube, md_ns, "born", timeout=90)
+        wait_for(lambda: "mlops.dev/replicas-handover" in (client.AppsV1Api(kube).read_namespaced_deployment(
+            "born", md_ns).metadata.annotations or {}), message="replicas handed over")
+        time.sleep(2)
+    assert born.seen and min(born.seen) == 3, born.seen
+
+
 class EndpointWatcher(Background):
     """Samples the Service's ready endpoints in the background; records whether the stable ever had none."""
 
@@ -205,13 +277,16 @@ def test_canary_walks_its_steps_to_promotion_without_losing_stable_endpoints(kub
         md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Paused" else None)(
             get_md(kube, md_ns, "walk")), timeout=60, message="canary done with its steps")
         assert md["status"]["canary"]["step"] == 1
-        assert md["status"]["canary"]["weight"] == 50  # 2 canary of 4 serving pods, from the live objects
+        # 4 canary pods on top of the 4 stable ones, from the live objects; the stable kept all of its pods.
+        assert md["status"]["canary"]["weight"] == 50 and md["status"]["readyReplicas"] == 8
         apply(kube, md_manifest(md_ns, "walk", replicas=4, model={"uri": stable_uri},
                                 rollout={"canary": {"model": {"uri": canary_uri}, "steps": steps, "promote": True}}))
         md = wait_for(lambda: (lambda m: m if (m["status"].get("canary") or {}).get("phase") == "Promoted" else None)(
             get_md(kube, md_ns, "walk")), timeout=90, message="canary promoted")
     assert watcher.samples > 10 and watcher.gaps == 0
-    assert md["status"]["stable"]["modelUri"] == canary_uri
+    # What serves comes from the ready pods: the new model once the stable's new pods are the ready ones.
+    wait_for(lambda: get_md(kube, md_ns, "walk")["status"]["stable"]["modelUri"] == canary_uri,
+             message="the stable pods serve the canary model")
     apps = client.AppsV1Api(kube)
     wait_for(lambda: not any(d.metadata.name == "walk-canary" for d in apps.list_namespaced_deployment(md_ns).items),
              message="canary Deployment removed after promotion")
@@ -255,7 +330,24 @@ def test_a_crashing_canary_does_not_advance(kube, md_ns):
     time.sleep(2)
     md = get_md(kube, md_ns, "hold")
     assert md["status"]["canary"]["step"] == 0
-    assert condition(md, "Ready")["status"] == "True"  # the stable still serves
+    assert md["status"]["canary"]["phase"] == "Failed" and condition(md, "Progressing")["status"] == "False"
+    assert condition(md, "Ready")["status"] == "True"  # the stable still serves, with both its pods
+    assert client.AppsV1Api(kube).read_namespaced_deployment("hold", md_ns).status.ready_replicas == 2
+    warnings = [e for e in events_for(kube, md_ns, "hold") if e.reason == "CanaryCrashLoopBackOff"]
+    assert len(warnings) == 1 and warnings[0].type == "Warning"
+
+    # Promoting a canary that never had a ready pod leaves the stable alone and says why.
+    apply(kube, md_manifest(md_ns, "hold", replicas=2, rollout={"canary": {
+        "model": {"uri": MODELS.v2}, "steps": [{"weight": 50, "pause": 0}, {"weight": 100}], "promote": True,
+        "podAnnotations": {FAILURE: "CrashLoopBackOff"}}}))
+    md = wait_for(lambda: (lambda m: m if m["status"].get("observedGeneration") == m["metadata"]["generation"]
+                           else None)(get_md(kube, md_ns, "hold")), message="promotion seen")
+    time.sleep(2)
+    md = get_md(kube, md_ns, "hold")
+    assert md["status"]["canary"]["phase"] == "Failed" and "promotion waits" in condition(md, "Progressing")["message"]
+    stable = client.AppsV1Api(kube).read_namespaced_deployment("hold", md_ns)
+    assert stable.spec.template.metadata.annotations["mlops.dev/model-uri"] == MODELS.v1
+    assert md["status"]["stable"]["modelUri"] == MODELS.v1
 
 
 def test_a_converged_deployment_and_an_operator_restart_make_no_writes(kube, md_ns, operator, audit):

@@ -95,6 +95,12 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
         return []
     kind = schema.get("type")
     if kind is None:
+        # An untyped node (preserve-unknown-fields): each check applies to the values it is about, as in
+        # kube-openapi (minimum to numbers, pattern to strings).
+        if isinstance(value, str):
+            return validate({**schema, "type": "string"}, value, path)
+        if _type_ok("number", value):
+            return validate({**schema, "type": "number"}, value, path)
         return []
     if not _type_ok(kind, value):
         return [f"{path}: must be {kind}, not {value!r}"]

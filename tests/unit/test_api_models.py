@@ -140,14 +140,20 @@ def test_quantity_accepts(value):
     assert Resources.model_validate({"cpu": value}).cpu == (1 if value == 1.0 else value)
 
 
-@pytest.mark.parametrize("value", ["4 GB", "-1", -1, 0.5, True, "", "1.5.2", "Gi", [1]])
+@pytest.mark.parametrize("value, kept", [(0.5, "0.5"), (1.25, "1.25"), (0.001, "0.001")])
+def test_a_fractional_number_is_a_quantity_as_for_a_pod(value, kept):
+    assert Resources.model_validate({"cpu": value}).cpu == kept
+
+
+@pytest.mark.parametrize("value", ["4 GB", "-1", -1, -0.5, True, "", "1.5.2", "Gi", [1], {"a": 1}])
 def test_quantity_rejects(value):
     with pytest.raises(ValidationError) as caught:
         Resources.model_validate({"memory": value})
     assert caught.value.errors()[0]["loc"] == ("memory",)
 
 
-@pytest.mark.parametrize("value, seconds", [(90, 90), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("2d", 172800),
+@pytest.mark.parametrize("value, seconds", [(90, 90), ("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400),
+                                            ("2d", 172800),
                                             ("1d2h3m4s", 93784), (0, 0)])
 def test_duration_seconds(value, seconds):
     assert duration_seconds(value) == seconds

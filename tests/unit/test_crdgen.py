@@ -63,7 +63,7 @@ def test_names_scope_and_version(crds, kind, short):
 
 
 @pytest.mark.parametrize("kind, columns", [
-    ("ModelDeployment", ["Ready", "Replicas", "Model", "Canary", "URL", "Age"]),
+    ("ModelDeployment", ["Ready", "Reason", "Replicas", "Model", "Canary", "URL", "Age"]),
     ("TrainingJob", ["Phase", "Workers", "GPUs", "Attempt", "Age"]),
     ("DriftMonitor", ["Drift", "Share", "Last Check", "Age"]),
 ])
@@ -122,11 +122,14 @@ def test_optional_fields_are_not_nullable_nor_required(crds):
     assert spec["required"] == ["model", "runtime"]
 
 
-def test_quantities_and_durations_are_int_or_string(crds):
+def test_quantities_are_numbers_or_strings_and_durations_int_or_string(crds):
     md, tj = crds["ModelDeployment"], crds["TrainingJob"]
-    for schema in (node(md, "spec.resources.cpu"), node(md, "spec.resources.memory"),
-                   node(md, "spec.autoscaling.metric.target"), node(md, "spec.rollout.canary.steps[].pause"),
-                   node(tj, "spec.scheduling.gangTimeout")):
+    for schema in (node(md, "spec.resources.cpu"), node(md, "spec.resources.memory"), node(md, "spec.model.size"),
+                   node(md, "spec.autoscaling.metric.target"), node(tj, "spec.resources.cpu")):
+        # cpu: 0.5 as for a pod: no structural type says "number or string", so the type stays open
+        assert schema["x-kubernetes-preserve-unknown-fields"] is True
+        assert "type" not in schema and schema["minimum"] == 0 and schema["pattern"]
+    for schema in (node(md, "spec.rollout.canary.steps[].pause"), node(tj, "spec.scheduling.gangTimeout")):
         assert schema["x-kubernetes-int-or-string"] is True
         assert "type" not in schema
 
@@ -193,7 +196,7 @@ def test_every_spec_integer_has_a_maximum(crds):
 
 def test_pass_through_only_where_intended(crds):
     preserved = [path for crd in crds.values() for path, n in walk(schema_of(crd))
-                 if n.get("x-kubernetes-preserve-unknown-fields")]
+                 if n.get("x-kubernetes-preserve-unknown-fields") and n.get("type") == "object"]
     assert preserved == [".spec.scheduling.affinity", ".spec.scheduling.affinity",
                          ".spec.actions.retrain.template.scheduling.affinity"]
 
@@ -230,10 +233,12 @@ def test_schema_validation_rejects_what_pydantic_rejects(crds):
     bad["spec"]["replicas"] = -1
     bad["spec"]["runtime"]["preset"] = "torchserve"
     bad["spec"]["rollout"]["canary"]["steps"][0]["weight"] = 101
-    bad["spec"]["resources"]["cpu"] = 0.5
+    bad["spec"]["resources"]["cpu"] = -0.5
+    bad["spec"]["resources"]["memory"] = "4 GB"
     errors = validate_object(crds["ModelDeployment"], bad)
     assert [e.split(":")[0] for e in errors] == [
-        ".spec.runtime.preset", ".spec.replicas", ".spec.resources.cpu", ".spec.rollout.canary.steps[0].weight"]
+        ".spec.runtime.preset", ".spec.replicas", ".spec.resources.cpu", ".spec.resources.memory",
+        ".spec.rollout.canary.steps[0].weight"]
 
 
 def test_write_crds_is_byte_identical(tmp_path):

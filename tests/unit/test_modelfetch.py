@@ -130,6 +130,35 @@ def test_http_zip_is_unpacked_and_escapes_are_refused(web, tmp_path):
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.parametrize("name", ["m.tar.gz", "m.zip"])
+def test_an_archive_is_never_staged_inside_the_model_folder(web, tmp_path, monkeypatch, name):
+    """The model volume has a size limit of about the model's size: an archive beside its contents would need
+    twice that. Whatever is in the folder when unpacking starts was put there by the download."""
+    base, root = web
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(root / name, "w") as archive:
+            archive.writestr("weights.bin", b"w" * 1000)
+        cls = zipfile.ZipFile
+    else:
+        with tarfile.open(root / name, "w:gz") as tar:
+            info = tarfile.TarInfo("weights.bin")
+            info.size = 1000
+            tar.addfile(info, io.BytesIO(b"w" * 1000))
+        cls = tarfile.TarFile
+    dest = tmp_path / "dest"
+    found_at_start = []
+    original = cls.extractall
+
+    def extractall(self, path=None, *args, **kwargs):
+        found_at_start.extend(p.name for p in pathlib.Path(path).iterdir())
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "extractall", extractall)
+    fetch(f"{base}/{name}", dest)
+    assert found_at_start == []
+    assert files(dest) == {"weights.bin": b"w" * 1000, MARKER: f"{base}/{name}".encode()}
+
+
 def test_a_broken_or_escaping_archive_raises_naming_the_uri(web, tmp_path):
     base, root = web
     (root / "login.tar.gz").write_text("<html>please sign in</html>")  # a proxy's page instead of the archive

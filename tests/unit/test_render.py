@@ -59,7 +59,7 @@ def test_a_plain_deployment_has_a_deployment_and_a_service_only():
 def test_every_child_is_owned_and_labelled():
     s = spec(replicas=3, autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 70},
              rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 20}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=2))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
     assert all(out.values()), out  # all five exist here
     for role, child in out.items():
         meta = child["metadata"]
@@ -78,7 +78,7 @@ def test_every_child_is_owned_and_labelled():
 
 def test_selectors_match_their_pods_and_the_service_spans_both_tracks():
     s = spec(replicas=4, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 25}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=3))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
     stable, canary, svc = out["stable"], out["canary"], out["service"]
     for dep in (stable, canary):
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -106,10 +106,10 @@ def test_canary_deployment_serves_the_canary_model_with_its_overrides():
              rollout={"canary": {"model": {"uri": "hf://org/llama-v2"}, "weight": 50,
                                  "runtime": {"image": "vllm:next", "args": ["--dtype", "bfloat16"]},
                                  "podAnnotations": {"sidecar": "off"}}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=2, stable_replicas=2))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=4))
     stable, canary = out["stable"], out["canary"]
-    assert canary["metadata"]["name"] == "iris-canary" and canary["spec"]["replicas"] == 2
-    assert stable["spec"]["replicas"] == 2
+    assert canary["metadata"]["name"] == "iris-canary" and canary["spec"]["replicas"] == 4
+    assert stable["spec"]["replicas"] == 4  # canary pods come on top: the stable keeps its count
     assert server(canary)["image"] == "vllm:next" and server(stable)["image"] == "reg/vllm:1"
     assert server(canary)["args"][-2:] == ["--dtype", "bfloat16"] and "half" not in server(canary)["args"]
     assert server(stable)["args"][-2:] == ["--dtype", "half"]
@@ -124,7 +124,7 @@ def test_canary_deployment_serves_the_canary_model_with_its_overrides():
 def test_promotion_renders_the_stable_from_the_canary():
     s = spec(replicas=4, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 25, "promote": True,
                                              "runtime": {"image": "sk:next"}}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=4, stable_from_canary=True))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_from_canary=True))
     stable = out["stable"]
     assert stable["spec"]["replicas"] == 4
     assert stable["spec"]["template"]["metadata"]["annotations"][render.MODEL_URI_ANNOTATION] == "s3://models/iris/v2"
@@ -167,8 +167,14 @@ def test_hpa_on_a_pods_metric():
 def test_autoscaled_stable_has_no_replicas_even_during_a_canary():
     s = spec(autoscaling={"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 80},
              rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 50}})
-    out = children(s, CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=1))
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
     assert "replicas" not in out["stable"]["spec"] and out["canary"]["spec"]["replicas"] == 1
+
+
+def test_a_new_autoscaled_stable_starts_at_min_replicas():
+    s = spec(autoscaling={"minReplicas": 3, "maxReplicas": 8, "targetCPUUtilization": 80})
+    out = render.desired(BODY, s, CanaryPlan(), VERSIONS, SETTINGS, stable_exists=False)
+    assert out["stable"]["spec"]["replicas"] == 3
 
 
 def test_hpa_and_pdb_api_versions_follow_the_cluster():
@@ -178,11 +184,12 @@ def test_hpa_and_pdb_api_versions_follow_the_cluster():
     assert out["hpa"]["apiVersion"] == "autoscaling/v2beta2" and out["pdb"]["apiVersion"] == "policy/v1beta1"
 
 
-@pytest.mark.parametrize("replicas,stable_split,has_pdb", [(1, None, False), (2, None, True), (0, None, False),
-                                                           (4, 1, False), (4, 3, True)])
-def test_pdb_only_with_more_than_one_stable_replica(replicas, stable_split, has_pdb):
-    p = CanaryPlan(stable_replicas=stable_split)
-    out = children(spec(replicas=replicas), p)
+@pytest.mark.parametrize("replicas,canary,has_pdb", [(1, 0, False), (2, 0, True), (0, 0, False), (1, 1, False),
+                                                     (4, 3, True)])
+def test_pdb_only_with_more_than_one_stable_replica(replicas, canary, has_pdb):
+    p = CanaryPlan(deploy=canary > 0, canary_replicas=canary)
+    s = spec(replicas=replicas, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 20}})
+    out = children(s, p)
     assert (out["pdb"] is not None) == has_pdb
     if has_pdb:
         pdb = out["pdb"]
@@ -322,3 +329,49 @@ def test_other_schemes_are_fetched_by_the_init_container(uri):
 def test_no_secret_no_env_from():
     (fetcher,) = pod(children(spec())["stable"])["initContainers"]
     assert "envFrom" not in fetcher and "env" not in fetcher
+
+
+# --- model size, probes, rollout strategy, promotion ----------------------------------------------------------------
+
+
+def test_model_size_limits_the_volume_and_requests_ephemeral_storage():
+    out = children(spec(model={"uri": "s3://models/llm", "size": "40Gi"}, resources={"cpu": 2, "memory": "8Gi"}))
+    volume = next(v for v in pod(out["stable"])["volumes"] if v["name"] == storage.MODEL_VOLUME)
+    assert volume["emptyDir"] == {"sizeLimit": "40Gi"}
+    assert server(out["stable"])["resources"]["requests"] == {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "40Gi"}
+    assert "ephemeral-storage" not in server(out["stable"])["resources"]["limits"]  # no eviction for logs on top
+    # Without a size, nothing is made up; a pvc:// model uses no node disk.
+    plain = children(spec())
+    assert "resources" not in server(plain["stable"])
+    assert next(v for v in pod(plain["stable"])["volumes"] if v["name"] == storage.MODEL_VOLUME)["emptyDir"] == {}
+    claimed = children(spec(model={"uri": "pvc://models/llm", "size": "40Gi"}))
+    assert "resources" not in server(claimed["stable"])
+
+
+def test_serving_containers_have_liveness_and_readiness_probes():
+    container = server(children(spec())["stable"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/iris"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["livenessProbe"]["initialDelaySeconds"] >= 60
+
+
+@pytest.mark.parametrize("resources,rolling", [
+    ({"cpu": 1}, {"maxSurge": 1, "maxUnavailable": 0}),
+    ({"gpu": {"count": 1}}, {"maxSurge": 0, "maxUnavailable": 1}),
+    ({"gpu": {"count": 0}}, {"maxSurge": 1, "maxUnavailable": 0}),
+])
+def test_the_rollout_strategy_follows_the_gpu_request(resources, rolling):
+    s = spec(resources=resources, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 10}})
+    out = children(s, CanaryPlan(deploy=True, canary_replicas=1))
+    for role in ("stable", "canary"):
+        assert out[role]["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": rolling}
+
+
+def test_the_promoted_template_is_the_stable_running_the_canary():
+    s = spec(replicas=4, rollout={"canary": {"model": {"uri": "s3://models/iris/v2"}, "weight": 25,
+                                             "runtime": {"image": "sk:next"}}})
+    promoted = render.promoted_template(BODY, s, SETTINGS)
+    after = children(s, CanaryPlan(stable_from_canary=True))["stable"]["spec"]["template"]
+    assert promoted == after
+    assert promoted != children(s)["stable"]["spec"]["template"]
+    assert render.promoted_template(BODY, spec(), SETTINGS) is None

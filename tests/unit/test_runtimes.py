@@ -99,3 +99,45 @@ def test_canary_args_replace_when_the_stable_has_no_extra_args():
                       RuntimeOverrides(args=[], env=[]))
     assert cleared.args == [f"--model-repository={MODEL_DIR}", "--http-port=8000"]
     assert cleared.env == []
+
+
+@pytest.mark.parametrize("preset,check,delay", [
+    ("vllm", {"httpGet": {"path": "/health", "port": 8000}}, 300),
+    ("triton", {"httpGet": {"path": "/v2/health/live", "port": 8000}}, 120),
+    ("sklearn", {"httpGet": {"path": "/v2/health/live", "port": 8080}}, 60),
+])
+def test_every_preset_has_a_patient_liveness_probe(preset, check, delay):
+    r = resolve(runtime(preset=preset), "m", SETTINGS)
+    assert r.liveness == {**check, "initialDelaySeconds": delay, "periodSeconds": 10, "timeoutSeconds": 5,
+                          "failureThreshold": 6}
+    # a wedged server is restarted only after a minute of failed checks, never during a model load
+    assert r.liveness["failureThreshold"] * r.liveness["periodSeconds"] >= 60
+
+
+def test_custom_liveness_probes_the_port():
+    r = resolve(runtime(preset="custom", image="server:1", port=9000), "m", SETTINGS)
+    assert r.liveness["tcpSocket"] == {"port": 9000} and r.liveness["initialDelaySeconds"] == 120
+
+
+def test_triton_without_an_image_is_an_invalid_spec_that_says_what_to_set():
+    from dataclasses import replace
+
+    from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+    from mlops_operator.serving.runtimes import image_problems
+
+    unset = replace(SETTINGS, triton_image="")
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m"}, "runtime": {"preset": "triton"}})
+    [problem] = image_problems(spec, unset)
+    assert problem.startswith("spec.runtime.image: the triton preset has no default image")
+    assert "MLOPS_IMAGE_TRITON" in problem and "NGC catalog" in problem
+    assert image_problems(spec, SETTINGS) == []  # the operator has one configured
+    with_image = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://b/m"},
+                                                    "runtime": {"preset": "triton", "image": "mirror/triton:1"}})
+    assert image_problems(with_image, unset) == []
+
+
+def test_the_operator_names_no_triton_image_by_default(monkeypatch):
+    from mlops_operator.settings import load
+
+    monkeypatch.delenv("MLOPS_IMAGE_TRITON", raising=False)
+    assert load().triton_image == ""

@@ -28,7 +28,8 @@ SCHEDULER_MESSAGE = ("0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 
 
 def pod(name: str = "iris-7d9c6b5f4-x2x7q", *, track: str = "stable", phase: str = "Running",
         init: list[dict] | None = None, containers: list[dict] | None = None, conditions: list[dict] | None = None,
-        **status_fields) -> dict:
+        model_uri: str | None = None, **status_fields) -> dict:
+    """A pod of the track; its model annotation (from the template) is V1 on the stable, V2 on the canary."""
     st = {"phase": phase, "qosClass": "Burstable", "startTime": "2024-05-01T11:58:00Z", **status_fields}
     if conditions is not None:
         st["conditions"] = conditions
@@ -39,7 +40,8 @@ def pod(name: str = "iris-7d9c6b5f4-x2x7q", *, track: str = "stable", phase: str
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "ml",
                          "labels": {"mlops.dev/modeldeployment": "iris", "app.kubernetes.io/component": "server",
-                                    TRACK: track}},
+                                    TRACK: track},
+                         "annotations": {MODEL_URI_ANNOTATION: model_uri or (V2 if track == "canary" else V1)}},
             "status": st}
 
 
@@ -73,8 +75,8 @@ def terminated(exit_code: int, reason: str, message: str | None = None) -> dict:
     return out
 
 
-def healthy_pod(name: str = "iris-7d9c6b5f4-x2x7q", track: str = "stable") -> dict:
-    return pod(name, track=track, init=[fetched()], containers=[running()],
+def healthy_pod(name: str = "iris-7d9c6b5f4-x2x7q", track: str = "stable", model_uri: str | None = None) -> dict:
+    return pod(name, track=track, init=[fetched()], containers=[running()], model_uri=model_uri,
                conditions=[{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}])
 
 
@@ -309,12 +311,41 @@ def test_observe_a_canary_that_is_not_there_yet_or_still_scaling():
     assert not seen.ready and seen.replicas == 2
 
 
-def test_observe_promotion():
+def promoted(model_uri: str = V2, image: str = "reg/sklearn:next", cpu: str = "1") -> dict:
+    """The stable template a promotion asks for (render.promoted_template), the parts that matter here."""
+    return {"metadata": {"annotations": {MODEL_URI_ANNOTATION: model_uri}},
+            "spec": {"containers": [{"name": "server", "image": image, "resources": {"requests": {"cpu": cpu}}}]}}
+
+
+def with_server(dep: dict, image: str = "reg/sklearn:next", cpu: str = "1000m") -> dict:
+    dep["spec"]["template"]["spec"] = {"containers": [
+        {"name": "server", "image": image, "resources": {"requests": {"cpu": cpu}}, "imagePullPolicy": "IfNotPresent"}]}
+    return dep
+
+
+def test_observe_promotion_compares_the_whole_template():
     canary = deployment(1, name="iris-canary", model_uri=V2)
-    assert status.observe_canary(canary, [], deployment(4, model_uri=V2), V2).stable_promoted
-    assert not status.observe_canary(canary, [], deployment(4, model_uri=V2, updated=2), V2).stable_promoted
-    assert not status.observe_canary(canary, [], deployment(4, model_uri=V1), V2).stable_promoted
-    assert not status.observe_canary(canary, [], deployment(4, model_uri=V2), None).stable_promoted
+    assert status.observe_canary(canary, [], with_server(deployment(4, model_uri=V2)), promoted()).stable_promoted
+    assert not status.observe_canary(canary, [], with_server(deployment(4, model_uri=V2, updated=2)),
+                                     promoted()).stable_promoted
+    assert not status.observe_canary(canary, [], with_server(deployment(4, model_uri=V1)), promoted()).stable_promoted
+    assert not status.observe_canary(canary, [], with_server(deployment(4, model_uri=V2)), None).stable_promoted
+
+
+def test_a_canary_that_changes_only_the_image_is_not_promoted_before_the_stable_runs_it():
+    canary = deployment(1, name="iris-canary", model_uri=V1)
+    old_image = with_server(deployment(4, model_uri=V1), image="reg/sklearn:3")
+    assert not status.observe_canary(canary, [], old_image, promoted(V1)).stable_promoted
+    assert not status.observe_canary(canary, [], with_server(deployment(4, model_uri=V1), cpu="2"),
+                                     promoted(V1)).stable_promoted
+    assert status.observe_canary(canary, [], with_server(deployment(4, model_uri=V1)), promoted(V1)).stable_promoted
+
+
+def test_observe_counts_ready_pods_of_the_canary_model_only():
+    canary = deployment(2, name="iris-canary", model_uri=V2, ready=1)
+    pods = [healthy_pod("c1", track="canary"), crashing_pod("c2", track="canary"),
+            healthy_pod("c3", track="canary", model_uri=V1), healthy_pod("s1")]
+    assert status.observe_canary(canary, pods, deployment(3), promoted()).ready_pods == 1
 
 
 # --- compute --------------------------------------------------------------------------------------------------
@@ -450,7 +481,7 @@ def test_scaled_to_zero():
 
 
 def test_canary_weight_follows_ready_replicas():
-    plan = CanaryPlan(deploy=True, canary_replicas=1, stable_replicas=3,
+    plan = CanaryPlan(deploy=True, canary_replicas=1,
                       status={"modelUri": V2, "step": 0, "phase": "Progressing",
                               "stepStartTime": "2024-05-01T12:00:00Z"},
                       events=[("Normal", "CanaryStarted", "canary started")])
@@ -468,11 +499,12 @@ def test_canary_weight_follows_ready_replicas():
     assert st["canary"]["weight"] == 0
 
 
-@pytest.mark.parametrize("blocked,expected", [
-    (("CanaryNotReady", "waiting"), "True"), (("Promoting", "rolling"), "True"),
-    (("CanaryPaused", "holds"), "False"), (("CanaryCrashLoopBackOff", "cannot advance"), "False")])
-def test_progressing_follows_the_plan(blocked, expected):
-    plan = CanaryPlan(deploy=True, canary_replicas=1, status={"modelUri": V2, "step": 0, "phase": "Progressing"},
+@pytest.mark.parametrize("phase,blocked,expected", [
+    ("Progressing", ("CanaryNotReady", "waiting"), "True"), ("Progressing", ("Promoting", "rolling"), "True"),
+    ("Paused", ("CanaryPaused", "holds"), "False"), ("Failed", ("CanaryCrashLoopBackOff", "cannot advance"), "False"),
+    ("Paused", ("CanaryNeverReady", "promotion waits"), "False")])
+def test_progressing_follows_the_canary_phase(phase, blocked, expected):
+    plan = CanaryPlan(deploy=True, canary_replicas=1, status={"modelUri": V2, "step": 0, "phase": phase},
                       blocked=blocked)
     st, _ = status.compute(body(), deployment(3), deployment(1, name="iris-canary", model_uri=V2), [], plan, URL, T0)
     progressing = cond(st, "Progressing")
@@ -507,3 +539,94 @@ def test_a_terminating_restarted_pod_does_not_block_the_canary():
     gone["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:00Z"
     assert status.restarts([gone]) is None
     assert status.restarts([crashing_pod("new", track="canary")])[0] == "Restarting"
+
+
+# --- what serves, canary failures, warnings ---------------------------------------------------------------------
+
+
+def test_the_stable_model_is_what_ready_pods_serve_not_the_template():
+    # The stable Deployment's template already names V2 (a promotion began) but every ready pod still serves V1.
+    dep = deployment(2, model_uri=V2, updated=0, ready=2)
+    pods = [healthy_pod("old-a"), healthy_pod("old-b"), crashing_pod("new-c")]
+    st, _ = status.compute(body(), dep, None, pods, CanaryPlan(), URL, T0)
+    assert st["stable"]["modelUri"] == V1
+    # No ready pod: nothing is served, so no model is claimed.
+    st, events = status.compute(body(), deployment(1, ready=0), None, [crashing_pod()], CanaryPlan(), URL, T0)
+    assert st["stable"]["modelUri"] is None
+    # Canary pods do not count for the stable.
+    pods = [healthy_pod("s1"), healthy_pod("c1", track="canary"), healthy_pod("c2", track="canary")]
+    st, _ = status.compute(body(), deployment(1), deployment(2, name="iris-canary", model_uri=V2), pods,
+                           CanaryPlan(), URL, T0)
+    assert st["stable"]["modelUri"] == V1
+
+
+def failing_canary_plan(reason: str = "CanaryCrashLoopBackOff") -> CanaryPlan:
+    return CanaryPlan(deploy=True, canary_replicas=1, status={"modelUri": V2, "step": 0, "phase": "Failed"},
+                      blocked=(reason, "the canary cannot advance: 1/1 pods: container server crashed"))
+
+
+def test_a_failing_canary_posts_one_warning_per_new_failure():
+    pods = [healthy_pod("s1"), crashing_pod("c1", track="canary")]
+    stable, canary = deployment(1), deployment(1, name="iris-canary", model_uri=V2, ready=0)
+    st, events = status.compute(body(), stable, canary, pods, failing_canary_plan(), URL, T0)
+    warnings = [e for e in events if e[0] == "Warning"]
+    assert warnings == [("Warning", "CanaryCrashLoopBackOff",
+                         "the canary cannot advance: 1/1 pods: container server crashed")]
+    assert st["canary"]["phase"] == "Failed" and cond(st, "Progressing")["status"] == "False"
+    # Same failure on the next reconcile (from the written status): nothing new to say.
+    again, events = status.compute(body(st), stable, canary, pods, failing_canary_plan(), URL, T1)
+    assert [e for e in events if e[0] == "Warning"] == []
+    # A different failure is news; image pull flapping is not.
+    st, events = status.compute(body(again), stable, canary, pods, failing_canary_plan("CanaryModelFetchFailed"),
+                                URL, T1)
+    assert [e[1] for e in events if e[0] == "Warning"] == ["CanaryModelFetchFailed"]
+    st, events = status.compute(body(st), stable, canary, pods, failing_canary_plan("CanaryErrImagePull"), URL, T1)
+    assert [e[1] for e in events] == ["CanaryErrImagePull"]
+    st, events = status.compute(body(st), stable, canary, pods, failing_canary_plan("CanaryImagePullBackOff"), URL, T1)
+    assert events == []
+
+
+def test_warnings_are_in_the_status_and_posted_once():
+    warning = 'spec.resources.memory: 512 is 512 bytes, too little to run a model server; write a unit, e.g. "512Mi"'
+    st, events = status.compute(body(), deployment(1), None, [healthy_pod()], CanaryPlan(), URL, T0, [warning])
+    assert st["warnings"] == [warning]
+    assert ("Warning", "SuspiciousValue", warning) in events
+    again, events = status.compute(body(st), deployment(1), None, [healthy_pod()], CanaryPlan(), URL, T1, [warning])
+    assert events == []
+    fixed, _ = status.compute(body(again), deployment(1), None, [healthy_pod()], CanaryPlan(), URL, T1, [])
+    assert fixed["warnings"] is None
+
+
+def test_the_progressing_message_says_when_the_weight_cannot_be_met():
+    plan = CanaryPlan(deploy=True, canary_replicas=1, status={"modelUri": V2, "step": 0, "phase": "Progressing"},
+                      blocked=("CanaryNotReady", "waiting for the canary pods of step 0 to be Ready"),
+                      note="10% requested: 1 canary pod(s) beside 1 stable pod(s) get 50% of traffic")
+    st, _ = status.compute(body(), deployment(1), deployment(1, name="iris-canary", model_uri=V2, ready=0), [], plan,
+                           URL, T0)
+    assert cond(st, "Progressing")["message"].endswith("get 50% of traffic")
+
+
+@pytest.mark.parametrize("case", ["creating", "ready", "canary", "failing", "warned"])
+def test_computed_status_is_a_valid_status_model(case):
+    from mlops_operator.api.modeldeployment import ModelDeploymentStatus
+    from mlops_operator.k8s.status import clean
+
+    pods = [healthy_pod("s1"), healthy_pod("c1", track="canary")]
+    canary_plan = CanaryPlan(deploy=True, canary_replicas=1, status={
+        "modelUri": V2, "step": 0, "phase": "Progressing", "requestedWeight": 10, "plannedWeight": 50,
+        "replicas": 1, "everReady": True, "stepStartTime": "2024-05-01T12:00:00Z"})
+    args = {"creating": (None, None, [], CanaryPlan()),
+            "ready": (deployment(1), None, pods[:1], CanaryPlan()),
+            "canary": (deployment(1), deployment(1, name="iris-canary", model_uri=V2), pods, canary_plan),
+            "failing": (deployment(1), deployment(1, name="iris-canary", ready=0), pods[:1], failing_canary_plan()),
+            "warned": (deployment(1), None, pods[:1], CanaryPlan())}[case]
+    st, _ = status.compute(body(), *args, URL, T0, ["spec.resources.memory: 512 is 512 bytes"] if case == "warned"
+                           else None)
+    wire = clean(st)
+    parsed = ModelDeploymentStatus.model_validate(wire)
+    assert parsed.to_dict() == {"conditions": [], **wire} or parsed.to_dict() == wire
+    # the status model knows every field written (StatusModel ignores unknown ones, so check the names)
+    assert set(wire) <= {f.alias or n for n, f in ModelDeploymentStatus.model_fields.items()}
+    if wire.get("canary"):
+        from mlops_operator.api.modeldeployment import CanaryStatus
+        assert set(wire["canary"]) <= {f.alias or n for n, f in CanaryStatus.model_fields.items()}

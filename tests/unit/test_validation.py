@@ -10,6 +10,7 @@ from mlops_operator.api import InvalidSpec, parse_spec, validate_object, validat
 from mlops_operator.api.driftmonitor import DriftMonitorSpec
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_operator.api.validation import spec_warnings
 
 MD = {"model": {"uri": "s3://bucket/iris"}, "runtime": {"preset": "sklearn"}}
 TJ = {"image": "trainer:1", "output": {"modelUri": "s3://bucket/out"}}
@@ -65,8 +66,51 @@ def test_parse_errors_name_wire_paths():
 
 def test_parse_errors_for_custom_types_and_typos():
     errors = errors_of("ModelDeployment", md(resources={"memory": "4 GB"}, replica=3))
-    assert errors == ["spec.resources.memory: must be a Kubernetes quantity such as 2, 500m or 4Gi",
+    assert errors == ['spec.resources.memory: must be a Kubernetes quantity such as 2, 0.5, "500m" or "4Gi"',
                       "spec.replica: extra inputs are not permitted"]
+
+
+def test_a_duration_in_plain_seconds_is_fine_and_a_bad_one_says_how_to_write_it():
+    assert errors_of("TrainingJob", {**TJ, "scheduling": {"gangTimeout": "90"}}) == []
+    assert errors_of("TrainingJob", {**TJ, "scheduling": {"gangTimeout": "90 seconds"}}) == [
+        'spec.scheduling.gangTimeout: must be seconds or a duration such as 90, "90s", "5m", "1h30m"']
+
+
+@pytest.mark.parametrize("preset, fmt, expected", [
+    ("sklearn", "sklearn", []),
+    ("sklearn", "onnx", ["spec.model.format: the sklearn preset loads sklearn, not onnx; use preset triton"]),
+    ("vllm", "huggingface", []),
+    ("vllm", "xgboost", ["spec.model.format: the vllm preset loads huggingface, not xgboost; use preset triton"]),
+    ("sklearn", "huggingface", ["spec.model.format: the sklearn preset loads sklearn, not huggingface; "
+                                "use preset vllm"]),
+    ("triton", "lightgbm", []),
+    ("custom", "pytorch", []),
+])
+def test_model_format_must_be_one_the_preset_loads(preset, fmt, expected):
+    runtime = {"preset": preset, "image": "server:1", "port": 8080} if preset == "custom" else {"preset": preset}
+    assert errors_of("ModelDeployment", {**MD, "model": {**MD["model"], "format": fmt}, "runtime": runtime}) == expected
+
+
+def test_canary_model_format_is_checked_against_the_preset():
+    canary = {"model": {"uri": "s3://b/v2", "format": "onnx"}, "weight": 10}
+    assert errors_of("ModelDeployment", {**MD, "rollout": {"canary": canary}}) == [
+        "spec.rollout.canary.model.format: the sklearn preset loads sklearn, not onnx; use preset triton"]
+
+
+def test_a_typo_in_the_format_lists_the_formats():
+    [error] = errors_of("ModelDeployment", {**MD, "model": {**MD["model"], "format": "sklaern"}})
+    assert error.startswith("spec.model.format: input should be 'sklearn', 'xgboost'")
+
+
+@pytest.mark.parametrize("memory, warned", [("512", True), (512, True), ("900Ki", True), ("1Mi", False),
+                                            ("512Mi", False), ("4Gi", False), (None, False)])
+def test_a_memory_value_without_a_unit_is_a_warning_not_an_error(memory, warned):
+    spec = {**MD, "resources": {"memory": memory} if memory is not None else {}}
+    assert errors_of("ModelDeployment", spec) == []
+    warnings = spec_warnings(parse_spec("ModelDeployment", spec))
+    assert bool(warnings) is warned
+    if warned:
+        assert warnings[0].startswith(f"spec.resources.memory: {memory} is ") and "Mi" in warnings[0]
 
 
 def test_missing_spec():

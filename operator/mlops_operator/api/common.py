@@ -60,33 +60,38 @@ for that while a typo such as 1000 is refused."""
 # or exponent (e3) suffix. Signs are not accepted: negative resources make no sense here.
 _QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
 
-# Durations: integer seconds, or a string of d/h/m/s parts such as "30s", "5m", "1h30m", "2d". ASCII: in Go's RE2, as
-# the API server reads the pattern, \d is 0-9 only, while Python's would also take other scripts' digits ("٣h").
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+# Durations: integer seconds (also as a string, "90"), or a string of d/h/m/s parts such as "30s", "5m", "1h30m",
+# "2d". ASCII: in Go's RE2, as the API server reads the pattern, \d is 0-9 only, while Python's would also take other
+# scripts' digits ("٣h").
+_DURATION = re.compile(r"^(?:(\d+)|(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?)$", re.ASCII)
+_QUANTITY_HINT = 'must be a Kubernetes quantity such as 2, 0.5, "500m" or "4Gi"'
 
 
 def _quantity(value: Any) -> int | str:
     if isinstance(value, bool):
-        raise ValueError("must be a Kubernetes quantity such as 2, 500m or 4Gi")
+        raise ValueError(_QUANTITY_HINT)
+    if isinstance(value, (int, float)) and value < 0:
+        raise ValueError("must not be negative")
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError("must not be negative")
         return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
+    if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, float) and _QUANTITY.match(str(value)):
+        # As for a pod's resources: 0.5 is the quantity "0.5" (500m). Kept as a string so the value is exact.
+        return str(value)
     if isinstance(value, str) and _QUANTITY.match(value):
         return value
-    raise ValueError("must be a Kubernetes quantity such as 2, 500m or 4Gi")
+    raise ValueError(_QUANTITY_HINT)
 
 
 def _duration(value: Any) -> int | str:
     if isinstance(value, bool):
-        raise ValueError('must be seconds or a duration such as "30s", "5m", "1h30m"')
+        raise ValueError('must be seconds or a duration such as 90, "90s", "5m", "1h30m"')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must not be negative")
     elif not (isinstance(value, str) and value and _DURATION.match(value)):
-        raise ValueError('must be seconds or a duration such as "30s", "5m", "1h30m"')
+        raise ValueError('must be seconds or a duration such as 90, "90s", "5m", "1h30m"')
     # The schema's maximum covers the integer form only; a string such as "99999999999d" is caught here.
     if duration_seconds(value) > INT32_MAX:
         raise ValueError(f"must be at most {INT32_MAX} seconds (68 years)")
@@ -102,24 +107,34 @@ def _int_or_string(pattern: re.Pattern[str], maximum: int | None = None) -> With
     )
 
 
-Quantity = Annotated[int | str, PlainValidator(_quantity), _int_or_string(_QUANTITY)]
-"""A Kubernetes quantity (int-or-string in the schema): 2, "500m", "4Gi"."""
+# A quantity is a number or a string, as in a pod's resources (`cpu: 0.5`). A structural schema cannot say
+# "number or string" (int-or-string takes integers only), so the schema keeps the field's type open and checks each
+# form with what applies to it (minimum to numbers, pattern to strings); the operator's own parsing refuses the rest
+# (an object, a boolean) naming the field.
+_NUMBER_OR_STRING = WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True, "minimum": 0,
+                                    "pattern": _QUANTITY.pattern})
+
+Quantity = Annotated[int | str, PlainValidator(_quantity), _NUMBER_OR_STRING]
+"""A Kubernetes quantity: 2, 0.5, "500m", "4Gi" (a fraction is kept as its decimal string)."""
 
 Duration = Annotated[int | str, PlainValidator(_duration), _int_or_string(_DURATION, maximum=INT32_MAX)]
-"""Seconds as an integer, or a string of d/h/m/s parts: "30s", "5m", "1h30m"; at most INT32_MAX seconds."""
+"""Seconds as an integer (or "90"), or a string of d/h/m/s parts: "30s", "5m", "1h30m"; at most INT32_MAX seconds."""
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 """An RFC 3339 time such as 2024-05-01T12:00:00Z (status fields only)."""
 
 
 def duration_seconds(value: int | str) -> int:
-    """Seconds in a Duration value: 90 -> 90, "1m30s" -> 90, "2d" -> 172800."""
+    """Seconds in a Duration value: 90 -> 90, "90" -> 90, "1m30s" -> 90, "2d" -> 172800."""
     if isinstance(value, int):
         return value
     match = _DURATION.match(value)
     if not value or match is None:
         raise ValueError(f"not a duration: {value!r}")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    plain, *parts = match.groups()
+    if plain is not None:
+        return int(plain)
+    days, hours, minutes, seconds = (int(part or 0) for part in parts)
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
@@ -211,8 +226,10 @@ class Gpu(ApiModel):
 class Resources(ApiModel):
     """Compute per pod. cpu and memory are both request and limit (Guaranteed QoS when both are set)."""
 
-    cpu: Quantity | None = Field(None, description='CPU per pod, a Kubernetes quantity such as 2 or "500m".')
-    memory: Quantity | None = Field(None, description='Memory per pod, a Kubernetes quantity such as "4Gi".')
+    cpu: Quantity | None = Field(None, description='CPU per pod, a Kubernetes quantity such as 2, 0.5 or "500m".')
+    memory: Quantity | None = Field(
+        None, description='Memory per pod, a Kubernetes quantity such as "4Gi"; a plain number counts bytes.'
+    )
     gpu: Gpu | None = Field(None, description="GPUs per pod; omit for CPU-only pods.")
 
 

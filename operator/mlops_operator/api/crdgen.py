@@ -104,7 +104,10 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     unknown = set(node) - set(_KEY_ORDER) - _DROPPED
     if unknown:
         raise SchemaError(f"schema keywords with no structural equivalent: {sorted(unknown)} in {node}")
-    if "type" not in node and not node.get("x-kubernetes-int-or-string"):
+    # Structural schemas allow an untyped node when it is int-or-string or keeps unknown fields (a number-or-string
+    # quantity: see api/common.py).
+    if "type" not in node and not (node.get("x-kubernetes-int-or-string")
+                                   or node.get("x-kubernetes-preserve-unknown-fields")):
         raise SchemaError(f"schema without a type: {node}")
     return {key: node[key] for key in _KEY_ORDER if key in node}
 

@@ -27,6 +27,10 @@ from .common import (
 )
 
 RUNTIME_PRESETS = ("vllm", "triton", "sklearn", "custom")
+# What the model servers load. Each preset serves some of them (api/validation.py PRESET_FORMATS): a format the
+# chosen preset cannot load is an InvalidSpec naming the preset that can.
+MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "tensorflow", "tensorrt", "huggingface")
+ModelFormat = Literal["sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "tensorflow", "tensorrt", "huggingface"]
 
 
 class Model(ApiModel):
@@ -40,11 +44,21 @@ class Model(ApiModel):
             "server reads."
         ),
     )
-    format: str | None = Field(
+    format: ModelFormat | None = Field(
         None,
         description=(
-            "Model format when the runtime cannot infer it from the files, e.g. safetensors, onnx, joblib, "
-            "pickle, tensorrt."
+            "What the model is, checked against the runtime preset so a model the server cannot load is refused "
+            "when applied: sklearn (joblib or pickle; preset sklearn), xgboost and lightgbm (preset triton, FIL "
+            "backend), onnx, pytorch (TorchScript), tensorflow (SavedModel), tensorrt (preset triton), "
+            "huggingface (a Hugging Face folder with safetensors; preset vllm). custom accepts any format."
+        ),
+    )
+    size: Quantity | None = Field(
+        None,
+        description=(
+            'Disk the fetched model needs, e.g. "20Gi": the model volume gets this size limit and the server '
+            "container an ephemeral-storage request of it, so the scheduler places the pod on a node with room. "
+            "Omit for models that are small next to a node's disk. Not used for pvc:// models."
         ),
     )
     secret_ref: SecretRef | None = Field(
@@ -98,7 +112,14 @@ class Autoscaling(ApiModel):
 class CanaryStep(ApiModel):
     """One step of a canary progression: shift traffic, then pause."""
 
-    weight: int = Field(ge=0, le=100, description="Percent of traffic (and of replicas) the canary gets.")
+    weight: int = Field(
+        ge=0, le=100,
+        description=(
+            "Percent of traffic requested for the canary. Canary pods are added on top of the stable's, as many "
+            "as come closest to this share (at least one, at most as many as the stable has); "
+            "status.canary.weight says what the canary gets."
+        ),
+    )
     pause: Duration | None = Field(
         None,
         description=(
@@ -120,7 +141,11 @@ class Canary(ApiModel):
     model: Model | None = Field(None, description="The canary's model; required.")
     runtime: RuntimeOverrides | None = Field(None, description="Runtime changes for the canary only.")
     weight: int | None = Field(
-        None, ge=0, le=100, description="Fixed percent of traffic for the canary; use instead of steps."
+        None, ge=0, le=100,
+        description=(
+            "Fixed percent of traffic requested for the canary; use instead of steps. Canary pods are added on top "
+            "of the stable's (see steps.weight); status.canary.weight says what the canary gets."
+        ),
     )
     steps: list[CanaryStep] = Field(
         default_factory=list, description="Traffic progression, weights not decreasing; use instead of weight."
@@ -187,7 +212,10 @@ class ModelDeploymentSpec(ApiModel):
 class StableStatus(StatusModel):
     """What the stable Deployment serves."""
 
-    model_uri: str | None = Field(None, description="Model the stable pods serve.")
+    model_uri: str | None = Field(
+        None,
+        description="Model the ready stable pods serve (taken from the pods, not the spec); empty while none is ready.",
+    )
     revision: str | None = Field(None, description="Revision (pod template hash) of the stable pods.")
 
 
@@ -195,10 +223,28 @@ class CanaryStatus(StatusModel):
     """Progress of the canary."""
 
     model_uri: str | None = Field(None, description="Model the canary pods serve.")
-    weight: int | None = Field(None, ge=0, le=100, description="Percent of traffic the canary gets now.")
+    weight: int | None = Field(
+        None, ge=0, le=100, description="Percent of traffic the canary gets now: its share of the ready pods."
+    )
+    requested_weight: int | None = Field(
+        None, ge=0, le=100, description="Percent the current step (or spec weight) asks for."
+    )
+    planned_weight: int | None = Field(
+        None, ge=0, le=100,
+        description="Percent the canary gets once its pods are ready, from the replica counts (see the docs).",
+    )
+    replicas: int | None = Field(None, ge=0, description="Canary pods planned on top of the stable's.")
+    ever_ready: bool | None = Field(
+        None, description="A canary pod of this model has been Ready; a canary that never was is not promoted."
+    )
     step: int | None = Field(None, ge=0, description="Index of the current step in spec.rollout.canary.steps.")
     phase: Literal["Progressing", "Paused", "Promoted", "Aborted", "Failed"] | None = Field(
-        None, description="Progressing, Paused (waiting for promote), Promoted, Aborted or Failed."
+        None,
+        description=(
+            "Progressing (the Progressing condition is True), Paused (waiting for promote or for a canary pod to "
+            "become Ready), Promoted, Aborted, or Failed (canary pods cannot run; the Progressing condition says "
+            "why, and the canary resumes when they can)."
+        ),
     )
     step_start_time: Timestamp | None = Field(
         None, description="When the current step's canary pods were all ready; its pause counts from here."
@@ -214,6 +260,9 @@ class ModelDeploymentStatus(StatusBase):
     ready_replicas: int | None = Field(None, ge=0, description="Pods (stable and canary) ready to serve.")
     stable: StableStatus | None = Field(None, description="The stable model.")
     canary: CanaryStatus | None = Field(None, description="The canary, while one exists.")
+    warnings: list[str] | None = Field(
+        None, description="Values that are accepted but probably not meant, such as memory: 512 (bytes)."
+    )
 
 
 MODEL_DEPLOYMENT = Kind(
@@ -225,9 +274,10 @@ MODEL_DEPLOYMENT = Kind(
     status=ModelDeploymentStatus,
     printer_columns=(
         PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition."),
+        PrinterColumn("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', "Why Ready is what it is."),
         PrinterColumn("Replicas", "integer", ".status.readyReplicas", "Pods ready to serve."),
-        PrinterColumn("Model", "string", ".spec.model.uri", "Model being served."),
-        PrinterColumn("Canary", "integer", ".status.canary.weight", "Percent of traffic on the canary."),
+        PrinterColumn("Model", "string", ".status.stable.modelUri", "Model the ready stable pods serve."),
+        PrinterColumn("Canary", "integer", ".status.canary.weight", "Percent of traffic the canary gets now."),
         PrinterColumn("URL", "string", ".status.url", "In-cluster URL."),
         AGE_COLUMN,
     ),

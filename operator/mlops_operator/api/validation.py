@@ -15,12 +15,24 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from croniter import croniter
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import ValidationError
 
-from .common import READ_SCHEMES, WRITE_SCHEMES, ApiModel, EnvVar, EnvVarSource, Gpu, Kind, ObjectRef, duration_seconds
+from .common import (
+    READ_SCHEMES,
+    WRITE_SCHEMES,
+    ApiModel,
+    EnvVar,
+    EnvVarSource,
+    Gpu,
+    Kind,
+    ObjectRef,
+    Resources,
+    duration_seconds,
+)
 from .driftmonitor import DriftMonitorSpec
 from .kinds import kind_for
-from .modeldeployment import ModelDeploymentSpec
+from .modeldeployment import Model, ModelDeploymentSpec
 from .trainingjob import TrainingJobSpec
 
 # A MIG profile resource: nvidia.com/mig-<compute slices>g.<memory>gb, optionally +me (media extensions).
@@ -223,8 +235,26 @@ _NODE_CHECKS: tuple[tuple[type, _Check], ...] = (
 # --- per kind ---------------------------------------------------------------------------------------------
 
 
+# What each runtime preset's server loads (custom: anything). Triton loads tree models through its FIL backend.
+PRESET_FORMATS: dict[str, tuple[str, ...]] = {
+    "vllm": ("huggingface",),
+    "triton": ("onnx", "pytorch", "tensorflow", "tensorrt", "xgboost", "lightgbm", "sklearn"),
+    "sklearn": ("sklearn",),
+}
+
+
+def _check_format(errors: list[str], path: str, model: Model, preset: str) -> None:
+    loads = PRESET_FORMATS.get(preset)
+    if model.format is None or loads is None or model.format in loads:
+        return
+    servers = [name for name, formats in PRESET_FORMATS.items() if model.format in formats]
+    errors.append(f"{path}.format: the {preset} preset loads {', '.join(loads)}, not {model.format}; "
+                  f"use preset {' or '.join(servers) or 'custom'}")
+
+
 def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec, namespace: str | None) -> None:
     _check_uri(errors, f"{p}.model.uri", spec.model.uri, READ_SCHEMES)
+    _check_format(errors, f"{p}.model", spec.model, spec.runtime.preset)
     _check_pod_annotations(errors, f"{p}.podAnnotations", spec.pod_annotations)
     if spec.runtime.preset == "custom":
         if spec.runtime.image is None:
@@ -248,6 +278,7 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
             errors.append(f"{c}.model.uri: a canary needs a model")
         else:
             _check_uri(errors, f"{c}.model.uri", canary.model.uri, READ_SCHEMES)
+            _check_format(errors, f"{c}.model", canary.model, spec.runtime.preset)
         if canary.weight is not None and canary.steps:
             errors.append(f"{c}: set weight (a fixed share) or steps (a progression), not both")
         elif canary.weight is None and not canary.steps:
@@ -262,6 +293,25 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
     log = spec.monitoring.prediction_log if spec.monitoring else None
     if log is not None:
         _check_uri(errors, f"{p}.monitoring.predictionLog.uri", log.uri, WRITE_SCHEMES)
+
+
+# Below this, a memory value is almost surely a unit left out ("512" is 512 bytes, not 512Mi).
+SMALL_MEMORY = 1 << 20
+
+
+def spec_warnings(spec: ApiModel, prefix: str = "spec") -> list[str]:
+    """Values a spec may hold but probably does not mean, each naming its field; for a Warning, not an error."""
+    warnings = []
+    for path, node in _walk(spec, prefix):
+        if isinstance(node, Resources) and node.memory is not None:
+            try:
+                amount = parse_quantity(node.memory)
+            except ValueError:
+                continue
+            if 0 < amount < SMALL_MEMORY:
+                warnings.append(f"{path}.memory: {node.memory} is {amount} bytes, too little to run a model server; "
+                                f'write a unit, e.g. "{node.memory}Mi"')
+    return warnings
 
 
 def _check_training_job(errors: list[str], p: str, spec: TrainingJobSpec, namespace: str | None) -> None:

@@ -1,5 +1,11 @@
 """Model storage for serving pods: pvc:// mounts the claim read-only; every other scheme is fetched by an init
-container of the operator's own image (`mlops-operator fetch-model`) into an emptyDir the server reads."""
+container of the operator's own image (`mlops-operator fetch-model`) into an emptyDir the server reads.
+
+With `model.size` the emptyDir gets it as its sizeLimit and the server container (which holds the volume for the
+pod's life) an ephemeral-storage request of it, so the scheduler counts the model against the node's disk
+instead of finding out through DiskPressure. The fetcher unpacks .tar.gz archives as they stream in and stages a
+.zip outside the volume, so the volume never holds an archive beside its contents.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,13 @@ from .security import container_security_context
 
 MODEL_DIR = "/mnt/models"
 MODEL_VOLUME = "model"
+
+
+def ephemeral_storage(model: Model) -> dict[str, str]:
+    """The server container's ephemeral-storage request for the fetched model: none for pvc:// or no size."""
+    if model.size is None or urlsplit(model.uri).scheme == "pvc":
+        return {}
+    return {"ephemeral-storage": str(model.size)}
 
 
 def model_storage(model: Model, operator_image: str) -> tuple[list[dict], list[dict], dict]:
@@ -36,4 +49,5 @@ def model_storage(model: Model, operator_image: str) -> tuple[list[dict], list[d
     }
     if model.secret_ref is not None:
         fetcher["envFrom"] = [{"secretRef": {"name": model.secret_ref.name}}]
-    return [{"name": MODEL_VOLUME, "emptyDir": {}}], [fetcher], mount
+    empty_dir = {} if model.size is None else {"sizeLimit": str(model.size)}
+    return [{"name": MODEL_VOLUME, "emptyDir": empty_dir}], [fetcher], mount

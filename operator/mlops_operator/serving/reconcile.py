@@ -4,6 +4,18 @@
     delete what must not exist -> status from the real objects -> write it if it changed -> events
 
 An invalid spec stops after validation: the children stay exactly as they were, Ready=False says InvalidSpec.
+
+Events are once-only even when the cache lags behind the operator's own status writes: the status is written on
+the condition that the object is still the version the reconcile read (its resourceVersion), and the events its
+transitions deserve are posted only when that write succeeds. A stale read fails with 409 and posts nothing; the
+next reconcile sees the newer object.
+
+Autoscaling and spec.replicas (the Kubernetes docs' HPA migration under server-side apply): the operator's apply
+stops setting the stable Deployment's replicas once the HPA owns them, and a field its last owner stops applying
+falls back to the default, 1. So before that apply, a second field manager (HANDOVER_MANAGER) applies the live
+count (within minReplicas..maxReplicas) and keeps owning it: the operator's apply releases the field without a
+reset, and the HPA takes it over with its first scale. Turning autoscaling off, the operator's apply sets
+spec.replicas again (forced, so it takes the field back), then the second manager releases what it held.
 """
 
 from __future__ import annotations
@@ -12,19 +24,26 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from .. import FIELD_MANAGER
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
-from ..k8s.client import KubeClient
+from ..api.validation import spec_warnings
+from ..k8s.client import APPLY, ApiError, KubeClient, object_path
+from ..k8s.conditions import dig
+from ..k8s.diff import digest
 from ..k8s.events import emit
-from ..k8s.status import report_invalid, write_status
-from ..k8s.sync import ChildRejected, sync_children
+from ..k8s.status import ObjectGone, report_invalid, status_patch
+from ..k8s.sync import UPDATED, ChildRejected, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
-from . import canary, render, status
+from . import canary, render, runtimes, status
 
 log = logging.getLogger("mlops_operator.modeldeployment")
 OWNER = "modeldeployment"  # the mlops.dev/<kind> label value space the indices are keyed by
+HANDOVER_MANAGER = "mlops-operator-replicas-handover"
+HANDOVER_ANNOTATION = "mlops.dev/replicas-handover"  # on the stable Deployment while HANDOVER_MANAGER holds replicas
+STALE_RETRY = 1.0  # seconds before retrying a reconcile whose status write found a newer object
 
 
 async def api_versions(client: KubeClient) -> render.ApiVersions:
@@ -57,6 +76,56 @@ def serving_total(spec: ModelDeploymentSpec, stable: dict | None) -> int:
     return live if live is not None else spec.autoscaling.min_replicas
 
 
+def not_yet_observed(dep: dict) -> dict:
+    """A Deployment the reconcile just changed, as its controller will see it: a newer generation it has not
+    observed yet, so the status says rolling out rather than what the cached copy says of the old spec."""
+    meta = dep["metadata"]
+    return {**dep, "metadata": {**meta, "generation": int(meta.get("generation") or 0) + 1}}
+
+
+def _handover_body(stable: dict, replicas: int | None) -> dict:
+    meta = stable["metadata"]
+    body: dict = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+    if replicas is not None:
+        body["metadata"]["annotations"] = {HANDOVER_ANNOTATION: "true"}
+        body["spec"] = {"replicas": replicas}
+    return body
+
+
+def handover_replicas(spec: ModelDeploymentSpec, stable: dict | None) -> int | None:
+    """The count the handover manager must apply now, or None: autoscaling is on, the stable exists, and the
+    handover has not happened yet (the HPA's bounds apply right away, as the HPA itself would)."""
+    if spec.autoscaling is None or stable is None or dig(stable, "metadata", "annotations", HANDOVER_ANNOTATION):
+        return None
+    live = dig(stable, "spec", "replicas", default=1)
+    return min(max(live, spec.autoscaling.min_replicas), spec.autoscaling.max_replicas)
+
+
+async def apply_as_handover(client: KubeClient, body: dict) -> None:
+    await client.request("PATCH", object_path(body), params={"fieldManager": HANDOVER_MANAGER, "force": "true"},
+                         body=body, content_type=APPLY)
+
+
+async def write_status_if_current(client: KubeClient, body: dict, new_status: dict) -> bool | None:
+    """Writes what changed in the status, provided the object is still the version read (else 409): True when
+    written, False when nothing changed, None when the read was stale (nothing written)."""
+    patch = status_patch(body.get("status"), new_status)
+    if patch is None:
+        return False
+    guarded = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch}
+    try:
+        await client.request("PATCH", object_path(body) + "/status", body=guarded,
+                             content_type="application/merge-patch+json", params={"fieldManager": FIELD_MANAGER})
+    except ApiError as err:
+        if err.status == 409:
+            return None
+        if err.status == 404:
+            raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
+        raise
+    return True
+
+
 class ModelDeploymentReconciler:
     """Reconciles ModelDeployments: holds what every reconcile needs (client, cache, settings, clock)."""
 
@@ -66,6 +135,9 @@ class ModelDeploymentReconciler:
                  clock: Callable[[], datetime] = utcnow):
         self.client, self.cache, self.settings, self.clock = client, cache, settings, clock
         self._versions: render.ApiVersions | None = None
+        # key -> (digest of the children the API server refused, the error): the same children are not sent again
+        # (a refused request stays refused), while any change to them is tried.
+        self._rejected: dict[tuple[str, str], tuple[str, str]] = {}
 
     async def versions(self) -> render.ApiVersions:
         if self._versions is None:
@@ -76,10 +148,14 @@ class ModelDeploymentReconciler:
         cache, client, settings = self.cache, self.client, self.settings
         body = cache.one("modeldeployments_idx", key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._rejected.pop(key, None)
             return None  # deleted: the garbage collector removes the children through their owner references
         now = self.clock()
         try:
             spec = validate_object(body, MODEL_DEPLOYMENT)
+            problems = runtimes.image_problems(spec, settings)
+            if problems:
+                raise InvalidSpec(problems)
         except InvalidSpec as err:
             await report_invalid(client, body, err.errors, now)
             return None
@@ -87,22 +163,39 @@ class ModelDeploymentReconciler:
         versions = await self.versions()
         live = live_children(cache, key, versions)
         pods = cache.all("pods_idx", (key[0], OWNER, key[1]))
-        canary_spec = spec.rollout.canary if spec.rollout else None
-        canary_uri = canary_spec.model.uri if canary_spec and canary_spec.model else None
-        seen = status.observe_canary(live["canary"], pods, live["stable"], canary_uri)
+        seen = status.observe_canary(live["canary"], pods, live["stable"],
+                                     render.promoted_template(body, spec, settings))
         plan = canary.plan(spec, (body.get("status") or {}).get("canary"), serving_total(spec, live["stable"]),
                            seen, now)
 
+        desired = render.desired(body, spec, plan, versions, settings, stable_exists=live["stable"] is not None)
+        sent = digest({role: child for role, child in desired.items() if child is not None})
+        rejected = self._rejected.get(key)
+        if rejected is not None and rejected[0] == sent:
+            await report_invalid(client, body, [rejected[1]], now)
+            return None
+        handover = handover_replicas(spec, live["stable"])
+        if handover is not None:
+            await apply_as_handover(client, _handover_body(live["stable"], handover))
         try:
-            await sync_children(client, live, render.desired(body, spec, plan, versions, settings), owner=body)
+            done = await sync_children(client, live, desired, owner=body)
         except ChildRejected as err:
             # Pass-through fields (affinity, tolerations, env) reach the API server unchecked by our schema.
+            self._rejected[key] = (sent, f"spec: {err}")
             await report_invalid(client, body, [f"spec: {err}"], now)
             return None
+        self._rejected.pop(key, None)
+        if spec.autoscaling is None and dig(live["stable"] or {}, "metadata", "annotations", HANDOVER_ANNOTATION):
+            await apply_as_handover(client, _handover_body(live["stable"], None))  # the operator's apply owns it
 
+        for role in ("stable", "canary"):
+            if done.get(role) == UPDATED:
+                live[role] = not_yet_observed(live[role])
         new_status, events = status.compute(body, live["stable"], live["canary"], pods, plan,
-                                            render.url(key[1], key[0], settings), now)
-        await write_status(client, body, new_status)
-        for type_, reason, message in events:
+                                            render.url(key[1], key[0], settings), now, spec_warnings(spec))
+        written = await write_status_if_current(client, body, new_status)
+        if written is None:
+            return STALE_RETRY
+        for type_, reason, message in events if written else []:
             await emit(client, body, type_, reason, message, now)
         return plan.requeue_after

@@ -4,6 +4,10 @@
 - Service `<name>` selecting both tracks, so traffic follows the replica ratio;
 - HorizontalPodAutoscaler `<name>` when autoscaling is set (it then owns the stable's replica count);
 - PodDisruptionBudget `<name>` when more than one stable replica runs.
+
+Rollout strategy from the GPU request: GPU pods replace one pod at a time (maxSurge 0, maxUnavailable 1), since a
+surge pod on a full GPU pool would wait forever for a GPU and stall the rollout; CPU pods surge one extra pod and
+never go below the ready count (maxSurge 1, maxUnavailable 0).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from ..api.modeldeployment import MODEL_DEPLOYMENT, Model, ModelDeploymentSpec, 
 from ..k8s.labels import labels, selector_labels
 from ..k8s.ownership import owner_reference
 from ..podspec import gpu, security
-from ..podspec.storage import model_storage
+from ..podspec.storage import ephemeral_storage, model_storage
 from ..settings import Settings
 from .canary import CanaryPlan
 from .runtimes import resolve
@@ -64,6 +68,7 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
         "args": runtime.args,
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
         "readinessProbe": runtime.probe,
+        "livenessProbe": runtime.liveness,
         "volumeMounts": mounts,
         "securityContext": security.container_security_context(),
     }
@@ -72,6 +77,9 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
     if runtime.env:
         container["env"] = runtime.env
     resources = gpu.container_resources(spec.resources)
+    disk = ephemeral_storage(model)
+    if disk:
+        resources["requests"] = {**resources.get("requests", {}), **disk}
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
@@ -99,14 +107,21 @@ def deployment(body: dict, spec: ModelDeploymentSpec, track: str, replicas: int 
     name = md_name if track == "stable" else canary_name(md_name)
     dep_spec: dict[str, Any] = {
         "selector": {"matchLabels": {**selector_labels(KIND, md_name, SERVER), TRACK: track}},
-        # Never below the ready count during a rollout; one extra pod at a time (GPUs are scarce).
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "strategy": strategy(spec),
         "template": pod_template(body, spec, model, overrides, track, settings, annotations),
     }
     if replicas is not None:
         dep_spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": _meta(body, name, SERVER, {TRACK: track}), "spec": dep_spec}
+
+
+def strategy(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """GPU pods: one down, then one up (no surge pod waiting for a GPU the pool does not have); CPU pods: one
+    up, then one down (never below the ready count)."""
+    if gpu.gpu_count(spec.resources):
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
 def service(body: dict, port_name: str = "http") -> dict[str, Any]:
@@ -140,21 +155,38 @@ def pdb(body: dict, api_version: str) -> dict[str, Any]:
                      "selector": {"matchLabels": {**selector_labels(KIND, name, SERVER), TRACK: "stable"}}}}
 
 
-def desired(body: dict, spec: ModelDeploymentSpec, plan: CanaryPlan, versions: ApiVersions,
-            settings: Settings) -> dict[str, dict | None]:
-    """Every child by role; None means the child must not exist."""
+def _canary_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
     canary = spec.rollout.canary if spec.rollout else None
-    canary_annotations = spec.pod_annotations
     if canary is not None and canary.pod_annotations is not None:
-        canary_annotations = canary.pod_annotations
+        return canary.pod_annotations
+    return spec.pod_annotations
+
+
+def promoted_template(body: dict, spec: ModelDeploymentSpec, settings: Settings) -> dict[str, Any] | None:
+    """The stable pod template once the canary is promoted (its model, runtime and annotations), or None without
+    a canary: a stable Deployment running it has taken the promotion, whatever the canary changed."""
+    canary = spec.rollout.canary if spec.rollout else None
+    if canary is None or canary.model is None:
+        return None
+    return pod_template(body, spec, canary.model, canary.runtime, "stable", settings, _canary_annotations(spec))
+
+
+def desired(body: dict, spec: ModelDeploymentSpec, plan: CanaryPlan, versions: ApiVersions,
+            settings: Settings, *, stable_exists: bool = True) -> dict[str, dict | None]:
+    """Every child by role; None means the child must not exist. With autoscaling the stable's replica count
+    belongs to the HPA (see reconcile.hand_over_replicas); only a new stable Deployment starts at minReplicas."""
+    canary = spec.rollout.canary if spec.rollout else None
+    canary_annotations = _canary_annotations(spec)
     if plan.stable_from_canary and canary is not None and canary.model is not None:
         stable_model, stable_overrides, stable_annotations = canary.model, canary.runtime, canary_annotations
     else:
         stable_model, stable_overrides, stable_annotations = spec.model, None, spec.pod_annotations
     autoscaled = spec.autoscaling is not None
-    stable_replicas = None if autoscaled else (
-        plan.stable_replicas if plan.stable_replicas is not None else spec.replicas)
-    min_stable = spec.autoscaling.min_replicas if autoscaled else (stable_replicas or 0)
+    if autoscaled:
+        stable_replicas = None if stable_exists else spec.autoscaling.min_replicas
+    else:
+        stable_replicas = spec.replicas
+    min_stable = spec.autoscaling.min_replicas if autoscaled else spec.replicas
     return {
         "stable": deployment(body, spec, "stable", stable_replicas, stable_model, stable_overrides, settings,
                              stable_annotations),

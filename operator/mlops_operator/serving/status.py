@@ -3,6 +3,10 @@
 Ready is True only when every stable replica of the current template is Ready. When pods cannot start, the
 reason and message are the pods' own: Unschedulable with the scheduler's words, ImagePullBackOff, ErrImagePull,
 CrashLoopBackOff, OOMKilled, Evicted, ModelFetchFailed (the storage init container failed).
+
+What serves is read from the pods: status.stable.modelUri is the model of the Ready stable pods (the MODEL
+column), never the spec's wish. Events come from transitions between the status the reconcile read and the one
+it computes; the reconcile posts them only once that status is written (see reconcile.py).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ..k8s.conditions import condition, dig, find_condition, merge_conditions
+from ..k8s.diff import contains
 from .canary import CanaryObservation, CanaryPlan
 from .render import MODEL_URI_ANNOTATION, TRACK
 
@@ -24,6 +29,18 @@ SEVERITY = ("OOMKilled", "CrashLoopBackOff", "ModelFetchFailed", "ImagePullBackO
 Event = tuple[str, str, str]
 
 
+def pod_ready(pod: dict) -> bool:
+    if dig(pod, "metadata", "deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in dig(pod, "status", "conditions", default=[]) or [])
+
+
+def serving_model(pods: list[dict]) -> str | None:
+    """The model most Ready pods serve (from their model annotation), or None when none is Ready."""
+    served = Counter(dig(p, "metadata", "annotations", MODEL_URI_ANNOTATION) for p in pods if pod_ready(p))
+    served.pop(None, None)
+    return max(served, key=lambda uri: (served[uri], uri)) if served else None
 
 
 def pod_problem(pod: dict) -> tuple[str, str] | None:
@@ -103,24 +120,31 @@ def rolled_out(dep: dict | None) -> bool:
 
 
 def observe_canary(canary_dep: dict | None, pods: list[dict], stable_dep: dict | None,
-                   canary_uri: str | None) -> CanaryObservation:
+                   promoted_template: dict | None) -> CanaryObservation:
+    """`promoted_template` is the stable pod template the canary's promotion asks for (render.promoted_template):
+    the stable has taken the promotion when it runs all of it (image, model, resources, arguments), rolled out."""
     canary_pods = track(pods, "canary")
     problem = summarize(canary_pods) or restarts(canary_pods)
-    stable_promoted = bool(canary_uri) and rolled_out(stable_dep) and dig(
-        stable_dep, "spec", "template", "metadata", "annotations", MODEL_URI_ANNOTATION) == canary_uri
+    stable_promoted = (promoted_template is not None and rolled_out(stable_dep)
+                       and contains(dig(stable_dep, "spec", "template"), promoted_template))
+    canary_uri = dig(promoted_template or {}, "metadata", "annotations", MODEL_URI_ANNOTATION)
+    ready_pods = sum(1 for p in canary_pods
+                     if pod_ready(p) and dig(p, "metadata", "annotations", MODEL_URI_ANNOTATION) == canary_uri)
     return CanaryObservation(ready=rolled_out(canary_dep) and problem is None, problem=problem,
-                             stable_promoted=stable_promoted,
+                             stable_promoted=stable_promoted, ready_pods=ready_pods,
                              replicas=dig(canary_dep, "spec", "replicas", default=0) if canary_dep else 0)
 
 
 def _family(reason: str | None) -> str | None:
     """The kubelet alternates ErrImagePull and ImagePullBackOff on every retry: one story, one event."""
-    return "ImagePullBackOff" if reason == "ErrImagePull" else reason
+    if reason and reason.endswith("ErrImagePull"):  # also CanaryErrImagePull
+        return reason.removesuffix("ErrImagePull") + "ImagePullBackOff"
+    return reason
 
 
 def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dict], plan: CanaryPlan,
-            url: str, now: datetime) -> tuple[dict, list[Event]]:
-    """The new status and the events its transitions deserve."""
+            url: str, now: datetime, warnings: list[str] | None = None) -> tuple[dict, list[Event]]:
+    """The new status and the events its transitions deserve. `warnings`: accepted values probably not meant."""
     gen = dig(body, "metadata", "generation")
     old = body.get("status") or {}
     deps = [d for d in (stable, canary) if d]
@@ -148,11 +172,13 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
     else:
         available = ("False", "NoReplicasReady", "no ready replica serves yet")
 
-    if plan.blocked:
-        active = plan.blocked[0] in ("CanaryNotReady", "Promoting")
-        progressing = ("True" if active else "False", *plan.blocked)
-    elif plan.deploy:
-        progressing = ("True", "CanaryProgressing", f"canary step {plan.status['step']} in progress")
+    canary_phase = (plan.status or {}).get("phase")
+    if plan.deploy and plan.status is not None:
+        # The condition follows the phase, so the two never disagree.
+        reason, message = plan.blocked or ("CanaryProgressing", f"canary step {plan.status['step']} in progress")
+        if plan.note:
+            message = f"{message}; {plan.note}"
+        progressing = ("True" if canary_phase == "Progressing" else "False", reason, message)
     elif stable is None:
         progressing = ("True", "Creating", "the stable Deployment is being created")
     elif not rolled_out(stable):
@@ -169,11 +195,12 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
         "url": url,
         "replicas": replicas,
         "readyReplicas": ready,
-        "stable": {"modelUri": dig(stable, "spec", "template", "metadata", "annotations", MODEL_URI_ANNOTATION),
+        "stable": {"modelUri": serving_model(track(pods, "stable")),
                    "revision": dig(stable, "metadata", "annotations", "deployment.kubernetes.io/revision")}
         if stable else None,
         "canary": None,
         "conditions": conditions,
+        "warnings": list(warnings) if warnings else None,
     }
     if plan.status is not None:
         canary_ready = dig(canary, "status", "readyReplicas", default=0) if canary else 0
@@ -181,10 +208,17 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
         weight = round(100 * canary_ready / serving) if serving else 0
         status["canary"] = {**plan.status, "weight": weight}
     events = list(plan.events)
+    if canary_phase == "Failed" and plan.blocked:
+        was = find_condition(old.get("conditions"), "Progressing") or {}
+        if (was.get("status"), _family(was.get("reason"))) != ("False", _family(plan.blocked[0])):
+            events.append(("Warning", *plan.blocked))
+    if warnings and list(warnings) != old.get("warnings"):
+        events.append(("Warning", "SuspiciousValue", "; ".join(warnings)))
     before = find_condition(old.get("conditions"), "Ready")
     if before is None or (before.get("status"), _family(before.get("reason"))) != (ready_c[0], _family(ready_c[1])):
         if ready_c[0] == "True":
-            events.append(("Normal", "Ready", f"{ready_c[2]}, serving {status['stable']['modelUri']}"))
+            served = status["stable"]["modelUri"] or "the stable model"
+            events.append(("Normal", "Ready", f"{ready_c[2]}, serving {served}"))
         elif ready_c[1] not in ("Creating", "RollingOut"):
             events.append(("Warning", ready_c[1], ready_c[2]))
     return status, events
