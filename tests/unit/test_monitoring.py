@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mlops_operator.api import DRIFT_MONITOR, InvalidSpec, parse_spec, validate_object
-from mlops_operator.monitoring import alerts, data, reactions, reconcile, render
+from mlops_operator.monitoring import alerts, data, reactions, reconcile, render, runner
 from mlops_operator.settings import load
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
@@ -263,3 +265,16 @@ def test_an_interval_cron_cannot_say_is_invalid_in_validation():
         validate_object(manifest(**over))
     assert err.value.errors[0].startswith("spec.interval: 7m cannot be a CronJob schedule")
     validate_object(manifest(**{**over, "interval": "15m"}))
+
+
+def test_the_runner_reports_a_small_window_as_insufficient_data(tmp_path):
+    rng = np.random.default_rng(5)
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 500)}), tmp_path / "ref.parquet")
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 34)}), tmp_path / "cur.parquet")
+    dm = {"spec": {"modelDeployment": {"name": "fraud"}, "reference": {"uri": f"file://{tmp_path}/ref.parquet"},
+                   "current": {"uri": f"file://{tmp_path}/cur.parquet"}, "schedule": "0 * * * *"}}
+    status = runner.check(dm, None, NOW)
+    assert "lastRun" not in status and status["lastAttempt"]["reason"] == "InsufficientData"
+    assert "34 rows" in status["lastAttempt"]["message"]
+    dm["spec"]["minRows"] = 30
+    assert runner.check(dm, None, NOW)["lastAttempt"]["succeeded"] is True
