@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from kubernetes import client
 
-from helpers import apply, loopback_server, request, wait_for
+from helpers import alertmanager_server, apply, request, wait_for
 from mlops_operator.drift.engine import compute_drift
 from mlops_operator.drift.profile import build_profile
 
@@ -243,21 +243,8 @@ def test_meaningless_specs_are_invalid_naming_the_field_and_create_nothing(kube,
 @pytest.fixture(scope="module")
 def short_alertmanager(tmp_path_factory):
     """A real Alertmanager that resolves an alert posted without endsAt after RESOLVE_TIMEOUT seconds."""
-    import shutil
-
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.skip("no Alertmanager binary (make test installs Debian's prometheus-alertmanager)")
-    root = tmp_path_factory.mktemp("alertmanager-short")
-    (root / "alertmanager.yml").write_text(
-        f"global: {{resolve_timeout: {RESOLVE_TIMEOUT}s}}\nroute: {{receiver: drop, group_wait: 1s}}\n"
-        "receivers: [{name: drop}]\n")
-
-    def argv(port: int) -> list[str]:
-        return [binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root}",
-                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
-
-    with loopback_server("Alertmanager", argv, root) as url:
+    with alertmanager_server(tmp_path_factory.mktemp("alertmanager-short"),
+                             f"global: {{resolve_timeout: {RESOLVE_TIMEOUT}s}}\n") as url:
         yield url
 
 
@@ -313,7 +300,8 @@ def test_a_missing_or_deleted_model_deployment_is_not_ready(kube, dm_ns, data, o
     assert "'gone'" in dm["status"]["lastAttempt"]["message"]
 
     # The ModelDeployment appears with a prediction log: checks succeed.
-    md = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "gone", "namespace": dm_ns},
+    md = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+          "metadata": {"name": "gone", "namespace": dm_ns},
           "spec": {"model": {"uri": "file:///models/none.joblib"}, "runtime": {"preset": "sklearn"}, "replicas": 1,
                    "resources": {"cpu": "100m", "memory": "256Mi"},
                    "monitoring": {"predictionLog": {"uri": f"file://{data['calm']}"}}}}
