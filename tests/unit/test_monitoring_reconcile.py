@@ -89,6 +89,14 @@ class Setup:
         return [reason for _, reason, _ in self.client.events]
 
 
+def assert_published(status: dict) -> None:
+    """The computed status is the shape the CRD publishes: it parses, and has no field the model lacks (the status
+    model ignores unknown fields, so parsing alone would not tell)."""
+    DriftMonitorStatus.model_validate(status)
+    fields = {field.alias or name for name, field in DriftMonitorStatus.model_fields.items()}
+    assert set(status) <= fields, set(status) - fields
+
+
 def ready(status: dict) -> dict:
     return next(c for c in status["conditions"] if c["type"] == "Ready")
 
@@ -108,7 +116,7 @@ def test_a_lagging_cache_creates_one_retraining_and_posts_each_event_once(monkey
     s.run()
     assert s.reasons() == ["DriftDetected", "RetrainStarted"]
     assert len(s.stored_status()["retrains"]) == 1
-    DriftMonitorStatus.model_validate(s.stored_status())  # the computed status is the published shape
+    assert_published(s.stored_status())
 
 
 def test_a_missing_model_deployment_is_not_ready_before_any_check(monkeypatch):
@@ -118,7 +126,7 @@ def test_a_missing_model_deployment_is_not_ready_before_any_check(monkeypatch):
     assert (condition["status"], condition["reason"]) == ("False", "ModelDeploymentNotFound")
     assert "'fraud'" in condition["message"]
     assert s.reasons() == ["ModelDeploymentNotFound"]
-    DriftMonitorStatus.model_validate(s.stored_status())
+    assert_published(s.stored_status())
     # It appears (with a prediction log): the monitor waits for its first check.
     s.catch_up()
     s.cache.set("modeldeployments_idx", KEY, {"metadata": {"name": "fraud", "namespace": "ml"},
@@ -161,6 +169,7 @@ def test_run_now_starts_one_job_per_annotation_value_even_from_a_lagging_cache(m
     s.catch_up()
     s.run()
     assert len(s.client.created("Job")) == 2 and s.stored_status()["runNow"] == "b"
+    assert_published(s.stored_status())
 
 
 def test_a_firing_alert_carries_ends_at_beyond_the_next_check_and_is_posted_again_before_it(monkeypatch):
