@@ -250,19 +250,7 @@ def needs_simulator(kube):
 @pytest.fixture(scope="session")
 def alertmanager(tmp_path_factory):
     """A real Alertmanager (Debian's) on loopback, clustering off; yields its base URL, stopped by pid."""
-    import shutil
+    from helpers import alertmanager_server
 
-    from helpers import loopback_server
-
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.skip("no Alertmanager binary (make test installs Debian's prometheus-alertmanager)")
-    root = tmp_path_factory.mktemp("alertmanager")
-    (root / "alertmanager.yml").write_text(
-        "route: {receiver: drop, group_wait: 1s}\nreceivers: [{name: drop}]\n")
-    def argv(port: int) -> list[str]:
-        return [binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root}",
-                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
-
-    with loopback_server("Alertmanager", argv, root, ready_timeout=20) as url:
+    with alertmanager_server(tmp_path_factory.mktemp("alertmanager")) as url:
         yield url

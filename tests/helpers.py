@@ -160,6 +160,26 @@ def loopback_server(name: str, argv, root: pathlib.Path, ready_timeout: float = 
             proc.wait(5)
 
 
+@contextlib.contextmanager
+def alertmanager_server(root: pathlib.Path, config: str = ""):
+    """A real Alertmanager (Debian's) on loopback, clustering off, dropping every notification; `config` adds YAML
+    lines (e.g. a `global:` block). Yields its base URL; stopped by pid. Skips the test without the binary."""
+    import shutil
+
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        pytest.skip("no Alertmanager binary (make test installs Debian's prometheus-alertmanager)")
+    (root / "alertmanager.yml").write_text(
+        config + "route: {receiver: drop, group_wait: 1s}\nreceivers: [{name: drop}]\n")
+
+    def argv(port: int) -> list[str]:
+        return [binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root}",
+                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+
+    with loopback_server("Alertmanager", argv, root, ready_timeout=20) as url:
+        yield url
+
+
 def rbac_table() -> set[tuple[str, str, str]]:
     """(group, resource, verb) rows of the operator's table in docs/rbac.md (the chart's rules must equal it)."""
     rows, inside = set(), False

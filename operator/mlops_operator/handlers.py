@@ -121,6 +121,9 @@ def _enqueue(kind: str, namespace: str, name: str) -> None:
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
 async def modeldeployment_changed(namespace: str, name: str, **_):
     _enqueue("modeldeployment", namespace, name)
+    if "driftmonitor" in CONTROLLERS:  # the monitors reading its prediction log (the cache is bound by then)
+        for dm_namespace, dm_name in monitoring.monitors_of(CACHE, namespace, name):
+            _enqueue("driftmonitor", dm_namespace, dm_name)
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs")

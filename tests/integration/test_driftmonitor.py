@@ -1,5 +1,6 @@
 """DriftMonitor end to end: the operator's CronJob, the drift runner run by the node simulator as a local process of
-the operator's image, the reactions (condition, event, metrics, a real Alertmanager, retraining with a cooldown)."""
+the operator's image, the reactions (condition, event, metrics, a real Alertmanager, retraining with a cooldown).
+Checks are started the documented way, with the mlops.dev/run-now annotation."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from kubernetes import client
 
-from helpers import apply, request, run_cronjob_now, wait_for
+from helpers import alertmanager_server, apply, request, wait_for
 from mlops_operator.drift.engine import compute_drift
 from mlops_operator.drift.profile import build_profile
 
@@ -79,7 +80,24 @@ def condition(obj: dict, type_: str) -> dict:
 
 
 def run_check_now(kube, namespace: str, dm: str, n: int) -> None:
-    run_cronjob_now(kube, namespace, f"{dm}-drift", f"{dm}-manual-{n}")
+    """`kubectl annotate dm <dm> mlops.dev/run-now=<n> --overwrite`: the operator starts one Job per value."""
+    code, body = request(kube, "PATCH", f"{GROUP_PATH}/namespaces/{namespace}/driftmonitors/{dm}",
+                         body={"metadata": {"annotations": {"mlops.dev/run-now": str(n)}}},
+                         content_type="application/merge-patch+json")
+    assert code == 200, body
+
+
+def jobs_of(kube, namespace: str, dm: str) -> list:
+    code, body = request(kube, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                         query={"labelSelector": f"mlops.dev/driftmonitor={dm}"})
+    assert code == 200
+    return body["items"]
+
+
+def active_alerts(alertmanager: str, namespace: str, dm: str) -> list:
+    """The alerts Alertmanager holds as firing (resolved ones are not listed)."""
+    firing = json.loads(urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=5).read())
+    return [a for a in firing if a["labels"].get("driftmonitor") == dm and a["labels"].get("namespace") == namespace]
 
 
 def wait_attempt(kube, namespace: str, name: str, after: str | None = None, timeout: float = 90) -> dict:
@@ -160,6 +178,15 @@ def test_drift_is_detected_alerted_and_retrained_once_within_the_cooldown(kube, 
     reasons = [e.reason for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
                if e.involved_object.name == "fraud" and e.involved_object.kind == "DriftMonitor"]
     assert reasons.count("DriftDetected") == 2 and "RetrainSkipped" in reasons and reasons.count("RetrainStarted") == 1
+    assert reasons.count("CheckRequested") == 2 and len(jobs_of(kube, dm_ns, "fraud")) == 2  # one per value
+    assert get_dm(kube, dm_ns, "fraud")["status"]["runNow"] == "2"
+
+    # The training history outlives the monitor: its children go with it, the retraining stays.
+    code, _ = request(kube, "DELETE", f"{GROUP_PATH}/namespaces/{dm_ns}/driftmonitors/fraud")
+    assert code == 200
+    wait_for(lambda: request(kube, "GET", f"/apis/batch/v1beta1/namespaces/{dm_ns}/cronjobs/fraud-drift")[0] == 404
+             and not jobs_of(kube, dm_ns, "fraud"), timeout=120, message="the monitor's children collected")
+    assert [j["metadata"]["name"] for j in training_jobs(kube, dm_ns, "fraud")] == [jobs[0]["metadata"]["name"]]
 
 
 def test_an_unshifted_window_raises_nothing(kube, dm_ns, data, operator, alertmanager):
@@ -212,3 +239,92 @@ def test_meaningless_specs_are_invalid_naming_the_field_and_create_nothing(kube,
         get_dm(kube, dm_ns, "bad")), message="InvalidSpec")
     assert field in condition(dm, "Ready")["message"]
     assert request(kube, "GET", f"/api/v1/namespaces/{dm_ns}/serviceaccounts/bad-drift")[0] == 404
+
+
+@pytest.fixture(scope="module")
+def short_alertmanager(tmp_path_factory):
+    """A real Alertmanager that resolves an alert posted without endsAt after RESOLVE_TIMEOUT seconds."""
+    with alertmanager_server(tmp_path_factory.mktemp("alertmanager-short"),
+                             f"global: {{resolve_timeout: {RESOLVE_TIMEOUT}s}}\n") as url:
+        yield url
+
+
+RESOLVE_TIMEOUT = 3
+
+
+def test_an_alert_stays_firing_while_drift_holds_and_resolves_when_it_ends(kube, dm_ns, data, short_alertmanager):
+    apply(kube, dm_manifest(dm_ns, "held", data["reference"], data["shifted"], short_alertmanager, retrain=False))
+    run_check_now(kube, dm_ns, "held", 1)
+    dm = wait_attempt(kube, dm_ns, "held")
+    assert dm["status"]["lastRun"]["datasetDrift"] is True
+    wait_for(lambda: active_alerts(short_alertmanager, dm_ns, "held"), message="the drift alert")
+    # Well past resolve_timeout (a lower bound only): still firing, since it was posted with a later endsAt.
+    time.sleep(RESOLVE_TIMEOUT * 4)
+    (alert,) = active_alerts(short_alertmanager, dm_ns, "held")
+    assert alert["status"]["state"] == "active"
+    assert datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")) > datetime.now(timezone.utc)
+
+    # The data calms down: the next check ends the drift and the alert with it.
+    manifest = dm_manifest(dm_ns, "held", data["reference"], data["calm"], short_alertmanager, retrain=False)
+    apply(kube, manifest)
+    time.sleep(1.1)  # results are stamped to the second
+    run_check_now(kube, dm_ns, "held", 2)
+    dm = wait_attempt(kube, dm_ns, "held", after=dm["status"]["lastAttempt"]["time"])
+    assert dm["status"]["lastRun"]["datasetDrift"] is False
+    wait_for(lambda: not active_alerts(short_alertmanager, dm_ns, "held"), message="the alert resolved")
+
+
+def test_a_missing_or_deleted_model_deployment_is_not_ready(kube, dm_ns, data, operator):
+    manifest = dm_manifest(dm_ns, "orphan", data["reference"], data["calm"], retrain=False)
+    manifest["spec"]["modelDeployment"] = {"name": "gone"}
+    del manifest["spec"]["current"]["uri"]  # the current data is the ModelDeployment's prediction log
+    apply(kube, manifest)
+
+    def reason_is(reason):
+        def check():
+            dm = get_dm(kube, dm_ns, "orphan")
+            return dm if condition(dm, "Ready").get("reason") == reason else None
+        return check
+
+    # Told before any check runs, with a Warning event.
+    dm = wait_for(reason_is("ModelDeploymentNotFound"), message="Ready=False ModelDeploymentNotFound")
+    assert condition(dm, "Ready")["status"] == "False" and "'gone'" in condition(dm, "Ready")["message"]
+    assert "lastAttempt" not in dm["status"]
+    events = [e for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
+              if e.involved_object.name == "orphan" and e.reason == "ModelDeploymentNotFound"]
+    assert events and events[0].type == "Warning"
+    # The runner, run anyway, records why instead of dying with a traceback.
+    run_check_now(kube, dm_ns, "orphan", 1)
+    dm = wait_for(lambda: (lambda d: d if (d.get("status") or {}).get("lastAttempt") else None)(
+        get_dm(kube, dm_ns, "orphan")), message="the runner's lastAttempt")
+    assert dm["status"]["lastAttempt"]["reason"] == "ModelDeploymentNotFound"
+    assert "'gone'" in dm["status"]["lastAttempt"]["message"]
+
+    # The ModelDeployment appears with a prediction log: checks succeed.
+    md = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment",
+          "metadata": {"name": "gone", "namespace": dm_ns},
+          "spec": {"model": {"uri": "file:///models/none.joblib"}, "runtime": {"preset": "sklearn"}, "replicas": 1,
+                   "resources": {"cpu": "100m", "memory": "256Mi"},
+                   "monitoring": {"predictionLog": {"uri": f"file://{data['calm']}"}}}}
+    apply(kube, md)
+    time.sleep(1.1)  # results are stamped to the second
+    run_check_now(kube, dm_ns, "orphan", 2)
+    dm = wait_for(reason_is("CheckSucceeded"), timeout=120, message="Ready=True after the ModelDeployment appeared")
+    assert dm["status"]["lastRun"]["rows"]["current"] == 2000
+
+    # kubectl delete md gone: Ready does not stay True.
+    code, _ = request(kube, "DELETE", f"{GROUP_PATH}/namespaces/{dm_ns}/modeldeployments/gone")
+    assert code == 200
+    wait_for(reason_is("ModelDeploymentNotFound"), timeout=120, message="Ready=False after the delete")
+
+
+def test_a_window_below_min_rows_is_insufficient_data_not_a_verdict(kube, dm_ns, data, operator):
+    manifest = dm_manifest(dm_ns, "small", data["reference"], data["shifted"])
+    manifest["spec"]["minRows"] = 5000  # the window has 2000 rows
+    apply(kube, manifest)
+    run_check_now(kube, dm_ns, "small", 1)
+    dm = wait_attempt(kube, dm_ns, "small")
+    assert (condition(dm, "Ready")["status"], condition(dm, "Ready")["reason"]) == ("False", "InsufficientData")
+    assert "2000 rows" in condition(dm, "Ready")["message"]
+    assert "lastRun" not in dm["status"] and condition(dm, "DriftDetected")["status"] == "Unknown"
+    assert training_jobs(kube, dm_ns, "small") == []

@@ -11,6 +11,7 @@ from scipy.spatial import distance
 from mlops_operator.drift import (
     DriftInputError,
     FeatureSpec,
+    InsufficientData,
     ReferenceProfile,
     build_profile,
     compute_drift,
@@ -331,3 +332,13 @@ def test_profile_round_trips(tmp_path):
     from_npz = ReferenceProfile.load(tmp_path / "ref.npz")
     assert compute_drift(from_dict, cur) == want
     assert compute_drift(from_npz, cur) == want
+
+
+def test_a_window_below_min_rows_gives_no_verdict():
+    rng = np.random.default_rng(3)
+    profile = build_profile({"x": rng.normal(0, 1, 3000), "c": rng.choice(["a", "b", "c"], 3000)})
+    small = {"x": rng.normal(0, 1, 34), "c": rng.choice(["a", "b", "c"], 34)}
+    with pytest.raises(InsufficientData, match=r"34 rows, fewer than minRows \(100\)"):
+        compute_drift(profile, small, min_rows=100)
+    assert issubclass(InsufficientData, DriftInputError)  # callers that know only DriftInputError still stop
+    assert compute_drift(profile, small, min_rows=34).rows_current == 34

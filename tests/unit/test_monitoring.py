@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from mlops_operator.api import DRIFT_MONITOR, parse_spec
-from mlops_operator.monitoring import data, reactions, render
+from mlops_operator.api import DRIFT_MONITOR, InvalidSpec, parse_spec, validate_object
+from mlops_operator.monitoring import alerts, data, reactions, reconcile, render, runner
 from mlops_operator.settings import load
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
@@ -105,7 +107,8 @@ def test_before_any_check():
     r = reactions.react(body(), spec(), "0 * * * *", NOW)
     assert cond(r.status, "Ready")["reason"] == "AwaitingFirstCheck"
     assert cond(r.status, "DriftDetected")["status"] == "Unknown"
-    assert (r.events, r.alert, r.retrain) == ([], None, None)
+    assert (r.events, r.retrain, r.run_now) == ([], None, None)
+    assert reactions.firing_alert(body(), spec(), r.status) is None
 
 
 def test_a_new_drifted_result_alerts_and_retrains_once():
@@ -113,18 +116,23 @@ def test_a_new_drifted_result_alerts_and_retrains_once():
                                                                              "succeeded": True}}
     r = reactions.react(body(status), spec(), "0 * * * *", NOW)
     assert cond(r.status, "DriftDetected")["status"] == "True"
-    assert r.alert["labels"] == {"alertname": "ModelDriftDetected", "severity": "warning", "namespace": "ml",
-                                 "driftmonitor": "fraud", "modeldeployment": "fraud"}
-    assert "endsAt" not in r.alert
+    url, alert = reactions.firing_alert(body(), spec(), r.status)
+    assert url == "http://am:9093" and alert["labels"] == {
+        "alertname": "ModelDriftDetected", "severity": "warning", "namespace": "ml", "driftmonitor": "fraud",
+        "modeldeployment": "fraud"}
+    assert "endsAt" not in alert  # the poster sets it
     due = datetime(2026, 11, 26, 11, 59, tzinfo=timezone.utc)
     assert r.retrain["metadata"]["name"] == "fraud-retrain-" + str(int(due.timestamp()))
-    assert r.retrain["metadata"]["ownerReferences"][0]["kind"] == "DriftMonitor"
+    # The training history outlives the monitor: a label points at it, no ownerReference.
+    assert "ownerReferences" not in r.retrain["metadata"]
+    assert r.retrain["metadata"]["labels"]["mlops.dev/driftmonitor"] == "fraud"
     assert r.retrain["spec"]["image"] == "trainer:1"
     assert r.status["actedOn"] == "2026-11-26T11:59:00Z"
     assert [e[1] for e in r.events] == ["DriftDetected", "RetrainStarted"]
     # The same result seen again (a restart, a retry): nothing more.
     again = reactions.react(body(r.status), spec(), "0 * * * *", NOW + timedelta(minutes=1))
-    assert (again.events, again.alert, again.retrain) == ([], None, None)
+    assert (again.events, again.retrain) == ([], None)
+    assert reactions.firing_alert(body(), spec(), again.status) is not None  # still firing while drift holds
 
 
 def test_cooldown_and_daily_cap_hold_retraining():
@@ -148,7 +156,8 @@ def test_drift_ending_resolves_the_alert():
             "lastAttempt": {"time": "2026-11-26T11:00:00Z", "succeeded": True}}
     r = reactions.react(body(calm), spec(), "0 * * * *", NOW)
     assert cond(r.status, "DriftDetected")["status"] == "False"
-    assert r.alert["endsAt"] == "2026-11-26T12:00:00Z" and r.retrain is None
+    assert r.resolved and r.retrain is None
+    assert reactions.firing_alert(body(), spec(), r.status) is None
     assert [e[1] for e in r.events] == ["DriftResolved"]
 
 
@@ -159,12 +168,115 @@ def test_a_failed_check_keeps_the_last_result_and_raises_no_alarm():
     r = reactions.react(body(good), spec(), "0 * * * *", NOW)
     assert cond(r.status, "Ready")["reason"] == "SchemaChanged"
     assert cond(r.status, "DriftDetected")["status"] == "False"
-    assert r.alert is None and r.retrain is None
+    assert reactions.firing_alert(body(), spec(), r.status) is None and r.retrain is None
     assert [e[1] for e in r.events] == ["SchemaChanged"]
+
+
+def test_a_small_window_is_insufficient_data_not_a_verdict():
+    insufficient = {"lastRun": run("2026-11-26T10:00:00Z", False), "actedOn": "2026-11-26T10:00:00Z",
+                    "lastAttempt": {"time": "2026-11-26T11:00:00Z", "succeeded": False, "reason": "InsufficientData",
+                                    "message": "the current window has 34 rows, fewer than minRows (100)"}}
+    r = reactions.react(body(insufficient), spec(), "0 * * * *", NOW)
+    assert (cond(r.status, "Ready")["status"], cond(r.status, "Ready")["reason"]) == ("False", "InsufficientData")
+    assert r.status["lastRun"] == insufficient["lastRun"] and r.retrain is None
+    assert reactions.firing_alert(body(), spec(), r.status) is None
+    assert spec().min_rows == 100
+
+
+@pytest.mark.parametrize("model, reason", [
+    (None, "ModelDeploymentNotFound"),
+    ({"spec": {"model": {"uri": "s3://m"}}}, "NoPredictionLog"),
+    ({"spec": {"monitoring": {"predictionLog": {"uri": "s3://logs/fraud"}}}}, None),
+])
+def test_current_data_from_a_model_deployment_needs_it_and_its_prediction_log(model, reason):
+    problem = reconcile.source_problem(spec(), model)
+    assert (problem[0] if problem else None) == reason
+    # A check that succeeded before does not keep Ready=True once the ModelDeployment is gone.
+    good = {"lastRun": run("2026-11-26T10:00:00Z", False), "actedOn": "2026-11-26T10:00:00Z",
+            "lastAttempt": {"time": "2026-11-26T10:00:00Z", "succeeded": True}}
+    r = reactions.react(body(good), spec(), "0 * * * *", NOW, problem)
+    assert cond(r.status, "Ready")["status"] == ("True" if reason is None else "False")
+    assert [e[1] for e in r.events] == ([reason] if reason else [])
+    # Current data named by URI does not need the ModelDeployment.
+    assert reconcile.source_problem(spec(current={"uri": "s3://data/live.parquet"}), None) is None
+
+
+def test_the_share_column_is_a_rounded_percent():
+    status = {"lastRun": {**run("2026-11-26T11:00:00Z", True), "driftShare": 2 / 3},
+              "lastAttempt": {"time": "2026-11-26T11:00:00Z", "succeeded": True}}
+    assert reactions.react(body(status), spec(), "0 * * * *", NOW).status["share"] == "67%"
+    assert reactions.react(body(), spec(), "0 * * * *", NOW).status.get("share") is None
+
+
+def test_run_now_is_acted_on_once_per_value():
+    b = body({"runNow": "1"})
+    b["metadata"]["annotations"] = {"mlops.dev/run-now": "2"}
+    r = reactions.react(b, spec(), "0 * * * *", NOW)
+    assert r.run_now == "2" and r.status["runNow"] == "2" and [e[1] for e in r.events] == ["CheckRequested"]
+    b["status"] = r.status
+    assert reactions.react(b, spec(), "0 * * * *", NOW).run_now is None
+    cron = render.cron_job(b, spec(), "batch/v1beta1", load())
+    job = render.run_now_job(b, cron, "2")
+    assert job["apiVersion"] == "batch/v1" and job["spec"] == cron["spec"]["jobTemplate"]["spec"]
+    assert job["metadata"]["name"] == render.run_now_job(b, cron, "2")["metadata"]["name"]  # one per token
+    assert job["metadata"]["name"] != render.run_now_job(b, cron, "3")["metadata"]["name"]
+    long = body()
+    long["metadata"]["name"] = "m" * 63
+    assert len(render.run_now_job(long, cron, "x" * 300)["metadata"]["name"]) <= 63
+
+
+def test_a_firing_alert_ends_a_margin_after_the_next_check_and_is_posted_again_well_before():
+    ends = alerts.ends_at("0 * * * *", NOW + timedelta(minutes=10))
+    assert ends == datetime(2026, 11, 26, 13, 0, tzinfo=timezone.utc) + alerts.MARGIN
+    posted = NOW + timedelta(minutes=10)
+    delay = alerts.refresh_delay(posted, ends, posted)
+    assert delay == (ends - posted).total_seconds() / 2
+    # Every minute: still at least the margin ahead, and reposted before it ends.
+    ends = alerts.ends_at("* * * * *", posted)
+    assert ends - posted > alerts.MARGIN
+    assert 0 < alerts.refresh_delay(posted, ends, posted) < (ends - posted).total_seconds()
+    # Late (a busy operator): post now-ish, never in a tight loop.
+    assert alerts.refresh_delay(posted, ends, ends) == alerts.LEAST_REFRESH
+
+
+def test_failed_posts_back_off_up_to_a_cap():
+    delays = [alerts.retry_delay(n) for n in range(1, 12)]
+    assert delays[0] == alerts.RETRY_FIRST and delays == sorted(delays) and delays[-1] == alerts.RETRY_MAX
+
+
+def manifest(name="fraud", **over):
+    return {**body(), "metadata": {"name": name, "namespace": "ml"},
+            "spec": {"modelDeployment": {"name": "fraud"}, "reference": {"uri": "s3://data/ref.parquet"},
+                     "schedule": "0 * * * *", **over}}
 
 
 def test_a_retraining_monitor_must_leave_room_for_its_training_job_names():
     # <name>-retrain-<10 digits>-workers is the retraining job's Service: at most 63 characters
-    assert reactions.retrain_name_errors("m" * 36, workers=2) == []
-    errors = reactions.retrain_name_errors("m" * 37, workers=2)
-    assert len(errors) == 1 and errors[0].startswith("metadata.name:") and "spec.actions.retrain" in errors[0]
+    retrain = {"retrain": {"template": {"image": "trainer:1", "workers": 2}}}
+    validate_object(manifest("m" * 36, actions=retrain))
+    with pytest.raises(InvalidSpec) as err:
+        validate_object(manifest("m" * 37, actions=retrain))
+    assert len(err.value.errors) == 1 and err.value.errors[0].startswith("metadata.name:")
+    assert "spec.actions.retrain" in err.value.errors[0]
+    validate_object(manifest("m" * 60))  # no retraining, no such limit
+
+
+def test_an_interval_cron_cannot_say_is_invalid_in_validation():
+    over = {"schedule": None, "interval": "7m"}
+    with pytest.raises(InvalidSpec) as err:
+        validate_object(manifest(**over))
+    assert err.value.errors[0].startswith("spec.interval: 7m cannot be a CronJob schedule")
+    validate_object(manifest(**{**over, "interval": "15m"}))
+
+
+def test_the_runner_reports_a_small_window_as_insufficient_data(tmp_path):
+    rng = np.random.default_rng(5)
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 500)}), tmp_path / "ref.parquet")
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 34)}), tmp_path / "cur.parquet")
+    dm = {"spec": {"modelDeployment": {"name": "fraud"}, "reference": {"uri": f"file://{tmp_path}/ref.parquet"},
+                   "current": {"uri": f"file://{tmp_path}/cur.parquet"}, "schedule": "0 * * * *"}}
+    status = runner.check(dm, None, NOW)
+    assert "lastRun" not in status and status["lastAttempt"]["reason"] == "InsufficientData"
+    assert "34 rows" in status["lastAttempt"]["message"]
+    dm["spec"]["minRows"] = 30
+    assert runner.check(dm, None, NOW)["lastAttempt"]["succeeded"] is True

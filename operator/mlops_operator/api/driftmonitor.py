@@ -28,6 +28,34 @@ DRIFT_TESTS = ("auto", "ks", "psi", "chisquare", "ztest", "wasserstein", "jensen
 MAX_RETRAINS_PER_DAY = 24 * 60
 """A check runs at most once a minute (cron's granularity), so no day can bring more retrainings than this."""
 
+MIN_ROWS = 100
+"""The default least current window for a verdict: the chi-square and two-proportion z-tests rest on normal
+approximations that need about 5 expected rows per category (Cochran's rule), which 100 rows give down to a 5%
+category; fewer rows give a p-value that means little (see docs/drift-statistics.md)."""
+
+RUN_NOW_ANNOTATION = "mlops.dev/run-now"
+"""Set to any new value to run a check now, once per value (`kubectl annotate dm X mlops.dev/run-now=$(date +%s)`)."""
+
+
+def interval_cron(seconds: int) -> str | None:
+    """A cron schedule for an interval that divides an hour or a day, else None (cron cannot say "every 7m")."""
+    if seconds < 60 or seconds % 60:
+        return None
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"*/{minutes} * * * *" if 60 % minutes == 0 else None
+    if minutes % 60:
+        return None
+    hours = minutes // 60
+    if hours == 24:
+        return "0 0 * * *"
+    return f"0 */{hours} * * *" if hours < 24 and 24 % hours == 0 else None
+
+
+def retrain_name(monitor: str, unix_time: int) -> str:
+    """The retraining TrainingJob of the result at `unix_time`: one name per result, so a retry cannot make two."""
+    return f"{monitor}-retrain-{unix_time}"
+
 
 class ReferenceData(ApiModel):
     """The data the model was trained on (or any data known to be good)."""
@@ -135,6 +163,11 @@ class DriftMonitorSpec(ApiModel):
     drift_share: float = Field(
         0.5, ge=0, le=1, description="The dataset drifts when at least this share of features drift, 0 to 1."
     )
+    min_rows: int = Field(
+        MIN_ROWS, ge=1, le=10**9,
+        description=(f"Least rows in the current window for a verdict; a smaller window is InsufficientData "
+                     f"(no drift verdict, alert or retraining). Default {MIN_ROWS}."),
+    )
     actions: Actions | None = Field(None, description="Alerting and retraining on drift.")
 
 
@@ -172,7 +205,8 @@ class Attempt(StatusModel):
     time: Timestamp | None = Field(None, description="When the check ran.")
     succeeded: bool = Field(description="Whether the check produced a result.")
     reason: str | None = Field(
-        None, description="Why it failed: DataUnreadable, MissingColumn, EmptyWindow, SchemaChanged, InvalidData."
+        None, description=("Why it failed: DataUnreadable, MissingColumn, EmptyWindow, InsufficientData, "
+                           "SchemaChanged, InvalidData, ModelDeploymentNotFound, InvalidSpec.")
     )
     message: str | None = Field(None, description="What exactly went wrong, naming the data or the column.")
 
@@ -195,6 +229,10 @@ class DriftMonitorStatus(StatusBase):
     retrains: list[RetrainRecord] = Field(
         default_factory=list, description="Recent retrainings, newest last (for cooldown and maxPerDay)."
     )
+    share: str | None = Field(None, description='lastRun.driftShare as a rounded percent, e.g. "67%".')
+    run_now: str | None = Field(
+        None, description=f"The last {RUN_NOW_ANNOTATION} annotation value a check was started for."
+    )
 
 
 DRIFT_MONITOR = Kind(
@@ -205,8 +243,10 @@ DRIFT_MONITOR = Kind(
     spec=DriftMonitorSpec,
     status=DriftMonitorStatus,
     printer_columns=(
+        PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition."),
+        PrinterColumn("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', "Why (not) ready."),
         PrinterColumn("Drift", "boolean", ".status.lastRun.datasetDrift", "Whether the dataset drifted."),
-        PrinterColumn("Share", "number", ".status.lastRun.driftShare", "Share of features that drifted."),
+        PrinterColumn("Share", "string", ".status.share", "Share of features that drifted, in percent."),
         PrinterColumn("Last Check", "date", ".status.lastRun.time", "When the last check ran."),
         AGE_COLUMN,
     ),

@@ -30,7 +30,7 @@ from .common import (
     Resources,
     duration_seconds,
 )
-from .driftmonitor import DriftMonitorSpec
+from .driftmonitor import DriftMonitorSpec, interval_cron, retrain_name
 from .kinds import kind_for
 from .modeldeployment import Model, ModelDeploymentSpec
 from .trainingjob import TrainingJobSpec
@@ -117,6 +117,8 @@ def validate_object(body: Mapping[str, Any], kind: Kind | str | None = None) -> 
     except InvalidSpec as exc:
         raise InvalidSpec(errors + exc.errors) from None
     errors += validate_spec(spec, namespace=metadata.get("namespace"))
+    if name is not None and isinstance(spec, DriftMonitorSpec):
+        errors += drift_monitor_name_errors(name, spec)
     if errors:
         raise InvalidSpec(errors)
     return spec
@@ -341,6 +343,9 @@ def _check_drift_monitor(errors: list[str], p: str, spec: DriftMonitorSpec, name
         errors.append(f'{p}.schedule: {spec.schedule!r} is not a cron schedule like "0 * * * *" or "@hourly"')
     if spec.interval is not None and duration_seconds(spec.interval) == 0:
         errors.append(f"{p}.interval: must be longer than 0s")
+    elif spec.interval is not None and interval_cron(duration_seconds(spec.interval)) is None:
+        errors.append(f"{p}.interval: {spec.interval} cannot be a CronJob schedule; use an interval that divides an "
+                      "hour or a day (1m, 5m, 15m, 1h, 6h, 24h) or spec.schedule")
 
     seen: set[str] = set()
     for index, feature in enumerate(spec.features):
@@ -366,6 +371,21 @@ def _check_drift_monitor(errors: list[str], p: str, spec: DriftMonitorSpec, name
     if actions is not None and actions.retrain is not None:
         template = f"{p}.actions.retrain.template"
         _check_training_job(errors, template, actions.retrain.template, namespace)
+
+
+def drift_monitor_name_errors(name: str, spec: DriftMonitorSpec) -> list[str]:
+    """A monitor that retrains must leave room in its name for the TrainingJobs it names after itself
+    (`retrain_name`), checked when it is applied rather than when drift first comes: a TrainingJob's name is also
+    its workers' Service `<job>-workers` and hostnames `<job>-w<rank>`, DNS labels of at most 63 characters."""
+    if spec.actions is None or spec.actions.retrain is None:
+        return []
+    job = retrain_name(name, 10 ** 9)  # 10 digits until the year 2286
+    workers = spec.actions.retrain.template.workers
+    longest = max(f"{job}-workers", f"{job}-w{workers - 1}", key=len)
+    if len(longest) <= 63:
+        return []
+    return [f"metadata.name: {name!r} is too long for spec.actions.retrain, whose TrainingJobs are named "
+            f"<name>-retrain-<unix time>: {longest!r} would have {len(longest)} characters, a DNS label at most 63"]
 
 
 def _cron_ok(schedule: str) -> bool:

@@ -53,6 +53,10 @@ class DriftInputError(ValueError):
     """The data cannot be compared (missing or empty column, wrong type); the message names the feature."""
 
 
+class InsufficientData(DriftInputError):
+    """The current window has fewer rows than a verdict needs (`min_rows`): no verdict either way."""
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     name: str
@@ -107,15 +111,20 @@ def compute_drift(
     current: Mapping[str, np.ndarray],
     features: Sequence[FeatureSpec] | None = None,
     drift_share: float = 0.5,
+    min_rows: int = 1,
 ) -> DriftResult:
     """Compare one current window with the reference profile.
 
     ``features`` None means every column present in both, ``test: auto``.  Raises DriftInputError when
-    a feature is missing, empty after dropping NaN/inf, or of the wrong type for its test.
+    a feature is missing, empty after dropping NaN/inf, or of the wrong type for its test, and its subclass
+    InsufficientData when the window has fewer than ``min_rows`` rows.
     """
     specs = list(features) if features is not None else [FeatureSpec(n) for n in profile.names if n in current]
     if not specs:
         raise DriftInputError("no features to compare: the reference and current data share no columns")
+    rows = max((len(current[s.name]) for s in specs if s.name in current), default=0)
+    if 0 < rows < min_rows:  # an empty window is named per feature below
+        raise InsufficientData(f"the current window has {rows} rows, fewer than minRows ({min_rows}) for a verdict")
     results = tuple(feature_drift(_reference(profile, s.name), _current(current, s.name), s) for s in specs)
     drifted = sum(r.drifted for r in results)
     share = drifted / len(results)

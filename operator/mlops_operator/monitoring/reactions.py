@@ -1,9 +1,13 @@
 """What the operator does about a DriftMonitor's results, as a pure function of its status, spec and the time.
 
 The runner writes `status.lastRun` (on success) and `status.lastAttempt`; this derives the conditions and, once
-per new result (`status.actedOn` remembers which), the actions: a Warning event, an Alertmanager alert (and its
-resolution when drift ends), and a retraining TrainingJob unless the cooldown or the daily cap forbids it. The
-retraining's name comes from the result's time, so a retried reconcile cannot create two.
+per new result (`status.actedOn` remembers which), the actions: a Warning event and a retraining TrainingJob
+unless the cooldown or the daily cap forbids it. The retraining's name comes from the result's time, so a retried
+reconcile cannot create two. The Alertmanager alert is level-triggered instead (`firing_alert`: posted again
+while drift holds); `resolved` marks the result that ended drift.
+
+Retraining TrainingJobs carry the monitor's label but no ownerReference: the models they trained and their
+promotion record outlive the monitor (see docs/driftmonitor.md).
 """
 
 from __future__ import annotations
@@ -12,12 +16,11 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..api import driftmonitor
 from ..api.common import duration_seconds
-from ..api.driftmonitor import DRIFT_MONITOR, DriftMonitorSpec
+from ..api.driftmonitor import DRIFT_MONITOR, RUN_NOW_ANNOTATION, DriftMonitorSpec
 from ..k8s.conditions import condition, find_condition, format_time, merge_conditions, parse_time
 from ..k8s.labels import labels
-from ..k8s.ownership import owner_reference
-from ..training import rendezvous
 
 Event = tuple[str, str, str]
 ALERT_NAME = "ModelDriftDetected"
@@ -28,10 +31,9 @@ KEEP_RETRAINS = 20
 class Reaction:
     status: dict[str, Any]
     events: list[Event] = dataclasses.field(default_factory=list)
-    alert: dict | None = None  # one Alertmanager v2 alert (firing, or resolved with endsAt)
     retrain: dict | None = None  # a TrainingJob to create
-
-
+    run_now: str | None = None  # a new run-now token: start a check now
+    resolved: bool = False  # this result ended drift: resolve the alert
 
 
 def drift_summary(last_run: dict) -> str:
@@ -42,32 +44,38 @@ def drift_summary(last_run: dict) -> str:
             + (f": {shown}" if drifted else ""))
 
 
-def alert(body: dict, spec: DriftMonitorSpec, last_run: dict, resolved_at: datetime | None) -> dict:
+def alert(body: dict, spec: DriftMonitorSpec, last_run: dict) -> dict:
+    """The Alertmanager v2 alert of this monitor's drift, without endsAt (the poster sets it)."""
     meta = body["metadata"]
-    out = {
+    return {
         "labels": {"alertname": ALERT_NAME, "severity": "warning", "namespace": meta["namespace"],
                    "driftmonitor": meta["name"], "modeldeployment": spec.model_deployment.name},
         "annotations": {"summary": f"Data drift on ModelDeployment {spec.model_deployment.name}",
                         "description": drift_summary(last_run)},
         "startsAt": last_run["time"],
     }
-    if resolved_at is not None:
-        out["endsAt"] = format_time(resolved_at)
-    return out
+
+
+def firing_alert(body: dict, spec: DriftMonitorSpec, status: dict) -> tuple[str, dict] | None:
+    """(Alertmanager URL, alert) while the last result says drift and the spec asks for alerts, else None."""
+    actions, last_run = spec.actions, status.get("lastRun") or {}
+    if not (actions and actions.alert and actions.alert.alertmanager and last_run.get("datasetDrift")):
+        return None
+    return actions.alert.alertmanager.url, alert(body, spec, last_run)
+
+
+def alert_url(spec: DriftMonitorSpec) -> str | None:
+    actions = spec.actions
+    return actions.alert.alertmanager.url if actions and actions.alert and actions.alert.alertmanager else None
+
+
+def share_percent(last_run: dict | None) -> str | None:
+    share = (last_run or {}).get("driftShare")
+    return None if share is None else f"{round(share * 100)}%"
 
 
 def retrain_name(dm_name: str, run_time: str) -> str:
-    return f"{dm_name}-retrain-{int(parse_time(run_time).timestamp())}"
-
-
-def retrain_name_errors(dm_name: str, workers: int) -> list[str]:
-    """A monitor that retrains must leave room in its name for the TrainingJobs it names after itself, checked
-    when it is applied rather than when drift first comes."""
-    problem = rendezvous.name_problem(f"{dm_name}-retrain-{10 ** 9}", workers)  # 10 digits until the year 2286
-    if problem is None:
-        return []
-    return [f"metadata.name: {dm_name!r} is too long for spec.actions.retrain, whose TrainingJobs are named "
-            f"<name>-retrain-<unix time>: {problem}"]
+    return driftmonitor.retrain_name(dm_name, int(parse_time(run_time).timestamp()))
 
 
 def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) -> dict:
@@ -75,8 +83,7 @@ def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) 
     return {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": name, "namespace": meta["namespace"],
                          "labels": labels(DRIFT_MONITOR.kind, meta["name"], "retrain"),
-                         "annotations": {"mlops.dev/drift": drift_summary(last_run)[:1000]},
-                         "ownerReferences": [owner_reference(body)]},
+                         "annotations": {"mlops.dev/drift": drift_summary(last_run)[:1000]}},
             "spec": spec.actions.retrain.template.to_dict()}
 
 
@@ -98,12 +105,17 @@ def _retrain_decision(body: dict, spec: DriftMonitorSpec, last_run: dict, retrai
                                                       f"created TrainingJob {name} to retrain on drift")
 
 
-def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime) -> Reaction:
+def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime,
+          source_problem: tuple[str, str] | None = None) -> Reaction:
+    """`source_problem` (reason, message): why the current data cannot be read whatever the check does, e.g. the
+    ModelDeployment whose prediction log it is does not exist; it makes Ready False before any check runs."""
     old = body.get("status") or {}
     gen = body["metadata"].get("generation")
     last_run, attempt = old.get("lastRun"), old.get("lastAttempt")
 
-    if attempt is None:
+    if source_problem is not None:
+        ready = ("False", *source_problem)
+    elif attempt is None:
         ready = ("False", "AwaitingFirstCheck", f"no check has run yet; they run on the schedule {schedule!r}")
     elif attempt.get("succeeded"):
         ready = ("True", "CheckSucceeded", f"the check at {attempt.get('time')} succeeded")
@@ -118,16 +130,20 @@ def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime) -> R
 
     before = find_condition(old.get("conditions"), "DriftDetected")
     status: dict[str, Any] = {
-        **old, "observedGeneration": gen,
+        **old, "observedGeneration": gen, "share": share_percent(last_run),
         "conditions": merge_conditions(old.get("conditions"), [
             condition("Ready", ready[0], ready[1], ready[2], observed_generation=gen, now=now),
             condition("DriftDetected", drift[0], drift[1], drift[2], observed_generation=gen, now=now)]),
     }
     result = Reaction(status=status)
-    if ready[0] == "False" and attempt is not None:
+    if ready[0] == "False" and ready[1] != "AwaitingFirstCheck":
         prev_ready = find_condition(old.get("conditions"), "Ready")
         if prev_ready is None or (prev_ready.get("reason"), prev_ready.get("message")) != (ready[1], ready[2]):
             result.events.append(("Warning", ready[1], ready[2]))
+    token = (body["metadata"].get("annotations") or {}).get(RUN_NOW_ANNOTATION)
+    if token and token != old.get("runNow"):
+        status["runNow"] = result.run_now = token
+        result.events.append(("Normal", "CheckRequested", f"running a check now for {RUN_NOW_ANNOTATION}={token}"))
     if last_run is None or last_run.get("time") == old.get("actedOn"):
         return result
 
@@ -135,8 +151,6 @@ def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime) -> R
     actions = spec.actions
     if last_run.get("datasetDrift"):
         result.events.append(("Warning", "DriftDetected", drift_summary(last_run)))
-        if actions and actions.alert and actions.alert.alertmanager:
-            result.alert = alert(body, spec, last_run, None)
         if actions and actions.retrain:
             job, event = _retrain_decision(body, spec, last_run, old.get("retrains") or [], now)
             result.events.append(event)
@@ -146,6 +160,5 @@ def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime) -> R
                     {"trainingJob": job["metadata"]["name"], "time": format_time(now)}])[-KEEP_RETRAINS:]
     elif before is not None and before.get("status") == "True":
         result.events.append(("Normal", "DriftResolved", drift_summary(last_run)))
-        if actions and actions.alert and actions.alert.alertmanager:
-            result.alert = alert(body, spec, last_run, now)
+        result.resolved = True
     return result

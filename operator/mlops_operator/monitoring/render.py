@@ -1,13 +1,15 @@
 """The children of a DriftMonitor, pure: the runner's ServiceAccount, its Role and RoleBinding (read this
 DriftMonitor and its ModelDeployment, write this DriftMonitor's status; nothing else), and the CronJob that runs
-`mlops-operator drift-check` on the schedule."""
+`mlops-operator drift-check` on the schedule; and the Job from that CronJob's template that the run-now annotation
+asks for."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from ..api.common import duration_seconds
-from ..api.driftmonitor import DRIFT_MONITOR, DriftMonitorSpec
+from ..api.driftmonitor import DRIFT_MONITOR, RUN_NOW_ANNOTATION, DriftMonitorSpec, interval_cron
 from ..k8s.labels import labels
 from ..k8s.ownership import owner_reference
 from ..podspec import security
@@ -19,21 +21,6 @@ RUNNER = "drift-runner"
 
 def runner_name(name: str) -> str:
     return f"{name}-drift"
-
-
-def interval_cron(seconds: int) -> str | None:
-    """A cron schedule for an interval that divides an hour or a day, else None (cron cannot say "every 7m")."""
-    if seconds < 60 or seconds % 60:
-        return None
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"*/{minutes} * * * *" if 60 % minutes == 0 else None
-    if minutes % 60:
-        return None
-    hours = minutes // 60
-    if hours == 24:
-        return "0 0 * * *"
-    return f"0 */{hours} * * *" if hours < 24 and 24 % hours == 0 else None
 
 
 def schedule(spec: DriftMonitorSpec) -> str | None:
@@ -105,3 +92,17 @@ def cron_job(body: dict, spec: DriftMonitorSpec, api_version: str, settings: Set
 def desired(body: dict, spec: DriftMonitorSpec, cron_api_version: str, settings: Settings) -> dict[str, dict]:
     return {"serviceaccount": service_account(body), "role": role(body, spec), "rolebinding": role_binding(body),
             "cronjob": cron_job(body, spec, cron_api_version, settings)}
+
+
+def run_now_job(body: dict, cron: dict, token: str) -> dict:
+    """A Job from the CronJob's template, for the run-now annotation's value `token`: what `kubectl create job
+    --from=cronjob/...` does, named after the token so that it is created once per value."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:10]
+    template = cron["spec"]["jobTemplate"]
+    md = body["metadata"]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"{runner_name(md['name'])[:48]}-now-{digest}", "namespace": md["namespace"],
+                         "labels": template["metadata"]["labels"],
+                         "annotations": {RUN_NOW_ANNOTATION: token[:253]},
+                         "ownerReferences": [owner_reference(body)]},
+            "spec": template["spec"]}

@@ -21,13 +21,17 @@ from datetime import datetime, timezone
 
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
-from ..drift.engine import DriftInputError, compute_drift, feature_specs
+from ..drift.engine import DriftInputError, InsufficientData, compute_drift, feature_specs
 from ..drift.profile import ReferenceProfile, build_profile
 from ..k8s.conditions import format_time
 from . import data
 
 log = logging.getLogger("mlops_operator.drift_check")
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
+
+
+class NotFound(Exception):
+    pass
 
 
 class Api:
@@ -50,6 +54,8 @@ class Api:
             headers["Authorization"] = token
         resp = self.client.call_api(method, cfg.host + path, header_params=headers, body=body)
         raw = resp.read()
+        if resp.status == 404:
+            raise NotFound(f"{method} {path}: 404")
         if resp.status >= 300:
             raise RuntimeError(f"{method} {path}: {resp.status} {raw[:300]!r}")
         return json.loads(raw) if raw else None
@@ -78,6 +84,11 @@ def _profile(uri: str, fmt: str | None, table, names: list[str]) -> ReferencePro
     return profile
 
 
+def failed(stamp: str, reason: str, message: str) -> dict:
+    """The status of a check that gave no verdict: lastAttempt only, the previous lastRun stays."""
+    return {"lastAttempt": {"time": stamp, "succeeded": False, "reason": reason, "message": message}}
+
+
 def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
     """The status fields of one check of DriftMonitor `dm` (pure apart from reading the data)."""
     spec = parse_spec(DRIFT_MONITOR, dm.get("spec"))
@@ -99,11 +110,13 @@ def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
         names = data.feature_columns(reference, live, wanted, skip=(window.timestamp_column,))
         profile = _profile(spec.reference.uri, spec.reference.format, reference, names)
         specs = feature_specs([f.to_dict() for f in spec.features]) if spec.features else None
-        result = compute_drift(profile, data.to_arrays(live, names), specs, spec.drift_share)
+        result = compute_drift(profile, data.to_arrays(live, names), specs, spec.drift_share, spec.min_rows)
     except data.DataError as err:
-        return {"lastAttempt": {"time": stamp, "succeeded": False, "reason": err.reason, "message": err.message}}
+        return failed(stamp, err.reason, err.message)
+    except InsufficientData as err:
+        return failed(stamp, "InsufficientData", str(err))
     except DriftInputError as err:
-        return {"lastAttempt": {"time": stamp, "succeeded": False, "reason": "InvalidData", "message": str(err)}}
+        return failed(stamp, "InvalidData", str(err))
     return {"lastRun": {"time": stamp, **result.to_status()},
             "lastAttempt": {"time": stamp, "succeeded": True}}
 
@@ -112,17 +125,13 @@ def run(namespace: str, name: str) -> int:
     api = Api()
     path = f"{GROUP_PATH}/namespaces/{namespace}/driftmonitors/{name}"
     dm = api.get(path)
-    log_uri = None
-    current = (dm.get("spec") or {}).get("current") or {}
-    if not current.get("uri"):
-        ref = (dm.get("spec") or {}).get("modelDeployment") or {}
-        md = api.get(f"{GROUP_PATH}/namespaces/{namespace}/modeldeployments/{ref.get('name')}")
-        log_uri = (((md.get("spec") or {}).get("monitoring") or {}).get("predictionLog") or {}).get("uri")
+    now = datetime.now(timezone.utc)
     try:
-        status = check(dm, log_uri, datetime.now(timezone.utc))
+        status = check(dm, prediction_log(api, namespace, dm), now)
     except InvalidSpec as err:
-        status = {"lastAttempt": {"time": format_time(datetime.now(timezone.utc)), "succeeded": False,
-                                  "reason": "InvalidSpec", "message": err.message}}
+        status = failed(format_time(now), "InvalidSpec", err.message)
+    except NotFound as err:
+        status = failed(format_time(now), "ModelDeploymentNotFound", str(err))
     api.patch_status(path, status)
     attempt = status["lastAttempt"]
     if attempt["succeeded"]:
@@ -132,3 +141,18 @@ def run(namespace: str, name: str) -> int:
         return 0
     print(f"drift-check {namespace}/{name}: {attempt['reason']}: {attempt['message']}")
     return 1
+
+
+def prediction_log(api: Api, namespace: str, dm: dict) -> str | None:
+    """The URI of the ModelDeployment's prediction log when the current data comes from it, else None; raises
+    NotFound (with a message naming it) when that ModelDeployment does not exist."""
+    spec = dm.get("spec") or {}
+    if ((spec.get("current") or {}).get("uri")):
+        return None
+    md_name = (spec.get("modelDeployment") or {}).get("name")
+    try:
+        md = api.get(f"{GROUP_PATH}/namespaces/{namespace}/modeldeployments/{md_name}")
+    except NotFound:
+        raise NotFound(f"ModelDeployment {md_name!r} (whose prediction log is the current data) does not exist in "
+                       f"namespace {namespace!r}") from None
+    return (((md.get("spec") or {}).get("monitoring") or {}).get("predictionLog") or {}).get("uri")
