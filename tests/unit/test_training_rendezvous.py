@@ -52,10 +52,10 @@ def test_data_locations_and_user_env_which_wins():
 
 
 def test_the_service_and_hostnames_must_fit_a_dns_label():
-    assert rendezvous.name_errors("a" * 55, 10) == []  # a...a-workers: 63 characters
-    errors = rendezvous.name_errors("a" * 56, 10)
+    assert rendezvous.name_problem("a" * 55, 10) is None  # a...a-workers: 63 characters
+    errors = [f"metadata.name: {rendezvous.name_problem('a' * 56, 10)}"]
     assert errors and errors[0].startswith("metadata.name:") and "Service" in errors[0]
-    errors = rendezvous.name_errors("a" * 55, 10_000_000)  # a...a-w9999999: 64 characters
+    errors = [f"metadata.name: {rendezvous.name_problem('a' * 55, 10_000_000)}"]  # a...a-w9999999: 64 characters
     assert errors and errors[0].startswith("metadata.name:") and "hostname" in errors[0]
 
 

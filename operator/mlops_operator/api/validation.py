@@ -21,7 +21,7 @@ from .common import READ_SCHEMES, WRITE_SCHEMES, ApiModel, EnvVar, EnvVarSource,
 from .driftmonitor import DriftMonitorSpec
 from .kinds import kind_for
 from .modeldeployment import ModelDeploymentSpec
-from .trainingjob import TrainingJobSpec
+from .trainingjob import TrainingJobSpec, worker_hostname, workers_service_name
 
 # A MIG profile resource: nvidia.com/mig-<compute slices>g.<memory>gb, optionally +me (media extensions).
 MIG_PROFILE = re.compile(r"^nvidia\.com/mig-(\d+)g\.(\d+)gb(\+me)?$")
@@ -105,6 +105,9 @@ def validate_object(body: Mapping[str, Any], kind: Kind | str | None = None) -> 
     except InvalidSpec as exc:
         raise InvalidSpec(errors + exc.errors) from None
     errors += validate_spec(spec, namespace=metadata.get("namespace"))
+    if isinstance(spec, TrainingJobSpec) and name is not None and not errors:
+        problem = training_job_name_problem(name, spec.workers)
+        errors += [f"metadata.name: {problem}"] if problem else []
     if errors:
         raise InvalidSpec(errors)
     return spec
@@ -278,6 +281,20 @@ def _check_training_job(errors: list[str], p: str, spec: TrainingJobSpec, namesp
         errors.append(f"{p}.scheduling.gangTimeout: gangTimeoutAction fail needs a gangTimeout")
     if spec.queue_name is not None and not (_LABEL_VALUE.match(spec.queue_name) and len(spec.queue_name) <= 63):
         errors.append(f"{p}.queueName: {spec.queue_name!r} is not a valid label value (Kueue reads it from a label)")
+
+
+def training_job_name_problem(job: str, workers: int) -> str | None:
+    """Why `job` cannot name a TrainingJob of `workers` workers, or None: the name must leave room for `-workers`
+    in a Service name and `-w<rank>` in a worker's hostname (both DNS labels of at most 63 characters)."""
+    service = workers_service_name(job)
+    if len(service) > 63:
+        return (f"{job!r} is too long for a TrainingJob: its Service {service!r} has {len(service)} characters, a "
+                "Service name at most 63")
+    longest = worker_hostname(job, workers - 1)
+    if len(longest) > 63:
+        return (f"{job!r} is too long for {workers} workers: the worker hostname {longest!r} has {len(longest)} "
+                "characters, a hostname at most 63")
+    return None
 
 
 def _check_drift_monitor(errors: list[str], p: str, spec: DriftMonitorSpec, namespace: str | None) -> None:

@@ -9,7 +9,10 @@ against backoffLimit. Pure: pods are API dicts, nothing is fetched.
 | CreateContainerConfigError, InvalidConfig| no        | -                           |
 | Evicted, Preempted                       | yes       | no                          |
 | NodeLost, NodeShutdown, PodDeleted       | yes       | no                          |
-| Error (any other non-zero exit), Failed  | yes       | yes                         |
+| GangIncomplete (a worker finished while | yes       | no                          |
+| its peers never ran beside it)           |           |                             |
+| Error (any other non-zero exit), Failed  | yes       | yes, unless the gang never  |
+|                                          |           | ran complete                |
 
 When several workers fail in one attempt, one failure speaks for the attempt (`primary`): a failure that is not
 retryable wins (retrying cannot help), else the earliest (the others usually die because a peer did: an evicted
@@ -25,7 +28,8 @@ from ..k8s.conditions import dig
 
 NOT_RETRYABLE = ("OOMKilled", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
                  "InvalidConfig")
-NOT_COUNTED = ("Evicted", "Preempted", "NodeLost", "NodeShutdown", "PodDeleted")
+GANG_INCOMPLETE = "GangIncomplete"
+NOT_COUNTED = ("Evicted", "Preempted", "NodeLost", "NodeShutdown", "PodDeleted", GANG_INCOMPLETE)
 # Kubernetes 1.26+ marks disrupted pods with a DisruptionTarget condition; its reason says who disrupted them.
 DISRUPTION_REASONS = {
     "PreemptionByScheduler": "Preempted", "PreemptionByKubeScheduler": "Preempted",
@@ -44,6 +48,7 @@ class WorkerFailure:
     message: str
     worker: int
     at: str = ""  # RFC 3339 time of the failure when known; "" sorts first (a vanished pod is the likeliest cause)
+    gang_incomplete: bool = False  # the gang never ran complete: a worker alone fails at rendezvous, not counted
 
     @property
     def retryable(self) -> bool:
@@ -51,7 +56,7 @@ class WorkerFailure:
 
     @property
     def counted(self) -> bool:
-        return self.retryable and self.reason not in NOT_COUNTED
+        return self.retryable and self.reason not in NOT_COUNTED and not self.gang_incomplete
 
     def to_status(self, attempt: int) -> dict[str, Any]:
         return {"reason": self.reason, "message": self.message, "retryable": self.retryable,
