@@ -135,27 +135,32 @@ def test_two_gpu_workers_rendezvous_succeed_and_promote_to_the_canary(kube, tj_n
     assert {"AttemptStarted", "Running", "Succeeded"} <= set(reasons(kube, tj_ns, "ft"))
 
 
-def test_a_gang_that_cannot_fit_says_why_and_releases_its_gpus_at_the_gang_timeout(kube, tj_ns):
-    apply(kube, tj_manifest(tj_ns, "big", workers=3, podAnnotations={RUN_SECONDS: "600"},
-                            resources={"cpu": "1", "memory": "1Gi", "gpu": {"count": 8}},
+# 3 workers x 4 GPUs fit the 16 free GPUs, but 40 CPUs each fit one per 64-CPU GPU node: admission lets the gang
+# start and the scheduler places two; the third waits.
+PLACED_TWO_OF_THREE = {"workers": 3, "resources": {"cpu": "40", "memory": "1Gi", "gpu": {"count": 4}}}
+
+
+def test_a_gang_that_cannot_be_placed_says_why_and_releases_its_gpus_at_the_gang_timeout(kube, tj_ns,
+                                                                                         whole_gpu_pool):
+    apply(kube, tj_manifest(tj_ns, "big", podAnnotations={RUN_SECONDS: "600"}, **PLACED_TWO_OF_THREE,
                             scheduling={"gangTimeout": "6s", "gangTimeoutAction": "fail"}))
     tj = wait_tj(kube, tj_ns, "big", lambda st, t: condition(t, "Running").get("reason") == "Unschedulable",
                  message="Unschedulable")
     assert tj["status"]["phase"] == "Pending"
-    assert "Insufficient nvidia.com/gpu" in condition(tj, "Running")["message"]
-    # The placed workers hold their GPUs while the third waits (two on an idle pool).
+    assert "Insufficient cpu" in condition(tj, "Running")["message"]
+    # The placed workers hold their GPUs while the third waits.
     assert [p for p in live_pods(kube, tj_ns, "big") if p.spec.node_name]
     tj = wait_phase(kube, tj_ns, "big", "Failed", timeout=30)
     assert condition(tj, "Failed")["reason"] == "GangTimeout"
     assert tj["status"]["failure"]["reason"] == "GangTimeout" and tj["status"]["failure"]["retryable"] is False
-    assert "Insufficient nvidia.com/gpu" in tj["status"]["failure"]["message"]
+    assert "Insufficient cpu" in tj["status"]["failure"]["message"]
     wait_for(lambda: not pods(kube, tj_ns, "big"), message="the gang's pods deleted")
     assert "Unschedulable" in reasons(kube, tj_ns, "big")
 
 
-def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns):
+def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns, whole_gpu_pool):
     # Placed workers keep running (and holding their GPUs) while the third waits for a node.
-    apply(kube, tj_manifest(tj_ns, "patient", workers=3, resources={"gpu": {"count": 8}},
+    apply(kube, tj_manifest(tj_ns, "patient", **PLACED_TWO_OF_THREE,
                             scheduling={"gangTimeout": 4, "gangTimeoutAction": "wait"},
                             podAnnotations={RUN_SECONDS: "600"}))
     tj = wait_tj(kube, tj_ns, "patient", lambda st, _: st.get("nextAttemptTime"), timeout=30,
@@ -165,9 +170,42 @@ def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns):
     # The decision is written before the pods go (so a restart cannot forget it): they follow within moments.
     wait_for(lambda: not live_pods(kube, tj_ns, "patient"), timeout=10, message="attempt 1 released")
     assert "GangTimeout" in reasons(kube, tj_ns, "patient")
-    wait_for(lambda: len(live_pods(kube, tj_ns, "patient")) == 3, timeout=20, message="attempt 2 created")
+    wait_for(lambda: len(live_pods(kube, tj_ns, "patient")) == 3, timeout=30, message="attempt 2 created")
     assert {p.metadata.name for p in live_pods(kube, tj_ns, "patient")} == {f"patient-w{r}-a2" for r in range(3)}
     assert get_tj(kube, tj_ns, "patient")["status"].get("retries", 0) == 0
+
+
+def test_a_gang_larger_than_the_free_gpus_waits_without_pods(kube, tj_ns, whole_gpu_pool):
+    apply(kube, tj_manifest(tj_ns, "huge", workers=3, resources={"gpu": {"count": 8}}))
+    tj = wait_tj(kube, tj_ns, "huge", lambda st, t: condition(t, "Running").get("reason") == "InsufficientGPUs",
+                 message="InsufficientGPUs")
+    st = tj["status"]
+    assert st["phase"] == "Pending" and st.get("retries", 0) == 0 and st["gpus"] == 24
+    assert "needs 3 workers x 8 nvidia.com/gpu; 16 of 16 are free" in condition(tj, "Running")["message"]
+    assert condition(tj, "Ready")["reason"] == "InsufficientGPUs"
+    assert pods(kube, tj_ns, "huge") == [] and "InsufficientGPUs" in reasons(kube, tj_ns, "huge")
+
+
+def test_two_gangs_racing_for_the_gpus_run_one_after_the_other_without_losing_retries(kube, tj_ns, whole_gpu_pool):
+    for name in ("first", "second"):
+        apply(kube, tj_manifest(tj_ns, name, workers=2, backoffLimit=0, podAnnotations={RUN_SECONDS: "6"},
+                                resources={"cpu": "1", "memory": "1Gi", "gpu": {"count": 8}}))
+    both = lambda: {n: get_tj(kube, tj_ns, n) for n in ("first", "second")}  # noqa: E731
+    jobs = wait_for(lambda: (lambda j: j if any(t["status"].get("phase") == "Running" for t in j.values())
+                             and any(condition(t, "Running").get("reason") == "InsufficientGPUs"
+                                     for t in j.values()) else None)(both()),
+                    timeout=60, message="one gang runs, the other waits for GPUs")
+    runner = next(n for n, t in jobs.items() if t["status"]["phase"] == "Running")
+    waiter = next(n for n in jobs if n != runner)
+    assert pods(kube, tj_ns, waiter) == []
+    assert jobs[waiter]["status"]["phase"] == "Pending" and jobs[waiter]["status"].get("retries", 0) == 0
+    wait_phase(kube, tj_ns, runner, "Succeeded", timeout=60)
+    tj = wait_phase(kube, tj_ns, waiter, "Succeeded", timeout=90)
+    assert tj["status"]["attempt"] == 1 and tj["status"].get("retries", 0) == 0
+    for name in ("first", "second"):
+        st = get_tj(kube, tj_ns, name)["status"]
+        assert st.get("retries", 0) == 0 and "failure" not in st and st["workers"]["succeeded"] == 2
+        assert reasons(kube, tj_ns, name).count("AttemptStarted") == 1
 
 
 def test_eviction_starts_a_new_attempt_without_using_the_backoff_and_spec_edits_wait_for_it(kube, tj_ns):

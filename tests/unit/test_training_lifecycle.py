@@ -288,6 +288,7 @@ def test_workers_that_ran_one_after_the_other_are_not_a_running_gang():
     failure = b["status"]["failure"]
     assert failure["reason"] == "GangIncomplete" and "worker 0 ended (at 2024-05-01T12:00:05Z) before worker 1 " \
                                                      "started" in failure["message"]
+    assert failure["counted"] is True  # both were placed: finishing alone is the program's doing
 
 
 def test_a_gang_that_ran_together_may_finish_one_worker_at_a_time():
@@ -305,7 +306,7 @@ def test_a_failure_of_a_gang_that_never_ran_complete_is_not_counted_against_the_
     plan, b = run(launched(s), s, at(6), pods)
     assert b["status"]["phase"] != "Failed" and b["status"]["attempt"] == 2
     assert b["status"]["failure"]["reason"] == "Error" and b["status"]["failure"]["counted"] is False
-    assert "as the gang never ran complete" in next(m for _, r, m in plan.events if r == "WorkerFailed")
+    assert "as a peer was never placed on a node" in next(m for _, r, m in plan.events if r == "WorkerFailed")
     # The same exit once the gang ran together counts.
     plan, b = run(launched(s), s, at(6), [ran(s, 0, 1, 5, exit_code=1), ran(s, 1, 2)])
     assert b["status"]["phase"] == "Failed" and b["status"]["failure"]["counted"] is True
@@ -313,6 +314,6 @@ def test_a_failure_of_a_gang_that_never_ran_complete_is_not_counted_against_the_
 
 def test_the_job_reports_its_total_gpus():
     s = spec(workers=3, resources={"gpu": {"count": 8}})
-    _, b = run(body(), s, T0, admission=admission.admit(render.worker_pod(body(), s, 0, 1, "cluster.local"), 3,
+    _, b = run(body(), s, T0, admission=admission.admit(body(), render.worker_pod(body(), s, 0, 1, "cluster.local"), 3,
                                                         "nvidia.com/gpu", [], []))
     assert b["status"]["gpus"] == 24

@@ -205,3 +205,12 @@ def test_the_written_status_fits_the_status_model_through_a_whole_run(spec):
     world.reconcile()
     TrainingJobStatus.model_validate(world.job()["status"])
     assert world.job()["status"]["phase"] == ("Suspended" if spec.get("suspend") else "Succeeded")
+
+
+def test_a_second_gang_waits_for_the_gpus_the_first_was_admitted_to_before_the_scheduler_places_it():
+    world = World(job(**GANG), job("second", **GANG), gpu_node("gpu-node-0"), gpu_node("gpu-node-1"))
+    world.reconcile()
+    assert len(world.pods()) == 2 and all(not p["spec"].get("nodeName") for p in world.pods())
+    world.reconcile("second")
+    assert len(world.pods()) == 2 and world.condition("Running", "second")["reason"] == "InsufficientGPUs"
+    assert "0 of 16 are free" in world.condition("Running", "second")["message"]

@@ -4,7 +4,9 @@ Without Kueue, worker pods start as they are placed; a half-placed gang holds GP
 neither runs. So before an attempt creates its pods the reconciler asks whether every worker could be placed
 on the GPUs that are free now: a node's allocatable GPUs minus those of the non-terminated pods bound to it, on
 nodes the workers may use (nodeSelector, NoSchedule/NoExecute taints against the tolerations, schedulable and
-Ready). It is a rough check like Kueue's quota: the scheduler stays the judge of the actual placement.
+Ready). Workers of other TrainingJobs that are created but not placed yet (an admitted gang the scheduler has
+not bound) claim their GPUs from the free total too, else two gangs admitted a moment apart would both start
+and hold half each. It is a rough check like Kueue's quota: the scheduler stays the judge of the placement.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 from ..k8s.conditions import dig
 
 TERMINATED = ("Succeeded", "Failed")
+JOB_LABEL = "mlops.dev/trainingjob"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Admission:
     workers: int
     per_worker: int  # GPUs each worker needs
     resource: str
-    free: int  # free GPUs on the nodes the workers may use
+    free: int  # free GPUs on the nodes the workers may use (less those claimed by admitted, unplaced gangs)
     places: int  # workers that fit on those nodes (free GPUs per node, in whole workers)
     total: int  # allocatable GPUs of those nodes, free or not
 
@@ -68,15 +71,32 @@ def usable(node: dict, pod: dict) -> bool:
                if t.get("effect") in ("NoSchedule", "NoExecute"))
 
 
-def admit(pod: dict, workers: int, resource: str, nodes: list[dict], pods: list[dict]) -> Admission:
-    """Whether `workers` copies of the worker `pod` fit the free `resource` GPUs of `nodes`, given the `pods`
-    bound to them (any namespace; terminated ones hold nothing)."""
+def _claims(pod: dict, job: dict) -> bool:
+    """An unplaced worker of another TrainingJob that the scheduler has not (yet) called unschedulable."""
+    meta = pod.get("metadata") or {}
+    if JOB_LABEL not in (meta.get("labels") or {}) or meta.get("deletionTimestamp"):
+        return False
+    if (meta.get("namespace"), meta["labels"][JOB_LABEL]) == (dig(job, "metadata", "namespace"),
+                                                            dig(job, "metadata", "name")):
+        return False
+    return not any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+                   for c in dig(pod, "status", "conditions") or [])
+
+
+def admit(job: dict, pod: dict, workers: int, resource: str, nodes: list[dict], pods: list[dict]) -> Admission:
+    """Whether `workers` copies of the worker `pod` of `job` fit the free `resource` GPUs of `nodes`, given the
+    `pods` of the cluster (any namespace; terminated ones hold nothing)."""
     per_worker = _gpus(pod, resource)
     held: dict[str, int] = {}
+    claimed = 0
     for other in pods:
+        if dig(other, "status", "phase") in TERMINATED:
+            continue
         node = dig(other, "spec", "nodeName")
-        if node and dig(other, "status", "phase") not in TERMINATED:
+        if node:
             held[node] = held.get(node, 0) + _gpus(other, resource)
+        elif _claims(other, job):
+            claimed += _gpus(other, resource)
     free = places = total = 0
     for node in nodes:
         if not usable(node, pod):
@@ -87,5 +107,8 @@ def admit(pod: dict, workers: int, resource: str, nodes: list[dict], pods: list[
         total += allocatable
         free += left
         places += left // per_worker if per_worker else workers
+    if claimed:
+        free = max(0, free - claimed)
+        places = max(0, places - (claimed + per_worker - 1) // per_worker if per_worker else places)
     return Admission(fits=places >= workers, workers=workers, per_worker=per_worker, resource=resource, free=free,
                      places=places, total=total)

@@ -280,12 +280,14 @@ def _observe(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, cu
              for rank in range(world) if rank in by_rank or rank in obs.gone]
     failure = failures.primary([f for f in found if f is not None])
     st["workers"] = counts(current, gone=len(obs.gone - set(by_rank)))
+    # A peer the scheduler never placed makes a failure the cluster's (e.g. a rendezvous timeout), not the code's.
+    unplaced = any(rank not in by_rank or not dig(by_rank[rank], "spec", "nodeName") for rank in range(world))
     split = apart(current, world)
     if failure is None and split is not None:  # a worker finished alone: its result is not the gang's
         failure = failures.WorkerFailure(failures.GANG_INCOMPLETE, f"{split[1]}: the gang never ran together",
-                                         split[0])
-    elif failure is not None and split is not None and failure.counted:
-        failure = dataclasses.replace(failure, gang_incomplete=True)  # e.g. a rendezvous timeout: not the code's
+                                         split[0], gang_incomplete=unplaced)
+    elif failure is not None and unplaced and failure.counted:
+        failure = dataclasses.replace(failure, gang_incomplete=True)
 
     if failure is not None:
         _worker_failed(plan, spec, obs, current, others, failure, attempt, now)
@@ -332,7 +334,7 @@ def _worker_failed(plan: Plan, spec: TrainingJobSpec, obs: Observation, current:
               attempt, now, record)
     else:
         how = "counted against backoffLimit" if failure.counted else "not counted against backoffLimit" + (
-            " as the gang never ran complete" if failure.gang_incomplete else "")
+            " as a peer was never placed on a node" if failure.gang_incomplete else "")
         plan.events.append(("Warning", "WorkerFailed", f"{failure.message} (retryable, {how}: {used}); "
                                                        f"restarting the gang as attempt {attempt + 1}"))
         st.update(retries=retries, failure=record)

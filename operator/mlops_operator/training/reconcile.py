@@ -21,6 +21,8 @@ status.phase too while no attempt has started; a running job keeps running and k
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -122,6 +124,7 @@ class TrainingJobReconciler:
         self.client, self.cache, self.settings, self.clock = client, cache, settings, clock
         self._gates: bool | None = None
         self._written: dict[tuple[str, str], dict] = {}
+        self._admitting = asyncio.Lock()
 
     async def gates(self) -> bool:
         if self._gates is None:
@@ -158,54 +161,56 @@ class TrainingJobReconciler:
             await self._report_invalid(body, err.errors, now)
             return None
 
-        gates = await self.gates()
-        deleted: set[str] = set()
-        obs = await observe(client, cache, body, spec, settings, gates)
-        for _ in range(MAX_STEPS):
-            plan = lifecycle.decide(body, spec, obs, now)
-            if plan.admit:
-                obs = dataclasses.replace(obs, admission=await self._admission(body, spec, gates))
+        async with contextlib.AsyncExitStack() as hold:
+            gates = await self.gates()
+            deleted: set[str] = set()
+            obs = await observe(client, cache, body, spec, settings, gates)
+            for _ in range(MAX_STEPS):
                 plan = lifecycle.decide(body, spec, obs, now)
-            if not plan.persist_first:
-                break
-            body = await self._write(body, plan.status, plan.events, now)
-            await _delete(client, plan.delete, deleted)
-        else:
-            return 0.5  # still deciding: pick up from the written status
+                if plan.admit:  # one gang at a time from the look at the free GPUs to its pods' creation
+                    await hold.enter_async_context(self._admitting)
+                    obs = dataclasses.replace(obs, admission=await self._admission(body, spec, gates))
+                    plan = lifecycle.decide(body, spec, obs, now)
+                if not plan.persist_first:
+                    break
+                body = await self._write(body, plan.status, plan.events, now)
+                await _delete(client, plan.delete, deleted)
+            else:
+                return 0.5  # still deciding: pick up from the written status
 
-        await _delete(client, plan.delete, deleted)
-        service = cache.one("services_idx", (key[0], OWNER, key[1]))
-        refused = ""
-        try:
-            # Refused e.g. when a ModelDeployment named `<job>-workers` controls that Service already.
-            refused = f"the Service {rendezvous.service_name(key[1])}"
-            await sync_children(client, {"service": service},
-                                {"service": render.service(body, spec) if plan.service else None}, owner=body)
-            refused = "a worker pod"
-            await _create(client, body, spec, plan.create, obs, settings, gates)
-        except ChildRejected as err:
-            await self._invalid_config(body, spec, obs, err.error.message, refused, deleted)
-            return None
-        except ApiError as err:
-            if err.status not in (400, 422):
-                raise
-            await self._invalid_config(body, spec, obs, err.message, refused, deleted)
-            return None
-        target = obs.model_deployment
-        if plan.promote_patch is not None and target is not None:
+            await _delete(client, plan.delete, deleted)
+            service = cache.one("services_idx", (key[0], OWNER, key[1]))
+            refused = ""
             try:
-                await client.merge_patch(object_path(target), plan.promote_patch)
+                # Refused e.g. when a ModelDeployment named `<job>-workers` controls that Service already.
+                refused = f"the Service {rendezvous.service_name(key[1])}"
+                await sync_children(client, {"service": service},
+                                    {"service": render.service(body, spec) if plan.service else None}, owner=body)
+                refused = "a worker pod"
+                await _create(client, body, spec, plan.create, obs, settings, gates)
+            except ChildRejected as err:
+                await self._invalid_config(body, spec, obs, err.error.message, refused, deleted)
+                return None
             except ApiError as err:
-                if err.status != 404:
+                if err.status not in (400, 422):
                     raise
-                raise Conflict() from None  # deleted since observed: decide again from fresh state
-        await self._write(body, plan.status, plan.events, now)
-        if plan.promote_patch is not None and target is not None:
-            for type_, reason, message in plan.promote_events:
-                await emit(client, target, type_, reason, message, now)
-        if plan.status.get("attemptStartTime") and not (body.get("status") or {}).get("attemptStartTime"):
-            metrics.TRAINING_ATTEMPTS.labels(key[0]).inc()  # this reconcile launched an attempt: its pods exist now
-        return plan.requeue_after
+                await self._invalid_config(body, spec, obs, err.message, refused, deleted)
+                return None
+            target = obs.model_deployment
+            if plan.promote_patch is not None and target is not None:
+                try:
+                    await client.merge_patch(object_path(target), plan.promote_patch)
+                except ApiError as err:
+                    if err.status != 404:
+                        raise
+                    raise Conflict() from None  # deleted since observed: decide again from fresh state
+            await self._write(body, plan.status, plan.events, now)
+            if plan.promote_patch is not None and target is not None:
+                for type_, reason, message in plan.promote_events:
+                    await emit(client, target, type_, reason, message, now)
+            if plan.status.get("attemptStartTime") and not (body.get("status") or {}).get("attemptStartTime"):
+                metrics.TRAINING_ATTEMPTS.labels(key[0]).inc()  # this reconcile launched an attempt: its pods exist now
+            return plan.requeue_after
 
     async def _admission(self, body: dict, spec: TrainingJobSpec, gates: bool) -> admission.Admission:
         """Whether the gang fits the free GPUs now: one list of nodes and one of bound, running pods, only when
@@ -215,14 +220,14 @@ class TrainingJobReconciler:
         try:
             nodes = await self.client.list(resource_path("v1", "Node"))
             pods = (await self.client.request("GET", resource_path("v1", "Pod"), params={
-                "fieldSelector": "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"}))["items"]
+                "fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"}))["items"]
         except ApiError as err:
             if err.status != 403:
                 raise
             log.warning("%s/%s: gang admission skipped, nodes or pods may not be listed: %s",
                         body["metadata"]["namespace"], body["metadata"]["name"], err)
             return admission.Admission(True, spec.workers, gpu_count(spec.resources), resource, 0, 0, 0)
-        return admission.admit(pod, spec.workers, resource, nodes, pods)
+        return admission.admit(body, pod, spec.workers, resource, nodes, pods)
 
     async def _write(self, body: dict, status: dict, events: list[lifecycle.Event], now: datetime) -> dict:
         """Writes the status if it changed, on condition that the job is still the body it was decided from
