@@ -190,11 +190,14 @@ def test_two_gangs_racing_for_the_gpus_run_one_after_the_other_without_losing_re
     for name in ("first", "second"):
         apply(kube, tj_manifest(tj_ns, name, workers=2, backoffLimit=0, podAnnotations={RUN_SECONDS: "6"},
                                 resources={"cpu": "1", "memory": "1Gi", "gpu": {"count": 8}}))
-    both = lambda: {n: get_tj(kube, tj_ns, n) for n in ("first", "second")}  # noqa: E731
-    jobs = wait_for(lambda: (lambda j: j if any(t["status"].get("phase") == "Running" for t in j.values())
-                             and any(condition(t, "Running").get("reason") == "InsufficientGPUs"
-                                     for t in j.values()) else None)(both()),
-                    timeout=60, message="one gang runs, the other waits for GPUs")
+
+    def one_runs_one_waits():
+        jobs = {n: get_tj(kube, tj_ns, n) for n in ("first", "second")}
+        phases = {(t.get("status") or {}).get("phase") for t in jobs.values()}
+        waiting = [t for t in jobs.values() if condition(t, "Running").get("reason") == "InsufficientGPUs"]
+        return jobs if "Running" in phases and waiting else None
+
+    jobs = wait_for(one_runs_one_waits, timeout=60, message="one gang runs, the other waits for GPUs")
     runner = next(n for n, t in jobs.items() if t["status"]["phase"] == "Running")
     waiter = next(n for n in jobs if n != runner)
     assert pods(kube, tj_ns, waiter) == []
