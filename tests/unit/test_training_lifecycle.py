@@ -259,12 +259,12 @@ def test_promotion_patches_just_the_model_field(md_spec, as_, expected):
     assert promotion.patch({"spec": md_spec}, as_, "new") == expected
 
 
-def ran(s: TrainingJobSpec, rank: int, start: str, end: str | None = None, phase: str | None = None,
+def ran(s: TrainingJobSpec, rank: int, start: int, end: int | None = None, phase: str | None = None,
         exit_code: int = 0) -> dict:
     """A worker whose container started at `start` (seconds after T0) and, with `end`, terminated then."""
-    stamp = lambda seconds: f"2024-05-01T12:00:{int(seconds):02d}Z"  # noqa: E731
-    state = {"running": {"startedAt": stamp(start)}} if end is None else {
-        "terminated": {"exitCode": exit_code, "startedAt": stamp(start), "finishedAt": stamp(end)}}
+    state = {"running": {"startedAt": f"2024-05-01T12:00:{start:02d}Z"}} if end is None else {
+        "terminated": {"exitCode": exit_code, "startedAt": f"2024-05-01T12:00:{start:02d}Z",
+                       "finishedAt": f"2024-05-01T12:00:{end:02d}Z"}}
     phase = phase or ("Running" if end is None else "Succeeded" if exit_code == 0 else "Failed")
     return worker(s, rank, phase=phase, containerStatuses=[{"name": "trainer", "state": state}])
 

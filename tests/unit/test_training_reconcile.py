@@ -8,7 +8,6 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from fakes import DictCache, FakeClient
 from mlops_operator.api.trainingjob import TrainingJobStatus
 from mlops_operator.k8s.conditions import find_condition

@@ -478,6 +478,7 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
 def _promoted(st: dict, spec: TrainingJobSpec, obs: Observation, phase: str) -> tuple[str, str, str]:
     """The Promoted condition. A missing target is reported from the first reconcile on: the job still runs
     (the ModelDeployment may be created while it trains) and promotes once the target exists."""
+    assert spec.promote is not None
     name = spec.promote.model_deployment.name
     if st.get("promotion"):
         p = st["promotion"]

@@ -38,10 +38,10 @@ from ..k8s.diff import HASH_ANNOTATION, stamp
 from ..k8s.events import emit
 from ..k8s.status import ObjectGone, status_patch
 from ..k8s.sync import ChildRejected, sync_children
+from ..podspec.gpu import gpu_count
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
-from ..podspec.gpu import gpu_count
 from . import admission, lifecycle, render, rendezvous
 
 log = logging.getLogger("mlops_operator.trainingjob")
@@ -216,7 +216,7 @@ class TrainingJobReconciler:
         """Whether the gang fits the free GPUs now: one list of nodes and one of bound, running pods, only when
         an attempt is about to create its pods. Without the RBAC to list them, the scheduler alone decides."""
         pod = render.worker_pod(body, spec, 0, 1, self.settings.cluster_domain, gates)
-        resource = spec.resources.gpu.resource
+        resource = spec.resources.gpu.resource if spec.resources.gpu else "nvidia.com/gpu"
         try:
             nodes = await self.client.list(resource_path("v1", "Node"))
             pods = (await self.client.request("GET", resource_path("v1", "Pod"), params={
