@@ -213,3 +213,17 @@ def test_a_second_gang_waits_for_the_gpus_the_first_was_admitted_to_before_the_s
     world.reconcile("second")
     assert len(world.pods()) == 2 and world.condition("Running", "second")["reason"] == "InsufficientGPUs"
     assert "0 of 16 are free" in world.condition("Running", "second")["message"]
+
+
+def test_a_gang_whose_pods_exist_is_not_admitted_again():
+    world = World(job(**GANG), gpu_node("gpu-node-0"), gpu_node("gpu-node-1"))
+    world.reconcile()
+    created = world.job()
+    for pod in world.pods():  # placed, holding all 16 GPUs; the write of attemptStartTime was lost
+        pod["spec"]["nodeName"] = "gpu-node-0"
+    world.client.objects[JOB_PATH]["status"].pop("attemptStartTime")
+    world.cache.sync(world.client)
+    world.restart()
+    world.reconcile()
+    assert world.job()["status"]["attemptStartTime"] and len(world.pods()) == 2
+    assert world.condition("Running")["reason"] != "InsufficientGPUs" and created["status"]["attempt"] == 1

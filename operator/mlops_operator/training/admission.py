@@ -71,13 +71,16 @@ def usable(node: dict, pod: dict) -> bool:
                if t.get("effect") in ("NoSchedule", "NoExecute"))
 
 
-def _claims(pod: dict, job: dict) -> bool:
-    """An unplaced worker of another TrainingJob that the scheduler has not (yet) called unschedulable."""
+def _own(pod: dict, job: dict) -> bool:
+    meta = pod.get("metadata") or {}
+    return (meta.get("namespace"), (meta.get("labels") or {}).get(JOB_LABEL)) == (
+        dig(job, "metadata", "namespace"), dig(job, "metadata", "name"))
+
+
+def _claims(pod: dict) -> bool:
+    """An unplaced worker of a TrainingJob that the scheduler has not (yet) called unschedulable."""
     meta = pod.get("metadata") or {}
     if JOB_LABEL not in (meta.get("labels") or {}) or meta.get("deletionTimestamp"):
-        return False
-    if (meta.get("namespace"), meta["labels"][JOB_LABEL]) == (dig(job, "metadata", "namespace"),
-                                                            dig(job, "metadata", "name")):
         return False
     return not any(c.get("type") == "PodScheduled" and c.get("status") == "False"
                    for c in dig(pod, "status", "conditions") or [])
@@ -85,17 +88,18 @@ def _claims(pod: dict, job: dict) -> bool:
 
 def admit(job: dict, pod: dict, workers: int, resource: str, nodes: list[dict], pods: list[dict]) -> Admission:
     """Whether `workers` copies of the worker `pod` of `job` fit the free `resource` GPUs of `nodes`, given the
-    `pods` of the cluster (any namespace; terminated ones hold nothing)."""
+    `pods` of the cluster (any namespace; terminated ones hold nothing). The job's own pods (an earlier attempt
+    on its way out) do not count: they make room for this one."""
     per_worker = _gpus(pod, resource)
     held: dict[str, int] = {}
     claimed = 0
     for other in pods:
-        if dig(other, "status", "phase") in TERMINATED:
+        if dig(other, "status", "phase") in TERMINATED or _own(other, job):
             continue
         node = dig(other, "spec", "nodeName")
         if node:
             held[node] = held.get(node, 0) + _gpus(other, resource)
-        elif _claims(other, job):
+        elif _claims(other):
             claimed += _gpus(other, resource)
     free = places = total = 0
     for node in nodes:

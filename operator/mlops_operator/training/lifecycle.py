@@ -247,7 +247,8 @@ def _launch(plan: Plan, spec: TrainingJobSpec, obs: Observation, current: list[d
     if not_before and now < not_before:
         plan.after((not_before - now).total_seconds())
         return
-    if gpu_count(spec.resources) and not spec.queue_name:  # with a queueName, Kueue admits the gang
+    # With a queueName Kueue admits the gang; with some of its pods created it was admitted already.
+    if gpu_count(spec.resources) and not spec.queue_name and not current:
         if obs.admission is None:
             plan.admit = True
             return
