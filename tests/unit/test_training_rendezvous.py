@@ -102,3 +102,13 @@ def test_headless_service_selects_every_worker():
     assert svc["spec"]["selector"] == {"mlops.dev/trainingjob": "ft", "app.kubernetes.io/component": "worker"}
     assert svc["spec"]["ports"][0]["port"] == 29500
     assert "ports" not in render.service(BODY, spec(framework="generic"))["spec"]
+
+
+def test_a_name_too_long_for_the_workers_is_an_invalid_spec_from_validation():
+    from mlops_operator.api import TRAINING_JOB, InvalidSpec, validate_object
+
+    body = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": "a" * 56, "namespace": "ml"}, "spec": {"image": "t:1"}}
+    with pytest.raises(InvalidSpec) as err:
+        validate_object(body, TRAINING_JOB)
+    assert err.value.errors[0].startswith("metadata.name: 'aaaa") and "Service" in err.value.errors[0]
