@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from mlops_operator.api import TRAINING_JOB, InvalidSpec, validate_object
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.training import render, rendezvous
 
@@ -105,8 +108,6 @@ def test_headless_service_selects_every_worker():
 
 
 def test_a_name_too_long_for_the_workers_is_an_invalid_spec_from_validation():
-    from mlops_operator.api import TRAINING_JOB, InvalidSpec, validate_object
-
     body = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": "a" * 56, "namespace": "ml"}, "spec": {"image": "t:1"}}
     with pytest.raises(InvalidSpec) as err:
