@@ -65,6 +65,16 @@ def reasons(kube, namespace: str, name: str, kind: str = "TrainingJob") -> list[
     return [e.reason for e in events_for(kube, namespace, name, kind)]
 
 
+def wait_events(kube, namespace: str, name: str, *wanted: str, kind: str = "TrainingJob") -> list[str]:
+    """The object's event reasons once each wanted reason was posted (as often as it is named). The operator
+    posts an event after the status write that records it, so a status seen may precede its event."""
+    def probe():
+        seen = reasons(kube, namespace, name, kind)
+        return seen if all(seen.count(r) >= wanted.count(r) for r in wanted) else None
+
+    return wait_for(probe, message=f"{kind} {name}: events {', '.join(wanted)}")
+
+
 @pytest.fixture
 def tj_ns(namespace, operator, needs_scheduler, needs_controller_manager):
     return namespace
@@ -130,9 +140,9 @@ def test_two_gpu_workers_rendezvous_succeed_and_promote_to_the_canary(kube, tj_n
     canary = md["spec"]["rollout"]["canary"]
     assert (canary["model"], canary["weight"], canary.get("promote", False)) == ({"uri": output}, 10, False)
     assert md["spec"]["model"]["uri"] == "s3://models/chat/v1"  # the stable is untouched
-    assert "Promoted" in reasons(kube, tj_ns, "ft")
-    assert "Promoted" in reasons(kube, tj_ns, "chat", "ModelDeployment")
-    assert {"AttemptStarted", "Running", "Succeeded"} <= set(reasons(kube, tj_ns, "ft"))
+    assert wait_events(kube, tj_ns, "chat", "Promoted", kind="ModelDeployment").count("Promoted") == 1
+    evs = wait_events(kube, tj_ns, "ft", "AttemptStarted", "Running", "Succeeded", "Promoted")
+    assert evs.count("Promoted") == 1
 
 
 # 3 workers x 4 GPUs fit the 16 free GPUs, but 40 CPUs each fit one per 64-CPU GPU node: admission lets the gang
@@ -155,7 +165,7 @@ def test_a_gang_that_cannot_be_placed_says_why_and_releases_its_gpus_at_the_gang
     assert tj["status"]["failure"]["reason"] == "GangTimeout" and tj["status"]["failure"]["retryable"] is False
     assert "Insufficient cpu" in tj["status"]["failure"]["message"]
     wait_for(lambda: not pods(kube, tj_ns, "big"), message="the gang's pods deleted")
-    assert "Unschedulable" in reasons(kube, tj_ns, "big")
+    wait_events(kube, tj_ns, "big", "Unschedulable")
 
 
 def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns, whole_gpu_pool):
@@ -169,7 +179,7 @@ def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns, whole_gpu
     assert condition(tj, "Running")["reason"] == "GangTimeout"
     # The decision is written before the pods go (so a restart cannot forget it): they follow within moments.
     wait_for(lambda: not live_pods(kube, tj_ns, "patient"), timeout=10, message="attempt 1 released")
-    assert "GangTimeout" in reasons(kube, tj_ns, "patient")
+    wait_events(kube, tj_ns, "patient", "GangTimeout")
     wait_for(lambda: len(live_pods(kube, tj_ns, "patient")) == 3, timeout=30, message="attempt 2 created")
     assert {p.metadata.name for p in live_pods(kube, tj_ns, "patient")} == {f"patient-w{r}-a2" for r in range(3)}
     assert get_tj(kube, tj_ns, "patient")["status"].get("retries", 0) == 0
@@ -183,7 +193,8 @@ def test_a_gang_larger_than_the_free_gpus_waits_without_pods(kube, tj_ns, whole_
     assert st["phase"] == "Pending" and st.get("retries", 0) == 0 and st["gpus"] == 24
     assert "needs 3 workers x 8 nvidia.com/gpu; 16 of 16 are free" in condition(tj, "Running")["message"]
     assert condition(tj, "Ready")["reason"] == "InsufficientGPUs"
-    assert pods(kube, tj_ns, "huge") == [] and "InsufficientGPUs" in reasons(kube, tj_ns, "huge")
+    assert pods(kube, tj_ns, "huge") == []
+    wait_events(kube, tj_ns, "huge", "InsufficientGPUs")
 
 
 def test_two_gangs_racing_for_the_gpus_run_one_after_the_other_without_losing_retries(kube, tj_ns, whole_gpu_pool):
@@ -240,7 +251,7 @@ def test_exit_code_1_twice_with_backoff_limit_1_fails_with_the_retries_exhausted
     assert condition(tj, "Failed")["reason"] == "BackoffLimitExceeded"
     assert st["failure"]["reason"] == "Error" and st["failure"]["retryable"] is True
     assert "exited with code 1" in st["failure"]["message"]
-    assert reasons(kube, tj_ns, "crash").count("WorkerFailed") == 2
+    assert wait_events(kube, tj_ns, "crash", "WorkerFailed", "WorkerFailed").count("WorkerFailed") == 2
 
 
 def test_oom_fails_at_once_and_is_not_retried(kube, tj_ns):
@@ -278,7 +289,7 @@ def test_ttl_after_finished_removes_workers_and_service_but_keeps_the_job(kube, 
              timeout=30, message="workers and Service deleted after the TTL")
     tj = get_tj(kube, tj_ns, "brief")
     assert tj["status"]["phase"] == "Succeeded" and tj["status"]["workers"]["succeeded"] == 2
-    assert "CleanedUp" in reasons(kube, tj_ns, "brief")
+    wait_events(kube, tj_ns, "brief", "CleanedUp")
 
 
 def test_suspend_stops_the_workers_resume_starts_a_new_attempt_and_delete_removes_every_child(kube, tj_ns):
@@ -293,7 +304,7 @@ def test_suspend_stops_the_workers_resume_starts_a_new_attempt_and_delete_remove
     tj = wait_phase(kube, tj_ns, "pause", "Running", attempt=2)
     assert condition(tj, "Suspended")["status"] == "False"
     assert {p.metadata.name for p in live_pods(kube, tj_ns, "pause")} == {"pause-w0-a2", "pause-w1-a2"}
-    assert {"Suspended", "Resumed"} <= set(reasons(kube, tj_ns, "pause"))
+    wait_events(kube, tj_ns, "pause", "Suspended", "Resumed")
 
     request(kube, "DELETE", f"{GROUP_PATH}/namespaces/{tj_ns}/trainingjobs/pause")
     core = client.CoreV1Api(kube)

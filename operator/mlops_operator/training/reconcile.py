@@ -149,7 +149,12 @@ class TrainingJobReconciler:
             try:
                 return await self._reconcile(key, body)
             except Conflict:
-                body = await self.client.get(object_path(body))
+                try:
+                    body = await self.client.get(object_path(body))
+                except ApiError as err:
+                    if err.status != 403:
+                        raise
+                    return 0.5  # no RBAC to get a TrainingJob: the cache brings the fresh body
         return 0.5
 
     async def _reconcile(self, key: tuple[str, str], body: dict) -> float | None:
