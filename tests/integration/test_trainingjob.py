@@ -65,6 +65,16 @@ def reasons(kube, namespace: str, name: str, kind: str = "TrainingJob") -> list[
     return [e.reason for e in events_for(kube, namespace, name, kind)]
 
 
+def wait_events(kube, namespace: str, name: str, *wanted: str, kind: str = "TrainingJob") -> list[str]:
+    """The object's event reasons once each wanted reason was posted (as often as it is named). The operator
+    posts an event after the status write that records it, so a status seen may precede its event."""
+    def probe():
+        seen = reasons(kube, namespace, name, kind)
+        return seen if all(seen.count(r) >= wanted.count(r) for r in wanted) else None
+
+    return wait_for(probe, message=f"{kind} {name}: events {', '.join(wanted)}")
+
+
 @pytest.fixture
 def tj_ns(namespace, operator, needs_scheduler, needs_controller_manager):
     return namespace
@@ -130,32 +140,37 @@ def test_two_gpu_workers_rendezvous_succeed_and_promote_to_the_canary(kube, tj_n
     canary = md["spec"]["rollout"]["canary"]
     assert (canary["model"], canary["weight"], canary.get("promote", False)) == ({"uri": output}, 10, False)
     assert md["spec"]["model"]["uri"] == "s3://models/chat/v1"  # the stable is untouched
-    assert "Promoted" in reasons(kube, tj_ns, "ft")
-    assert "Promoted" in reasons(kube, tj_ns, "chat", "ModelDeployment")
-    assert {"AttemptStarted", "Running", "Succeeded"} <= set(reasons(kube, tj_ns, "ft"))
+    assert wait_events(kube, tj_ns, "chat", "Promoted", kind="ModelDeployment").count("Promoted") == 1
+    evs = wait_events(kube, tj_ns, "ft", "AttemptStarted", "Running", "Succeeded", "Promoted")
+    assert evs.count("Promoted") == 1
 
 
-def test_a_gang_that_cannot_fit_says_why_and_releases_its_gpus_at_the_gang_timeout(kube, tj_ns):
-    apply(kube, tj_manifest(tj_ns, "big", workers=3, podAnnotations={RUN_SECONDS: "600"},
-                            resources={"cpu": "1", "memory": "1Gi", "gpu": {"count": 8}},
+# 3 workers x 4 GPUs fit the 16 free GPUs, but 40 CPUs each fit one per 64-CPU GPU node: admission lets the gang
+# start and the scheduler places two; the third waits.
+PLACED_TWO_OF_THREE = {"workers": 3, "resources": {"cpu": "40", "memory": "1Gi", "gpu": {"count": 4}}}
+
+
+def test_a_gang_that_cannot_be_placed_says_why_and_releases_its_gpus_at_the_gang_timeout(kube, tj_ns,
+                                                                                         whole_gpu_pool):
+    apply(kube, tj_manifest(tj_ns, "big", podAnnotations={RUN_SECONDS: "600"}, **PLACED_TWO_OF_THREE,
                             scheduling={"gangTimeout": "6s", "gangTimeoutAction": "fail"}))
     tj = wait_tj(kube, tj_ns, "big", lambda st, t: condition(t, "Running").get("reason") == "Unschedulable",
                  message="Unschedulable")
     assert tj["status"]["phase"] == "Pending"
-    assert "Insufficient nvidia.com/gpu" in condition(tj, "Running")["message"]
-    # The placed workers hold their GPUs while the third waits (two on an idle pool).
+    assert "Insufficient cpu" in condition(tj, "Running")["message"]
+    # The placed workers hold their GPUs while the third waits.
     assert [p for p in live_pods(kube, tj_ns, "big") if p.spec.node_name]
     tj = wait_phase(kube, tj_ns, "big", "Failed", timeout=30)
     assert condition(tj, "Failed")["reason"] == "GangTimeout"
     assert tj["status"]["failure"]["reason"] == "GangTimeout" and tj["status"]["failure"]["retryable"] is False
-    assert "Insufficient nvidia.com/gpu" in tj["status"]["failure"]["message"]
+    assert "Insufficient cpu" in tj["status"]["failure"]["message"]
     wait_for(lambda: not pods(kube, tj_ns, "big"), message="the gang's pods deleted")
-    assert "Unschedulable" in reasons(kube, tj_ns, "big")
+    wait_events(kube, tj_ns, "big", "Unschedulable")
 
 
-def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns):
+def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns, whole_gpu_pool):
     # Placed workers keep running (and holding their GPUs) while the third waits for a node.
-    apply(kube, tj_manifest(tj_ns, "patient", workers=3, resources={"gpu": {"count": 8}},
+    apply(kube, tj_manifest(tj_ns, "patient", **PLACED_TWO_OF_THREE,
                             scheduling={"gangTimeout": 4, "gangTimeoutAction": "wait"},
                             podAnnotations={RUN_SECONDS: "600"}))
     tj = wait_tj(kube, tj_ns, "patient", lambda st, _: st.get("nextAttemptTime"), timeout=30,
@@ -164,10 +179,47 @@ def test_gang_timeout_wait_releases_and_tries_again_later(kube, tj_ns):
     assert condition(tj, "Running")["reason"] == "GangTimeout"
     # The decision is written before the pods go (so a restart cannot forget it): they follow within moments.
     wait_for(lambda: not live_pods(kube, tj_ns, "patient"), timeout=10, message="attempt 1 released")
-    assert "GangTimeout" in reasons(kube, tj_ns, "patient")
-    wait_for(lambda: len(live_pods(kube, tj_ns, "patient")) == 3, timeout=20, message="attempt 2 created")
+    wait_events(kube, tj_ns, "patient", "GangTimeout")
+    wait_for(lambda: len(live_pods(kube, tj_ns, "patient")) == 3, timeout=30, message="attempt 2 created")
     assert {p.metadata.name for p in live_pods(kube, tj_ns, "patient")} == {f"patient-w{r}-a2" for r in range(3)}
     assert get_tj(kube, tj_ns, "patient")["status"].get("retries", 0) == 0
+
+
+def test_a_gang_larger_than_the_free_gpus_waits_without_pods(kube, tj_ns, whole_gpu_pool):
+    apply(kube, tj_manifest(tj_ns, "huge", workers=3, resources={"gpu": {"count": 8}}))
+    tj = wait_tj(kube, tj_ns, "huge", lambda st, t: condition(t, "Running").get("reason") == "InsufficientGPUs",
+                 message="InsufficientGPUs")
+    st = tj["status"]
+    assert st["phase"] == "Pending" and st.get("retries", 0) == 0 and st["gpus"] == 24
+    assert "needs 3 workers x 8 nvidia.com/gpu; 16 of 16 are free" in condition(tj, "Running")["message"]
+    assert condition(tj, "Ready")["reason"] == "InsufficientGPUs"
+    assert pods(kube, tj_ns, "huge") == []
+    wait_events(kube, tj_ns, "huge", "InsufficientGPUs")
+
+
+def test_two_gangs_racing_for_the_gpus_run_one_after_the_other_without_losing_retries(kube, tj_ns, whole_gpu_pool):
+    for name in ("first", "second"):
+        apply(kube, tj_manifest(tj_ns, name, workers=2, backoffLimit=0, podAnnotations={RUN_SECONDS: "6"},
+                                resources={"cpu": "1", "memory": "1Gi", "gpu": {"count": 8}}))
+
+    def one_runs_one_waits():
+        jobs = {n: get_tj(kube, tj_ns, n) for n in ("first", "second")}
+        phases = {(t.get("status") or {}).get("phase") for t in jobs.values()}
+        waiting = [t for t in jobs.values() if condition(t, "Running").get("reason") == "InsufficientGPUs"]
+        return jobs if "Running" in phases and waiting else None
+
+    jobs = wait_for(one_runs_one_waits, timeout=60, message="one gang runs, the other waits for GPUs")
+    runner = next(n for n, t in jobs.items() if t["status"]["phase"] == "Running")
+    waiter = next(n for n in jobs if n != runner)
+    assert pods(kube, tj_ns, waiter) == []
+    assert jobs[waiter]["status"]["phase"] == "Pending" and jobs[waiter]["status"].get("retries", 0) == 0
+    wait_phase(kube, tj_ns, runner, "Succeeded", timeout=60)
+    tj = wait_phase(kube, tj_ns, waiter, "Succeeded", timeout=90)
+    assert tj["status"]["attempt"] == 1 and tj["status"].get("retries", 0) == 0
+    for name in ("first", "second"):
+        st = get_tj(kube, tj_ns, name)["status"]
+        assert st.get("retries", 0) == 0 and "failure" not in st and st["workers"]["succeeded"] == 2
+        assert reasons(kube, tj_ns, name).count("AttemptStarted") == 1
 
 
 def test_eviction_starts_a_new_attempt_without_using_the_backoff_and_spec_edits_wait_for_it(kube, tj_ns):
@@ -199,7 +251,7 @@ def test_exit_code_1_twice_with_backoff_limit_1_fails_with_the_retries_exhausted
     assert condition(tj, "Failed")["reason"] == "BackoffLimitExceeded"
     assert st["failure"]["reason"] == "Error" and st["failure"]["retryable"] is True
     assert "exited with code 1" in st["failure"]["message"]
-    assert reasons(kube, tj_ns, "crash").count("WorkerFailed") == 2
+    assert wait_events(kube, tj_ns, "crash", "WorkerFailed", "WorkerFailed").count("WorkerFailed") == 2
 
 
 def test_oom_fails_at_once_and_is_not_retried(kube, tj_ns):
@@ -237,7 +289,7 @@ def test_ttl_after_finished_removes_workers_and_service_but_keeps_the_job(kube, 
              timeout=30, message="workers and Service deleted after the TTL")
     tj = get_tj(kube, tj_ns, "brief")
     assert tj["status"]["phase"] == "Succeeded" and tj["status"]["workers"]["succeeded"] == 2
-    assert "CleanedUp" in reasons(kube, tj_ns, "brief")
+    wait_events(kube, tj_ns, "brief", "CleanedUp")
 
 
 def test_suspend_stops_the_workers_resume_starts_a_new_attempt_and_delete_removes_every_child(kube, tj_ns):
@@ -252,7 +304,7 @@ def test_suspend_stops_the_workers_resume_starts_a_new_attempt_and_delete_remove
     tj = wait_phase(kube, tj_ns, "pause", "Running", attempt=2)
     assert condition(tj, "Suspended")["status"] == "False"
     assert {p.metadata.name for p in live_pods(kube, tj_ns, "pause")} == {"pause-w0-a2", "pause-w1-a2"}
-    assert {"Suspended", "Resumed"} <= set(reasons(kube, tj_ns, "pause"))
+    wait_events(kube, tj_ns, "pause", "Suspended", "Resumed")
 
     request(kube, "DELETE", f"{GROUP_PATH}/namespaces/{tj_ns}/trainingjobs/pause")
     core = client.CoreV1Api(kube)

@@ -104,7 +104,7 @@ def test_gpu_defaults():
 def test_training_job_defaults():
     spec = TrainingJobSpec.model_validate({"image": "trainer:1"})
     assert (spec.workers, spec.framework, spec.backoff_limit, spec.suspend) == (1, "pytorch", 3, False)
-    assert spec.scheduling.gang_timeout is None and spec.scheduling.gang_timeout_action == "wait"
+    assert spec.scheduling.gang_timeout == "10m" and spec.scheduling.gang_timeout_action == "wait"
 
 
 def test_drift_monitor_defaults():

@@ -64,7 +64,7 @@ def test_names_scope_and_version(crds, kind, short):
 
 @pytest.mark.parametrize("kind, columns", [
     ("ModelDeployment", ["Ready", "Reason", "Replicas", "Model", "Canary", "URL", "Age"]),
-    ("TrainingJob", ["Phase", "Workers", "GPUs", "Attempt", "Age"]),
+    ("TrainingJob", ["Phase", "Ready", "Reason", "Workers", "GPUs", "Attempt", "Age"]),
     ("DriftMonitor", ["Ready", "Reason", "Drift", "Share", "Last Check", "Age"]),
 ])
 def test_printer_columns(crds, kind, columns):

@@ -56,3 +56,9 @@ def test_export_counts_a_pod_once_and_drops_series_that_are_gone():
     samples = {(s.labels["kind"], s.labels["phase"]): s.value
                for family in metrics.MANAGED_OBJECTS.collect() for s in family.samples}
     assert samples == {("trainingjob", "Succeeded"): 1}
+
+
+def test_finished_pods_hold_no_gpus():
+    pods = [pod("trainingjob", "Succeeded", 8, "done-0"), pod("trainingjob", "Failed", 8, "failed-0"),
+            pod("trainingjob", "Running", 8, "running-0"), pod("trainingjob", None, 8, "pending-0")]
+    assert inventory.count_gpus(pods) == {("trainingjob", "Running"): 8, ("trainingjob", "Pending"): 8}

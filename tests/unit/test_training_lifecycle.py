@@ -9,7 +9,7 @@ import pytest
 
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.k8s.status import clean, status_patch
-from mlops_operator.training import lifecycle, promotion, render
+from mlops_operator.training import admission, lifecycle, promotion, render
 from mlops_operator.training.lifecycle import Observation, decide
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -257,3 +257,63 @@ def test_invalid_config_fails_without_retry():
 ])
 def test_promotion_patches_just_the_model_field(md_spec, as_, expected):
     assert promotion.patch({"spec": md_spec}, as_, "new") == expected
+
+
+def ran(s: TrainingJobSpec, rank: int, start: int, end: int | None = None, phase: str | None = None,
+        exit_code: int = 0) -> dict:
+    """A worker whose container started at `start` (seconds after T0) and, with `end`, terminated then."""
+    state = {"running": {"startedAt": f"2024-05-01T12:00:{start:02d}Z"}} if end is None else {
+        "terminated": {"exitCode": exit_code, "startedAt": f"2024-05-01T12:00:{start:02d}Z",
+                       "finishedAt": f"2024-05-01T12:00:{end:02d}Z"}}
+    phase = phase or ("Running" if end is None else "Succeeded" if exit_code == 0 else "Failed")
+    return worker(s, rank, phase=phase, containerStatuses=[{"name": "trainer", "state": state}])
+
+
+def test_a_worker_that_finished_while_its_peer_never_started_is_a_gang_failure_not_a_success():
+    s = spec()
+    pods = [ran(s, 0, 1, 5), worker(s, 1, phase="Pending", node=None, **UNSCHEDULABLE)]
+    plan, b = run(launched(s), s, at(6), pods)
+    failure = b["status"]["failure"]
+    assert (failure["reason"], failure["retryable"], failure["counted"]) == ("GangIncomplete", True, False)
+    assert "worker 0 ended while worker 1 never started" in failure["message"]
+    assert b["status"]["attempt"] == 2 and b["status"].get("retries", 0) == 0
+    assert b["status"]["phase"] != "Succeeded" and "Succeeded" not in reasons(plan)
+
+
+def test_workers_that_ran_one_after_the_other_are_not_a_running_gang():
+    s = spec()
+    pods = [ran(s, 0, 1, 5), ran(s, 1, 7)]
+    plan, b = run(launched(s), s, at(8), pods)
+    assert b["status"]["phase"] != "Running" and "Running" not in reasons(plan)
+    failure = b["status"]["failure"]
+    assert failure["reason"] == "GangIncomplete" and "worker 0 ended (at 2024-05-01T12:00:05Z) before worker 1 " \
+                                                     "started" in failure["message"]
+    assert failure["counted"] is True  # both were placed: finishing alone is the program's doing
+
+
+def test_a_gang_that_ran_together_may_finish_one_worker_at_a_time():
+    s = spec()
+    plan, b = run(launched(s), s, at(8), [ran(s, 0, 1, 5), ran(s, 1, 2)])
+    assert b["status"]["phase"] == "Running"
+    assert cond(b, "Running")["message"] == "1/2 workers running, 1 finished (attempt 1)"
+    plan, b = run(b, s, at(9), [ran(s, 0, 1, 5), ran(s, 1, 2, 8)])
+    assert b["status"]["phase"] == "Succeeded"
+
+
+def test_a_failure_of_a_gang_that_never_ran_complete_is_not_counted_against_the_backoff_limit():
+    s = spec(backoffLimit=0)
+    pods = [ran(s, 0, 1, 5, exit_code=1), worker(s, 1, phase="Pending", node=None, **UNSCHEDULABLE)]
+    plan, b = run(launched(s), s, at(6), pods)
+    assert b["status"]["phase"] != "Failed" and b["status"]["attempt"] == 2
+    assert b["status"]["failure"]["reason"] == "Error" and b["status"]["failure"]["counted"] is False
+    assert "as a peer was never placed on a node" in next(m for _, r, m in plan.events if r == "WorkerFailed")
+    # The same exit once the gang ran together counts.
+    plan, b = run(launched(s), s, at(6), [ran(s, 0, 1, 5, exit_code=1), ran(s, 1, 2)])
+    assert b["status"]["phase"] == "Failed" and b["status"]["failure"]["counted"] is True
+
+
+def test_the_job_reports_its_total_gpus():
+    s = spec(workers=3, resources={"gpu": {"count": 8}})
+    _, b = run(body(), s, T0, admission=admission.admit(body(), render.worker_pod(body(), s, 0, 1, "cluster.local"), 3,
+                                                        "nvidia.com/gpu", [], []))
+    assert b["status"]["gpus"] == 24

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from mlops_operator.api import TRAINING_JOB, InvalidSpec, validate_object
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.training import render, rendezvous
 
@@ -52,10 +55,10 @@ def test_data_locations_and_user_env_which_wins():
 
 
 def test_the_service_and_hostnames_must_fit_a_dns_label():
-    assert rendezvous.name_errors("a" * 55, 10) == []  # a...a-workers: 63 characters
-    errors = rendezvous.name_errors("a" * 56, 10)
+    assert rendezvous.name_problem("a" * 55, 10) is None  # a...a-workers: 63 characters
+    errors = [f"metadata.name: {rendezvous.name_problem('a' * 56, 10)}"]
     assert errors and errors[0].startswith("metadata.name:") and "Service" in errors[0]
-    errors = rendezvous.name_errors("a" * 55, 10_000_000)  # a...a-w9999999: 64 characters
+    errors = [f"metadata.name: {rendezvous.name_problem('a' * 55, 10_000_000)}"]  # a...a-w9999999: 64 characters
     assert errors and errors[0].startswith("metadata.name:") and "hostname" in errors[0]
 
 
@@ -102,3 +105,11 @@ def test_headless_service_selects_every_worker():
     assert svc["spec"]["selector"] == {"mlops.dev/trainingjob": "ft", "app.kubernetes.io/component": "worker"}
     assert svc["spec"]["ports"][0]["port"] == 29500
     assert "ports" not in render.service(BODY, spec(framework="generic"))["spec"]
+
+
+def test_a_name_too_long_for_the_workers_is_an_invalid_spec_from_validation():
+    body = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": "a" * 56, "namespace": "ml"}, "spec": {"image": "t:1"}}
+    with pytest.raises(InvalidSpec) as err:
+        validate_object(body, TRAINING_JOB)
+    assert err.value.errors[0].startswith("metadata.name: 'aaaa") and "Service" in err.value.errors[0]

@@ -296,7 +296,8 @@ def test_env_sources():
 
 def test_training_job_rules():
     spec = {"image": "t:1", "promote": {"modelDeployment": {"name": "iris"}},
-            "scheduling": {"gangTimeoutAction": "fail"}, "queueName": "-bad-", "checkpoint": {"uri": "http://h/c"}}
+            "scheduling": {"gangTimeoutAction": "fail", "gangTimeout": None}, "queueName": "-bad-",
+            "checkpoint": {"uri": "http://h/c"}}
     assert [e.split(":")[0] for e in errors_of("TrainingJob", spec)] == [
         "spec.checkpoint.uri", "spec.output.modelUri", "spec.scheduling.gangTimeout", "spec.queueName"]
 

@@ -26,27 +26,40 @@ from .common import (
     Timestamp,
 )
 
+DEFAULT_GANG_TIMEOUT = "10m"
+"""How long placed workers wait for their peers by default: long enough for a cluster autoscaler to add a node,
+short enough that a half-placed gang does not hold its GPUs for hours."""
 MAX_WORKERS = 10_000
 """Workers of one job: twice the 5,000 nodes Kubernetes is tested to scale to, and more than the largest published
 training runs need (Llama 3 405B: 16,384 GPUs on 2,048 nodes of 8). A typo such as 100000 is refused when the job
 is applied instead of becoming that many pods."""
 
 
+def workers_service_name(job: str) -> str:
+    """The headless Service of a job's workers (suffixed, so a ModelDeployment may share the job's name)."""
+    return f"{job}-workers"
+
+
+def worker_hostname(job: str, rank: int) -> str:
+    return f"{job}-w{rank}"
+
+
 class TrainingScheduling(Scheduling):
     """Where workers may run, and gang scheduling: all workers start together or none do."""
 
     gang_timeout: Duration | None = Field(
-        None,
+        DEFAULT_GANG_TIMEOUT,
         description=(
-            'How long the workers may wait to be scheduled together: seconds or a duration such as "10m". '
-            "Omit to wait without limit."
+            "How long created workers may wait to be scheduled together: seconds or a duration such as "
+            f'"10m" (default {DEFAULT_GANG_TIMEOUT}). Counted from the creation of the workers, which waits '
+            "until the gang fits the free GPUs (that wait has no limit)."
         ),
     )
     gang_timeout_action: Literal["wait", "fail"] = Field(
         "wait",
         description=(
-            "What happens when gangTimeout passes: wait (keep waiting, reason Unschedulable) or fail "
-            "(the job fails with reason GangTimeout)."
+            "What happens when gangTimeout passes: wait (release the placed workers and try again a gangTimeout "
+            "later, not counted against backoffLimit) or fail (the job fails with reason GangTimeout)."
         ),
     )
 
@@ -172,9 +185,11 @@ class Promotion(StatusModel):
 class TrainingJobStatus(StatusBase):
     """Observed state of a TrainingJob. Conditions: Running, Succeeded, Failed, Suspended."""
 
-    phase: Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"] | None = Field(
-        None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
+    phase: Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended", "InvalidSpec"] | None = (
+        Field(None, description="Pending, Running, Restarting, Succeeded, Failed, Suspended, or InvalidSpec (the "
+                                "spec of a job that never started is invalid; see the Ready condition).")
     )
+    gpus: int | None = Field(None, ge=0, description="GPUs of the whole job: workers x GPUs per worker.")
     attempt: int | None = Field(None, ge=0, description="Current attempt, starting at 1.")
     start_time: Timestamp | None = Field(
         None, description="When the first attempt started (reset on resume); activeDeadlineSeconds counts from here."
@@ -201,9 +216,12 @@ TRAINING_JOB = Kind(
     spec=TrainingJobSpec,
     status=TrainingJobStatus,
     printer_columns=(
-        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Restarting, Succeeded, Failed."),
+        PrinterColumn("Phase", "string", ".status.phase",
+                      "Pending, Running, Restarting, Succeeded, Failed, Suspended or InvalidSpec."),
+        PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition."),
+        PrinterColumn("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', "Why (not) ready."),
         PrinterColumn("Workers", "integer", ".spec.workers", "Worker pods."),
-        PrinterColumn("GPUs", "integer", ".spec.resources.gpu.count", "GPUs per worker."),
+        PrinterColumn("GPUs", "integer", ".status.gpus", "GPUs of the whole job (workers x GPUs per worker)."),
         PrinterColumn("Attempt", "integer", ".status.attempt", "Current attempt."),
         AGE_COLUMN,
     ),

@@ -33,7 +33,7 @@ from .common import (
 from .driftmonitor import DriftMonitorSpec, interval_cron, retrain_name
 from .kinds import kind_for
 from .modeldeployment import Model, ModelDeploymentSpec
-from .trainingjob import TrainingJobSpec
+from .trainingjob import TrainingJobSpec, worker_hostname, workers_service_name
 
 # A MIG profile resource: nvidia.com/mig-<compute slices>g.<memory>gb, optionally +me (media extensions).
 MIG_PROFILE = re.compile(r"^nvidia\.com/mig-(\d+)g\.(\d+)gb(\+me)?$")
@@ -119,6 +119,9 @@ def validate_object(body: Mapping[str, Any], kind: Kind | str | None = None) -> 
     errors += validate_spec(spec, namespace=metadata.get("namespace"))
     if name is not None and isinstance(spec, DriftMonitorSpec):
         errors += drift_monitor_name_errors(name, spec)
+    if isinstance(spec, TrainingJobSpec) and name is not None and not errors:
+        problem = training_job_name_problem(name, spec.workers)
+        errors += [f"metadata.name: {problem}"] if problem else []
     if errors:
         raise InvalidSpec(errors)
     return spec
@@ -332,6 +335,20 @@ def _check_training_job(errors: list[str], p: str, spec: TrainingJobSpec, namesp
         errors.append(f"{p}.queueName: {spec.queue_name!r} is not a valid label value (Kueue reads it from a label)")
 
 
+def training_job_name_problem(job: str, workers: int) -> str | None:
+    """Why `job` cannot name a TrainingJob of `workers` workers, or None: the name must leave room for `-workers`
+    in a Service name and `-w<rank>` in a worker's hostname (both DNS labels of at most 63 characters)."""
+    service = workers_service_name(job)
+    if len(service) > 63:
+        return (f"{job!r} is too long for a TrainingJob: its Service {service!r} has {len(service)} characters, a "
+                "Service name at most 63")
+    longest = worker_hostname(job, workers - 1)
+    if len(longest) > 63:
+        return (f"{job!r} is too long for {workers} workers: the worker hostname {longest!r} has {len(longest)} "
+                "characters, a hostname at most 63")
+    return None
+
+
 def _check_drift_monitor(errors: list[str], p: str, spec: DriftMonitorSpec, namespace: str | None) -> None:
     _check_uri(errors, f"{p}.reference.uri", spec.reference.uri, READ_SCHEMES)
     if spec.current is not None:
@@ -380,12 +397,11 @@ def drift_monitor_name_errors(name: str, spec: DriftMonitorSpec) -> list[str]:
     if spec.actions is None or spec.actions.retrain is None:
         return []
     job = retrain_name(name, 10 ** 9)  # 10 digits until the year 2286
-    workers = spec.actions.retrain.template.workers
-    longest = max(f"{job}-workers", f"{job}-w{workers - 1}", key=len)
-    if len(longest) <= 63:
+    problem = training_job_name_problem(job, spec.actions.retrain.template.workers)
+    if problem is None:
         return []
     return [f"metadata.name: {name!r} is too long for spec.actions.retrain, whose TrainingJobs are named "
-            f"<name>-retrain-<unix time>: {longest!r} would have {len(longest)} characters, a DNS label at most 63"]
+            f"<name>-retrain-<unix time>: {problem}"]
 
 
 def _cron_ok(schedule: str) -> bool:

@@ -54,14 +54,17 @@ def pod_gpus(pod: dict) -> int:
 
 
 def count_gpus(pods: Iterable[dict]) -> dict[tuple[str, str], int]:
+    """GPUs held, by owner kind and pod phase: a Succeeded or Failed pod (a finished training job's workers,
+    kept for their logs) holds none."""
     counts: Counter = Counter()
     for pod in pods:
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
         gpus = pod_gpus(pod)
-        if not gpus:
+        if not gpus or phase in ("Succeeded", "Failed"):
             continue
         labels = (pod.get("metadata") or {}).get("labels") or {}
         kind = next((k for label, k in OWNER_LABELS.items() if label in labels), "other")
-        counts[(kind, (pod.get("status") or {}).get("phase") or "Pending")] += gpus
+        counts[(kind, phase)] += gpus
     return dict(counts)
 
 

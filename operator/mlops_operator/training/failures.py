@@ -9,7 +9,12 @@ against backoffLimit. Pure: pods are API dicts, nothing is fetched.
 | CreateContainerConfigError, InvalidConfig| no        | -                           |
 | Evicted, Preempted                       | yes       | no                          |
 | NodeLost, NodeShutdown, PodDeleted       | yes       | no                          |
+| GangIncomplete (a worker finished while  | yes       | yes                         |
+| its peers had not started)               |           |                             |
 | Error (any other non-zero exit), Failed  | yes       | yes                         |
+
+Whatever the reason, a failure while a peer of the attempt was never placed on a node (a gang that could not be
+placed whole) does not count against backoffLimit: the workers that ran alone failed for want of their peers.
 
 When several workers fail in one attempt, one failure speaks for the attempt (`primary`): a failure that is not
 retryable wins (retrying cannot help), else the earliest (the others usually die because a peer did: an evicted
@@ -25,6 +30,7 @@ from ..k8s.conditions import dig
 
 NOT_RETRYABLE = ("OOMKilled", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
                  "InvalidConfig")
+GANG_INCOMPLETE = "GangIncomplete"
 NOT_COUNTED = ("Evicted", "Preempted", "NodeLost", "NodeShutdown", "PodDeleted")
 # Kubernetes 1.26+ marks disrupted pods with a DisruptionTarget condition; its reason says who disrupted them.
 DISRUPTION_REASONS = {
@@ -44,6 +50,7 @@ class WorkerFailure:
     message: str
     worker: int
     at: str = ""  # RFC 3339 time of the failure when known; "" sorts first (a vanished pod is the likeliest cause)
+    gang_incomplete: bool = False  # a peer was never placed: a worker alone fails at rendezvous; not counted
 
     @property
     def retryable(self) -> bool:
@@ -51,7 +58,7 @@ class WorkerFailure:
 
     @property
     def counted(self) -> bool:
-        return self.retryable and self.reason not in NOT_COUNTED
+        return self.retryable and self.reason not in NOT_COUNTED and not self.gang_incomplete
 
     def to_status(self, attempt: int) -> dict[str, Any]:
         return {"reason": self.reason, "message": self.message, "retryable": self.retryable,

@@ -29,11 +29,13 @@ from ..api.trainingjob import TrainingJobSpec
 from ..k8s.conditions import condition, dig, find_condition, format_time, merge_conditions, parse_time
 from ..podspec.gpu import gpu_count
 from . import failures, promotion, rendezvous
+from .admission import Admission
 from .render import attempt_of, rank_of, world_size_of
 
 Event = tuple[str, str, str]  # (type, reason, message)
 TERMINAL = ("Succeeded", "Failed")
 PROMOTION_RETRY_SECONDS = 30.0
+ADMISSION_RETRY_SECONDS = 5.0  # a gang waiting for GPUs looks again this often (no watch on other pods)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Observation:
     gone: frozenset[int] = frozenset()  # ranks of the launched attempt whose pods are confirmed gone
     outdated: bool = False  # the running attempt's pods differ from what the current spec renders
     service: bool = False  # the headless Service exists
-    model_deployment: dict | None = None  # the ModelDeployment spec.promote names, when it exists
+    model_deployment: dict | None = None  # the ModelDeployment spec.promote names, when it exists (confirmed)
+    admission: Admission | None = None  # whether the gang fits the free GPUs; None: not checked (Plan.admit)
 
 
 @dataclasses.dataclass
@@ -57,12 +60,13 @@ class Plan:
     promote_patch: dict | None = None  # JSON merge patch for the ModelDeployment (then status.promotion is set)
     promote_events: list[Event] = dataclasses.field(default_factory=list)  # for the ModelDeployment
     failed: tuple[str, str] | None = None  # (reason, message) of the Failed condition, when the job fails now
+    admit: bool = False  # an attempt would start now: check gang admission (Observation.admission), plan again
+    waiting: tuple[str, str] | None = None  # (reason, message) of a gang that waits before its pods are created
 
     def after(self, seconds: float | None) -> None:
         if seconds is not None:
             seconds = max(0.5, seconds)
             self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
-
 
 
 
@@ -89,6 +93,45 @@ def unschedulable(pods: list[dict]) -> tuple[str, str] | None:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 reason = cond.get("reason") or "Unschedulable"
                 return reason, cond.get("message") or "the scheduler found no node for the worker"
+    return None
+
+
+def _span(pod: dict) -> tuple[str, str | None] | None:
+    """When a worker ran, from its containers: (start, end); end None while it runs, "" where the time is
+    unknown. None: it never started."""
+    starts, ends, running = [], [], False
+    for cs in dig(pod, "status", "containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "running" in state:
+            running = True
+            starts.append(state["running"].get("startedAt") or "")
+        elif "terminated" in state:
+            starts.append(state["terminated"].get("startedAt") or "")
+            ends.append(state["terminated"].get("finishedAt") or "")
+    if not starts:
+        if _phase(pod) in ("Running", *TERMINAL):  # a status without container states: it ran, times unknown
+            return "", None if _phase(pod) == "Running" else ""
+        return None
+    return min(starts), None if running or not ends else max(ends)
+
+
+def apart(pods: list[dict], world: int) -> tuple[int, str] | None:
+    """(the first worker that ended, why) when the workers of one attempt did not all run at the same time;
+    None when they did, or still may."""
+    by_rank = {rank_of(p): p for p in pods}
+    spans = {rank: _span(by_rank[rank]) if rank in by_rank else None for rank in range(world)}
+    ended = {rank: span[1] for rank, span in spans.items() if span is not None and span[1] is not None}
+    if not ended:
+        return None
+    never = [rank for rank, span in spans.items() if span is None]
+    first, end = min(ended.items(), key=lambda item: (item[1], item[0]))
+    if never:
+        return first, f"worker {first} ended while worker{'s' if len(never) > 1 else ''} " \
+                      f"{', '.join(map(str, never))} never started"
+    late = [rank for rank, span in spans.items() if span is not None and span[0] and end and span[0] > end]
+    if late:
+        return first, f"worker {first} ended (at {end}) before worker{'s' if len(late) > 1 else ''} " \
+                      f"{', '.join(map(str, late))} started"
     return None
 
 
@@ -138,7 +181,7 @@ def decide(body: dict, spec: TrainingJobSpec, obs: Observation, now: datetime) -
         if phase == "Suspended":
             plan.events.append(("Normal", "Resumed", f"resumed: attempt {attempt + 1} starts"))
     elif not old.get("attemptStartTime"):
-        _launch(plan, spec, current, others, attempt, now)
+        _launch(plan, spec, obs, current, others, attempt, now)
     else:
         _observe(plan, body, spec, obs, current, others, attempt, now)
 
@@ -196,14 +239,23 @@ def _suspend(plan: Plan, spec: TrainingJobSpec, obs: Observation, phase: str | N
                                                    "created suspended: no worker starts until spec.suspend is false"))
 
 
-def _launch(plan: Plan, spec: TrainingJobSpec, current: list[dict], others: list[dict], attempt: int,
-            now: datetime) -> None:
+def _launch(plan: Plan, spec: TrainingJobSpec, obs: Observation, current: list[dict], others: list[dict],
+            attempt: int, now: datetime) -> None:
     st = plan.status
     plan.delete = others
     not_before = parse_time(st.get("nextAttemptTime"))
     if not_before and now < not_before:
         plan.after((not_before - now).total_seconds())
         return
+    # With a queueName Kueue admits the gang; with some of its pods created it was admitted already.
+    if gpu_count(spec.resources) and not spec.queue_name and not current:
+        if obs.admission is None:
+            plan.admit = True
+            return
+        if not obs.admission.fits:
+            plan.waiting = ("InsufficientGPUs", f"attempt {attempt} waits for GPUs: {obs.admission.message}")
+            plan.after(ADMISSION_RETRY_SECONDS)
+            return
     have = {rank_of(p) for p in current}
     plan.create = [rank for rank in range(spec.workers) if rank not in have]
     st.update(attemptStartTime=format_time(now), nextAttemptTime=None,
@@ -229,6 +281,14 @@ def _observe(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, cu
              for rank in range(world) if rank in by_rank or rank in obs.gone]
     failure = failures.primary([f for f in found if f is not None])
     st["workers"] = counts(current, gone=len(obs.gone - set(by_rank)))
+    # A peer the scheduler never placed makes a failure the cluster's (e.g. a rendezvous timeout), not the code's.
+    unplaced = any(rank not in by_rank or not dig(by_rank[rank], "spec", "nodeName") for rank in range(world))
+    split = apart(current, world)
+    if failure is None and split is not None:  # a worker finished alone: its result is not the gang's
+        failure = failures.WorkerFailure(failures.GANG_INCOMPLETE, f"{split[1]}: the gang never ran together",
+                                         split[0], gang_incomplete=unplaced)
+    elif failure is not None and unplaced and failure.counted:
+        failure = dataclasses.replace(failure, gang_incomplete=True)
 
     if failure is not None:
         _worker_failed(plan, spec, obs, current, others, failure, attempt, now)
@@ -251,7 +311,7 @@ def _observe(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, cu
             return
         _gang_timer(plan, spec, started, now)
     if len(current) >= world and all(_running(p) or _phase(p) == "Succeeded" for p in current):
-        st["phase"] = "Running"
+        st["phase"] = "Running"  # every worker ran together (apart() is None): some may have finished
     elif st.get("phase") != "Restarting":
         st["phase"] = "Pending"
 
@@ -274,7 +334,8 @@ def _worker_failed(plan: Plan, spec: TrainingJobSpec, obs: Observation, current:
               f"attempt {attempt} failed and backoffLimit {spec.backoff_limit} is exhausted: {failure.message}",
               attempt, now, record)
     else:
-        how = "counted against backoffLimit" if failure.counted else "not counted against backoffLimit"
+        how = "counted against backoffLimit" if failure.counted else "not counted against backoffLimit" + (
+            " as a peer was never placed on a node" if failure.gang_incomplete else "")
         plan.events.append(("Warning", "WorkerFailed", f"{failure.message} (retryable, {how}: {used}); "
                                                        f"restarting the gang as attempt {attempt + 1}"))
         st.update(retries=retries, failure=record)
@@ -342,8 +403,12 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
     pods = [p for p in obs.pods if attempt_of(p) == attempt]
 
     if phase == "Running":
-        running = ("True", "AllWorkersRunning", f"{spec_world(pods, spec)}/{spec_world(pods, spec)} workers "
-                                                f"running (attempt {attempt})")
+        world, up = spec_world(pods, spec), sum(1 for p in pods if _running(p))
+        done = sum(1 for p in pods if _phase(p) == "Succeeded")
+        running = ("True", "AllWorkersRunning", f"{up}/{world} workers running (attempt {attempt})") if not done \
+            else ("True", "Finishing", f"{up}/{world} workers running, {done} finished (attempt {attempt})")
+    elif phase in ("Pending", "Restarting") and plan.waiting is not None:
+        running = ("False", *plan.waiting)
     elif phase in ("Pending", "Restarting"):
         running = ("False", *_waiting(st, spec, pods, phase, attempt))
     elif phase == "Suspended":
@@ -391,30 +456,42 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
 
     updates = [("Ready", ready), ("Running", running), ("Succeeded", succeeded), ("Failed", failed),
                ("Suspended", suspended)]
-    if spec.promote is not None and phase == "Succeeded":
-        if st.get("promotion"):
-            p = st["promotion"]
-            updates.append(("Promoted", ("True", "Promoted", f"ModelDeployment {p['modelDeployment']} "
-                                                            f"{promotion.FIELDS[p['as']]} = {p['modelUri']}")))
-        else:
-            name = spec.promote.model_deployment.name
-            updates.append(("Promoted", ("False", "ModelDeploymentNotFound",
-                                         f"ModelDeployment {name} does not exist in this namespace; retrying")))
+    if spec.promote is not None:
+        updates.append(("Promoted", _promoted(st, spec, obs, phase)))
     conditions = merge_conditions(old.get("conditions"), [
         condition(t, s, r, m, observed_generation=gen, now=now) for t, (s, r, m) in updates])
     st["conditions"] = conditions
     st["observedGeneration"] = gen
+    st["gpus"] = spec_world(pods, spec) * gpu_count(spec.resources)
 
     before = find_condition(old.get("conditions"), "Running")
     if running[0] == "True" and (before or {}).get("status") != "True":
         plan.events.append(("Normal", "Running", running[2]))
-    if running[1] == "Unschedulable" and (before or {}).get("reason") != running[1]:
+    if running[1] in ("Unschedulable", "InsufficientGPUs") and (before or {}).get("reason") != running[1]:
         plan.events.append(("Warning", running[1], running[2]))
     promoted_before = find_condition(old.get("conditions"), "Promoted")
     promoted_now = find_condition(conditions, "Promoted")
     if promoted_now and promoted_now["reason"] == "ModelDeploymentNotFound" and \
             (promoted_before or {}).get("reason") != "ModelDeploymentNotFound":
         plan.events.append(("Warning", "ModelDeploymentNotFound", promoted_now["message"]))
+
+
+def _promoted(st: dict, spec: TrainingJobSpec, obs: Observation, phase: str) -> tuple[str, str, str]:
+    """The Promoted condition. A missing target is reported from the first reconcile on: the job still runs
+    (the ModelDeployment may be created while it trains) and promotes once the target exists."""
+    assert spec.promote is not None
+    name = spec.promote.model_deployment.name
+    if st.get("promotion"):
+        p = st["promotion"]
+        return "True", "Promoted", f"ModelDeployment {p['modelDeployment']} {promotion.FIELDS[p['as']]} = " \
+                                   f"{p['modelUri']}"
+    if phase == "Failed":
+        return "False", "JobFailed", f"the job failed: nothing to promote to ModelDeployment {name}"
+    if obs.model_deployment is None:
+        then = "retrying" if phase == "Succeeded" else "the job runs and promotes its model once it exists"
+        return "False", "ModelDeploymentNotFound", f"ModelDeployment {name} does not exist in this namespace; {then}"
+    return "False", "AwaitingSuccess", f"the model goes to ModelDeployment {name} " \
+                                       f"({promotion.FIELDS[spec.promote.as_]}) when the job succeeds"
 
 
 def spec_world(pods: list[dict], spec: TrainingJobSpec) -> int:

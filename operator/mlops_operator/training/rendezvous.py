@@ -17,49 +17,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.trainingjob import TrainingJobSpec
+from ..api.trainingjob import TrainingJobSpec, worker_hostname, workers_service_name
+from ..api.validation import training_job_name_problem
 from ..podspec.gpu import gpu_count
 
 MASTER_PORT = 29500
-MAX_HOSTNAME = 63  # a hostname is a DNS label
-MAX_SERVICE_NAME = 63  # so is a Service name
-SERVICE_SUFFIX = "-workers"
-
-
-def hostname(job: str, rank: int) -> str:
-    return f"{job}-w{rank}"
+hostname = worker_hostname
+service_name = workers_service_name
+name_problem = training_job_name_problem  # the check lives with the other semantic checks in api/validation.py
 
 
 def pod_name(job: str, rank: int, attempt: int) -> str:
     return f"{job}-w{rank}-a{attempt}"
 
 
-def service_name(job: str) -> str:
-    return f"{job}{SERVICE_SUFFIX}"
-
-
 def master_addr(job: str, namespace: str, cluster_domain: str) -> str:
     return f"{hostname(job, 0)}.{service_name(job)}.{namespace}.svc.{cluster_domain}"
-
-
-def name_problem(job: str, workers: int) -> str | None:
-    """Why `job` cannot name a TrainingJob of `workers` workers, or None: the name must leave room for `-workers`
-    in a Service name and `-w<rank>` in a hostname."""
-    service = service_name(job)
-    if len(service) > MAX_SERVICE_NAME:
-        return (f"{job!r} is too long for a TrainingJob: its Service {service!r} has {len(service)} characters, a "
-                f"Service name at most {MAX_SERVICE_NAME}")
-    longest = hostname(job, workers - 1)
-    if len(longest) > MAX_HOSTNAME:
-        return (f"{job!r} is too long for {workers} workers: the worker hostname {longest!r} has {len(longest)} "
-                f"characters, a hostname at most {MAX_HOSTNAME}")
-    return None
-
-
-def name_errors(job: str, workers: int) -> list[str]:
-    """name_problem as InvalidSpec errors of the TrainingJob itself."""
-    problem = name_problem(job, workers)
-    return [f"metadata.name: {problem}"] if problem else []
 
 
 def _var(name: str, value: Any) -> dict[str, str]:
