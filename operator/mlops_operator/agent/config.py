@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -58,8 +59,8 @@ def _fraction(value: str) -> float:
     return rate
 
 
-def _positive(kind: type) -> object:
-    def parse(value: str) -> object:
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(value: str) -> float:
         number = kind(value)
         if number <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
@@ -71,9 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The agent's flags on the `mlops-operator agent` subcommand (defaults from MLOPS_AGENT_<FLAG>)."""
     d = AgentConfig(upstream_port=0)
 
-    def flag(name: str, help_text: str, default: object, **kw: object) -> None:
+    def flag(name: str, help_text: str, default: object, type: Callable[[str], object] = str) -> None:
         parser.add_argument("--" + name, default=_env(name, str(default)), help=f"{help_text} "
-                            f"(env MLOPS_AGENT_{name.upper().replace('-', '_')}; default %(default)s)", **kw)
+                            f"(env MLOPS_AGENT_{name.upper().replace('-', '_')}; default %(default)s)", type=type)
 
     flag("upstream-port", "port of the model server on 127.0.0.1 (required)", "")
     flag("listen", "HOST:PORT the agent serves inference on", f"{d.listen_host}:{d.listen_port}")

@@ -148,7 +148,7 @@ def openai_row(request: Any, response: Any, *, log_payloads: bool = False, strea
     when `log_payloads` is set."""
     req = request if isinstance(request, dict) else {}
     resp = response if isinstance(response, dict) else {}
-    usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+    usage: dict[str, Any] = resp["usage"] if isinstance(resp.get("usage"), dict) else {}
     choices = resp.get("choices") if isinstance(resp.get("choices"), list) else []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
     row: Row = {
@@ -161,8 +161,8 @@ def openai_row(request: Any, response: Any, *, log_payloads: bool = False, strea
     if log_payloads:
         prompt = _text_of_messages(req.get("messages")) if "messages" in req else req.get("prompt")
         row["prompt"] = prompt if isinstance(prompt, str) else (json.dumps(prompt) if prompt is not None else None)
-        message = first.get("message") if isinstance(first.get("message"), dict) else {}
-        text = message.get("content") if message else first.get("text")
+        message = first.get("message")
+        text = message.get("content") if isinstance(message, dict) else first.get("text")
         row["completion"] = text if isinstance(text, str) else None
     return row
 

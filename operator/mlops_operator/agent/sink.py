@@ -9,8 +9,8 @@ under a Hive-partitioned layout:
 
 Writes run in one thread of their own (fsspec's file API blocks), each with a timeout, retried with doubling
 back-off, then dropped with a counted reason. Only one write is ever in flight: a storage that hangs holds one
-file's bytes in a stuck thread, counted against the buffer until it returns, so memory stays bounded by
-`buffer_bytes` however long the storage stalls.
+file in a stuck thread, whose records stay counted against the buffer until it returns, so memory stays bounded
+by `buffer_bytes` (plus one file's Parquet framing) however long the storage stalls.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from itertools import groupby
 from typing import Any
 
@@ -104,6 +104,7 @@ class Sink:
         self._deadline = float("inf")
         self._taken: dict[int, Record] = {}  # out of the deque, not yet written or dropped
         self._in_flight: concurrent.futures.Future[None] | None = None
+        self._in_flight_path = ""
         self._boot = int(time.time())
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
@@ -224,14 +225,21 @@ class Sink:
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 30.0)
         log.error("dropping %d %s records: %s could not be written", len(records), kind, path)
-        self._settle(records, dropped="sink_error")
+        stuck = self._in_flight if self._in_flight_path == path else None
+        if stuck is not None and stuck.done():
+            stuck = None
+        self._settle(records, dropped="sink_error", release=stuck is None)
+        if stuck is not None:
+            # A thread still holds this file's bytes in a storage call: they stay counted until it returns.
+            loop, size = asyncio.get_running_loop(), sum(r.size for r in records)
+            stuck.add_done_callback(lambda _: loop.call_soon_threadsafe(self._hold, -size))
 
     async def _attempt(self, path: str, data: bytes) -> str | None:
         """One write with a timeout; the error as text, or None when written."""
         if self._in_flight is not None and not self._in_flight.done():
             return "the previous write has not returned yet"
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._in_flight = future
+        self._in_flight, self._in_flight_path = future, path
 
         def put() -> None:
             try:
@@ -246,10 +254,6 @@ class Sink:
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.config.write_timeout)
         except TimeoutError:
-            # The thread is stuck in the storage call: the bytes it holds stay counted until it returns.
-            loop = asyncio.get_running_loop()
-            self._hold(len(data))
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._hold, -len(data)))
             return f"no answer in {self.config.write_timeout:.0f}s"
         except Exception as err:  # noqa: BLE001  (any storage error is retried, then dropped and counted)
             return f"{type(err).__name__}: {err}"
@@ -270,10 +274,11 @@ class Sink:
         self.held_bytes += size
         self.metrics.buffer_bytes.set(self.held_bytes)
 
-    def _settle(self, records: list[Record], dropped: str | None = None) -> None:
-        """Records written or dropped: their bytes leave the buffer."""
+    def _settle(self, records: list[Record], dropped: str | None = None, release: bool = True) -> None:
+        """Records written or dropped: their bytes leave the buffer (unless a stuck write still holds them)."""
         for record in records:
             self._taken.pop(id(record), None)
-        self._hold(-sum(r.size for r in records))
+        if release:
+            self._hold(-sum(r.size for r in records))
         if dropped:
             self.metrics.dropped[dropped].inc(len(records))
