@@ -62,6 +62,10 @@ def test_a_stalled_sink_never_slows_or_fails_a_request_and_memory_stays_bounded(
                 assert peak <= limit
                 full = await metric(s, agent, "mlops_agent_dropped_records_total", reason="buffer_full")
                 assert full > 0
+                for _ in range(600):  # the first write times out after write_timeout
+                    if await metric(s, agent, "mlops_agent_sink_write_failures_total") > 0:
+                        break
+                    await asyncio.sleep(0.1)
                 assert await metric(s, agent, "mlops_agent_sink_write_failures_total") > 0
                 assert await metric(s, agent, "mlops_agent_written_records_total", kind="prediction") == 0
 

@@ -254,7 +254,7 @@ class Sink:
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.config.write_timeout)
         except TimeoutError:
-            return f"no answer in {self.config.write_timeout:.0f}s"
+            return f"no answer in {self.config.write_timeout:g}s"
         except Exception as err:  # noqa: BLE001  (any storage error is retried, then dropped and counted)
             return f"{type(err).__name__}: {err}"
         return None
