@@ -8,12 +8,11 @@ the caller's own data: when it cannot be kept (no log configured, a full buffer)
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 from aiohttp import web
 
 from . import protocols
-from .sink import FEEDBACK, Record, Sink
+from .sink import FEEDBACK, Record, Sink, now
 
 PATH = "/v1/feedback"
 
@@ -31,9 +30,9 @@ def handler(sink: Sink | None):  # type: ignore[no-untyped-def]
             items = protocols.feedback_rows(json.loads(body))
         except ValueError as err:  # json's errors are ValueErrors too
             return _error(400, str(err))
-        now = datetime.now(timezone.utc)
+        micros, at = now()
         share = len(body) // len(items)
-        records = [Record(FEEDBACK, now, {"timestamp": now}, rows=[item], rows_size=share) for item in items]
+        records = [Record(FEEDBACK, at, {"timestamp": micros}, rows=[item], rows_size=share) for item in items]
         if not sink.offer(records):
             return _error(503, "the log buffer is full or the agent is stopping; retry later", **{"Retry-After": "1"})
         return web.json_response({"accepted": len(records)}, status=202)

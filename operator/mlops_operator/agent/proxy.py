@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from datetime import datetime, timezone
 
 from aiohttp import ClientError, ClientSession, web
 from multidict import CIMultiDict
@@ -20,7 +19,7 @@ from yarl import URL
 from . import protocols
 from .config import AgentConfig
 from .metrics import AgentMetrics
-from .sink import PREDICTION, Record, Sink
+from .sink import PREDICTION, Record, Sink, now
 
 REQUEST_ID = "X-Request-Id"
 # RFC 9110 section 7.6.1, plus the length and host that aiohttp sets for each side itself.
@@ -97,8 +96,8 @@ class Proxy:
         if protocol is None or self.sink is None:
             return
         self.metrics.sampled.inc()
-        now = datetime.now(timezone.utc)
-        base = {"timestamp": now, "request_id": request_id, "revision": self.config.revision,
+        micros, at = now()
+        base = {"timestamp": micros, "request_id": request_id, "revision": self.config.revision,
                 "model_uri": self.config.model_uri, "status_code": status,
                 "latency_seconds": time.perf_counter() - started, "protocol": protocol}
-        self.sink.offer([Record(PREDICTION, now, base, protocol, request, response, streamed)])
+        self.sink.offer([Record(PREDICTION, at, base, protocol, request, response, streamed)])
