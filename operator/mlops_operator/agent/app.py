@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 
-from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
 
 from . import feedback
 from .config import AgentConfig
@@ -37,6 +37,7 @@ class Agent:
             connector=TCPConnector(limit=cfg.upstream_connections, keepalive_timeout=30),
             timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            cookie_jar=DummyCookieJar(),  # cookies belong to the caller and the model server, not to this hop
         )
         proxy = Proxy(cfg, self.metrics, self._session, self.sink)
         app = web.Application(client_max_size=MAX_BODY)
