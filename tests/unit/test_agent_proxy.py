@@ -116,6 +116,16 @@ async def metric(session: aiohttp.ClientSession, agent: Agent, name: str, **labe
     return 0.0
 
 
+async def until_metric(session: aiohttp.ClientSession, agent: Agent, name: str, **labels: str) -> float:
+    """Waits (up to a minute) for a sample to be above 0; returns it."""
+    for _ in range(600):
+        value = await metric(session, agent, name, **labels)
+        if value > 0:
+            return value
+        await asyncio.sleep(0.1)
+    return await metric(session, agent, name, **labels)
+
+
 def predictions(root: pathlib.Path):
     return ds.dataset(root, format="parquet", partitioning="hive",
                       ignore_prefixes=["feedback", ".", "_"]).to_table()

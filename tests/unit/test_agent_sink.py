@@ -15,7 +15,7 @@ import threading
 import aiohttp
 import fsspec
 from fsspec.spec import AbstractFileSystem
-from test_agent_proxy import ModelServer, agent_config, metric, predictions, run, running
+from test_agent_proxy import ModelServer, agent_config, metric, predictions, run, running, until_metric
 
 
 class StalledFS(AbstractFileSystem):
@@ -62,21 +62,15 @@ def test_a_stalled_sink_never_slows_or_fails_a_request_and_memory_stays_bounded(
                 assert peak <= limit
                 full = await metric(s, agent, "mlops_agent_dropped_records_total", reason="buffer_full")
                 assert full > 0
-                for _ in range(600):  # the first write times out after write_timeout
-                    if await metric(s, agent, "mlops_agent_sink_write_failures_total") > 0:
-                        break
-                    await asyncio.sleep(0.1)
-                assert await metric(s, agent, "mlops_agent_sink_write_failures_total") > 0
+                # The first write times out after write_timeout.
+                assert await until_metric(s, agent, "mlops_agent_sink_write_failures_total") > 0
                 assert await metric(s, agent, "mlops_agent_written_records_total", kind="prediction") == 0
 
                 # The storage answers again: the next records are written.
                 StalledFS.released.set()
                 for _ in range(20):
                     await one()
-                for _ in range(600):
-                    if await metric(s, agent, "mlops_agent_written_records_total", kind="prediction") > 0:
-                        break
-                    await asyncio.sleep(0.1)
+                assert await until_metric(s, agent, "mlops_agent_written_records_total", kind="prediction") > 0
                 while agent.sink.held_bytes:
                     await asyncio.sleep(0.1)
                 # Every sampled request is accounted for: written or dropped with a reason.

@@ -52,6 +52,7 @@ class Proxy:
         metrics = self.metrics
         metrics.in_flight.inc()
         status, sent, body = 502, 0, b""
+        answer: web.StreamResponse | None = None
         request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
         protocol = protocols.detect(request.method, request.path) if self._sampled() else None
         try:
@@ -84,6 +85,8 @@ class Proxy:
                     self._offer(protocol, request_id, started, status, body, bytes(captured or b""), streamed=True)
                     return answer
             except ClientError as err:
+                if answer is not None and answer.prepared:
+                    raise  # the model server broke off mid-stream: so does the client's connection, unterminated
                 status = 502
                 return web.Response(status=502, headers={REQUEST_ID: request_id},
                                     text=f"model server on 127.0.0.1:{self.config.upstream_port}: {err}\n")

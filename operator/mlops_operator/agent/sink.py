@@ -99,8 +99,10 @@ def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
 class Sink:
     def __init__(self, config: AgentConfig, metrics: AgentMetrics) -> None:
         import fsspec
-        import pyarrow.parquet  # noqa: F401  (its second of import and ~60 MB now, not under the first batch)
 
+        # pyarrow's import and its first conversion take about 2 s and 120 MB, once: at start, not under the
+        # first batch (where they held the event loop for a second).
+        parquet_bytes([{"timestamp": 0, "x": 0.5}])
         self.config = config
         self.metrics = metrics
         self.fs, self.root = fsspec.core.url_to_fs(config.log_uri)
@@ -146,6 +148,8 @@ class Sink:
                 await asyncio.wait_for(self._task, grace_seconds)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+            except Exception:  # noqa: BLE001  (stopping goes on: what is left is counted below)
+                log.exception("the log writer failed while stopping")
         unwritten = [*self._taken.values(), *self._pending]
         self._pending.clear()
         if unwritten:
@@ -163,7 +167,11 @@ class Sink:
             if self._pending:
                 batch = [self._pending.popleft() for _ in range(len(self._pending))]
                 self._taken.update((id(r), r) for r in batch)
-                await self._write_batch(batch)
+                try:
+                    await self._write_batch(batch)
+                except Exception:  # noqa: BLE001  (the writer must outlive any one batch)
+                    log.exception("writing a batch of %d records failed", len(batch))
+                    self._settle([r for r in batch if id(r) in self._taken], dropped="sink_error")
             elif self._closing:
                 return
 
