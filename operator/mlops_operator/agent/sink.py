@@ -217,16 +217,22 @@ class Sink:
 
     async def _write_file(self, key: tuple[str, str, int], records: list[Record], rows: list[dict[str, Any]]) -> None:
         kind, date, hour = key
-        try:
-            data = await asyncio.to_thread(parquet_bytes, rows)
-        except Exception:  # noqa: BLE001
-            log.exception("could not encode %d %s rows as Parquet", len(rows), kind)
-            self._settle(records, dropped="encode_error")
-            return
         path = self._path(kind, date, hour)
+        data: bytes | None = None
         delay = 0.5
         for attempt in range(1, self.config.write_attempts + 1):
-            error = await self._attempt(path, data)
+            if self._in_flight is not None and not self._in_flight.done():
+                # Encoding is the costly part: not while the storage still holds the last write.
+                error: str | None = "the previous write has not returned yet"
+            else:
+                if data is None:
+                    try:
+                        data = await asyncio.to_thread(parquet_bytes, rows)
+                    except Exception:  # noqa: BLE001
+                        log.exception("could not encode %d %s rows as Parquet", len(rows), kind)
+                        self._settle(records, dropped="encode_error")
+                        return
+                error = await self._attempt(path, data)
             if error is None:
                 self._settle(records)
                 self.metrics.written[kind].inc(len(records))
@@ -252,8 +258,6 @@ class Sink:
 
     async def _attempt(self, path: str, data: bytes) -> str | None:
         """One write with a timeout; the error as text, or None when written."""
-        if self._in_flight is not None and not self._in_flight.done():
-            return "the previous write has not returned yet"
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._in_flight, self._in_flight_path = future, path
 
