@@ -1,8 +1,9 @@
-"""`python -m bench [operator|drift] [ARGS]`: the benchmarks, each writing its section of docs/benchmarks.md.
+"""`python -m bench [operator|drift|agent] [ARGS]`: the benchmarks, each writing its section of docs/benchmarks.md.
 
     python -m bench                      # both, with their defaults
     python -m bench operator [--n 1000]  # the operator at scale (bench/operator_bench.py, its own local cluster)
     python -m bench drift [--quick]      # drift statistics (bench/drift_bench.py)
+    python -m bench agent [--quick]      # the inference agent's overhead and a stalled sink (bench/agent_bench.py)
 
 Arguments after the name pass through to that benchmark.
 """
@@ -12,7 +13,8 @@ import runpy
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-BENCHES = {"operator": HERE / "operator_bench.py", "drift": HERE / "drift_bench.py"}
+BENCHES = {"operator": HERE / "operator_bench.py", "drift": HERE / "drift_bench.py",
+           "agent": HERE / "agent_bench.py"}
 
 
 def run(name: str, args: list[str]) -> None:

@@ -159,6 +159,27 @@ def _drift_check(args: argparse.Namespace) -> int:
     return run(args.namespace, args.name)
 
 
+# -- agent: the inference sidecar (operator/mlops_operator/agent/) --------------------------------------------
+def _agent(args: argparse.Namespace) -> int:
+    from .agent import app, config
+
+    try:
+        settings = config.from_args(args)
+    except ValueError as err:
+        print(f"agent: {err}", file=sys.stderr)
+        return 2
+    return app.run(settings)
+
+
+def _add_agent(sub) -> None:
+    from .agent.config import add_arguments
+
+    agent = sub.add_parser("agent", help="the inference sidecar: proxy, request metrics, prediction log")
+    add_arguments(agent)
+    agent.set_defaults(func=_agent)
+# -- end agent --------------------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mlops-operator {__version__}")
@@ -190,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--namespace", required=True)
     drift.add_argument("--name", required=True)
     drift.set_defaults(func=_drift_check)
+    _add_agent(sub)
     return parser
 
 

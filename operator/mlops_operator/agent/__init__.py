@@ -1,0 +1,12 @@
+"""The inference agent (`mlops-operator agent`): a sidecar in front of the model server on 127.0.0.1.
+
+    config.py     flags and environment
+    proxy.py      the request path: forward, time, count, maybe sample
+    metrics.py    Prometheus metrics per model and revision
+    protocols.py  rows from v2, v1 and OpenAI bodies (pure)
+    sink.py       the bounded buffer and the Parquet writer
+    feedback.py   POST /v1/feedback
+    app.py        listeners, connection pool, sink, and their order of shutdown
+
+docs/agent.md describes what it guarantees.
+"""
