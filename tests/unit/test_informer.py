@@ -1,9 +1,8 @@
-"""The children's informer cache (index by owner key, trimming, change callbacks) and kopf's readiness gate with
-the ToggleSet fix: pure in-memory behaviour, no API server."""
+"""The informer cache (index by key, trimming, change callbacks, a relist that prunes) and the cache over it:
+in-memory behaviour with a fake API client, no API server."""
 
 import asyncio
 
-from mlops_operator.runtime import kopf_tuning
 from mlops_operator.runtime.informer import Informer
 
 
@@ -54,35 +53,3 @@ def test_delete_forgets_and_notifies():
     assert inf.get(("ns", "trainingjob", "a")) == [] and len(inf) == 0 and len(changed) == 2
     inf._delete(pod("never", "a"))  # unknown: nothing to do
     assert len(changed) == 2
-
-
-def test_toggle_set_still_releases_waiters_when_the_last_toggle_goes():
-    from kopf._cogs.aiokits import aiotoggles
-
-    assert kopf_tuning.patch()
-
-    async def scenario():
-        toggles = aiotoggles.ToggleSet(all)
-        made = [await toggles.make_toggle(name=str(i)) for i in range(50)]
-        released = []
-
-        async def waiter(i):
-            await toggles.wait_for(True)
-            released.append(i)
-
-        tasks = [asyncio.create_task(waiter(i)) for i in range(20)]
-        await asyncio.sleep(0)
-        for toggle in made[:-1]:
-            await toggles.drop_toggle(toggle)
-        await asyncio.sleep(0.01)
-        assert released == []  # one toggle left: still gated
-        await toggles.drop_toggle(made[-1])
-        await asyncio.wait_for(asyncio.gather(*tasks), 2)
-        assert sorted(released) == list(range(20))
-        # A new toggle gates new waiters again (kopf's peering pauses use this).
-        again = await toggles.make_toggle(name="again")
-        assert not toggles.is_on()
-        await toggles.drop_toggles([again])
-        assert toggles.is_on()
-
-    asyncio.run(scenario())
