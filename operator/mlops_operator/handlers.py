@@ -108,6 +108,9 @@ async def build(settings: Settings, scope: Scope, election: Election | None) -> 
 def registry(settings: Settings, scope: Scope, election: Election | None) -> kopf.OperatorRegistry:
     """kopf's handlers for one run: startup builds and starts the runtime, cleanup stops it."""
     handlers = kopf.OperatorRegistry()
+    # kopf's own discovery still reads the API server: its public login handlers, as its default registry has.
+    kopf.on.login(registry=handlers)(kopf.login_with_service_account)
+    kopf.on.login(registry=handlers)(kopf.login_with_kubeconfig)
 
     @kopf.on.startup(registry=handlers)
     async def startup(memo: kopf.Memo, **kwargs):
