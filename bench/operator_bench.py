@@ -404,12 +404,12 @@ class FloorWrites:
         from mlops_operator.k8s.status import clean, status_patch
         from mlops_operator.serving import canary, render, status
         from mlops_operator.serving.reconcile import serving_total
-        from mlops_operator.settings import SETTINGS
+        from mlops_operator.settings import load
         from mlops_operator.training import lifecycle
         from mlops_operator.training import render as trender
 
         import dataclasses
-        settings = dataclasses.replace(SETTINGS, operator_image=FETCHER_IMAGE)
+        settings = dataclasses.replace(load(), operator_image=FETCHER_IMAGE)
         now = datetime.now(timezone.utc)
 
         def body(manifest: dict) -> dict:

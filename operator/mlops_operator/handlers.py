@@ -70,6 +70,22 @@ def _child_keys(scope: Scope):
     return keys
 
 
+def _enqueue_own(manager: Manager, controller: str, keys):
+    """A custom resource changed: its own key goes on its controller's queue."""
+    def changed(obj: dict) -> None:
+        for key in keys(obj):
+            manager.enqueue(controller, key)
+    return changed
+
+
+def _enqueue_owners(manager: Manager, keys):
+    """A child changed: each owner named by its labels goes on the owner's controller's queue."""
+    def changed(obj: dict) -> None:
+        for namespace, controller, owner in keys(obj):
+            manager.enqueue(controller, (namespace, owner))
+    return changed
+
+
 async def build(settings: Settings, scope: Scope, election: Election | None) -> tuple[Manager, list[KubeClient]]:
     """The runtime of this process, not started: informers, controllers with their reconcilers, the election."""
     client = KubeClient.from_environment()
@@ -83,18 +99,17 @@ async def build(settings: Settings, scope: Scope, election: Election | None) -> 
     versions = await serving.api_versions(client)
     timeouts = {"watch_timeout": settings.watch_timeout, "grace": WATCH_GRACE, "namespaces": scope.exact()}
 
+    resource_keys, child_keys = _resource_keys(scope), _child_keys(scope)
     for index, kind in CUSTOM_RESOURCES.items():
-        keys = _resource_keys(scope)
-        manager.add_informer(index, Informer(
-            watch_client, f"{GROUP}/{VERSION}", kind, keys=keys, **timeouts,
-            on_change=lambda obj, keys=keys, kind=kind.lower(): [manager.enqueue(kind, k) for k in keys(obj)]))
-    child_keys = _child_keys(scope)
+        manager.add_informer(index, Informer(watch_client, f"{GROUP}/{VERSION}", kind, keys=resource_keys,
+                                             on_change=_enqueue_own(manager, kind.lower(), resource_keys),
+                                             **timeouts))
     selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())  # the children's informers list only ours
     for index, (api_version, kind) in CHILD_INDICES.items():
         api_version = api_version or (versions.hpa if kind == "HorizontalPodAutoscaler" else versions.pdb)
-        manager.add_informer(index, Informer(
-            watch_client, api_version, kind, keys=child_keys, label_selector=selector, **timeouts,
-            on_change=lambda obj: [manager.enqueue(owner, (ns, name)) for ns, owner, name in child_keys(obj)]))
+        manager.add_informer(index, Informer(watch_client, api_version, kind, keys=child_keys,
+                                             on_change=_enqueue_owners(manager, child_keys),
+                                             label_selector=selector, **timeouts))
 
     for reconciler, workers in ((serving.ModelDeploymentReconciler, settings.workers),
                                 (training.TrainingJobReconciler, settings.workers),

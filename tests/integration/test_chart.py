@@ -143,7 +143,7 @@ def chart_operator(kube, cluster, release, local_cluster, tmp_path_factory):
     args = [a for a in c.args[1:] if not a.startswith("--metrics-bind-address")]
     args = [f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness") else a for a in args]
     env = {e.name: e.value for e in c.env if e.value is not None}
-    env["POD_ID"] = f"{release['account']}-on-host"
+    env["POD_NAME"], env["POD_NAMESPACE"] = f"{release['account']}-on-host", release["namespace"]
     root = tmp_path_factory.mktemp("chart-operator")
     kubeconfig = account_kubeconfig(kube, cluster, release["namespace"], release["account"], root / "kubeconfig")
     paused = list(OperatorProcess.running)
@@ -430,7 +430,8 @@ def test_the_drift_runner_may_read_its_monitor_and_write_its_status_only(kube, c
 def test_cluster_wide_install_grants_the_rules_everywhere_and_may_make_the_runners_role(helm, kube, cluster, spaces,
                                                                                        tmp_path):
     name = f"wide-{uuid.uuid4().hex[:4]}"
-    helm("install", name, str(CHART), "--namespace", spaces["ops"], "--set", "image.tag=test")
+    # two replicas: leader election on a Lease in the release's namespace, nothing of kopf's
+    helm("install", name, str(CHART), "--namespace", spaces["ops"], "--set", "image.tag=test", "--set", "replicas=2")
     account = f"{name}-mlops-operator"
     try:
         api = config.new_client_from_config(config_file=str(
@@ -439,8 +440,15 @@ def test_cluster_wide_install_grants_the_rules_everywhere_and_may_make_the_runne
             assert can(api, "watch", "apps", "deployments", namespace)
             assert can(api, "patch", "mlops.dev", "modeldeployments/status", namespace)
             assert not can(api, "get", "", "secrets", namespace)
-        assert can(api, "watch", "apiextensions.k8s.io", "customresourcedefinitions")
-        assert not can(api, "create", "apiextensions.k8s.io", "customresourcedefinitions")
+        # kopf watches nothing: neither CRDs nor its peerings are needed
+        assert not can(api, "watch", "apiextensions.k8s.io", "customresourcedefinitions")
+        assert not can(api, "list", "kopf.dev", "clusterkopfpeerings")
+        # the Lease: created, read and renewed by name in the release's namespace only
+        assert can(api, "create", "coordination.k8s.io", "leases", spaces["ops"])
+        for verb in ("get", "update"):
+            assert can(api, verb, "coordination.k8s.io", "leases", spaces["ops"], account)
+            assert not can(api, verb, "coordination.k8s.io", "leases", spaces["ops"], "another-lease")
+            assert not can(api, verb, "coordination.k8s.io", "leases", spaces["app2"], account)
         # Kubernetes' escalation check, for real (a server-side dry run): the drift runner's Role is grantable...
         role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": "probe-drift", "namespace": spaces["app2"]},
