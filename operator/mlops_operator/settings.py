@@ -43,4 +43,3 @@ def load() -> Settings:
 
 
 WATCH_GRACE = 15  # seconds past watch_timeout before a watch is given up as hung
-CONNECT_TIMEOUT = 10  # seconds to open a connection to the API server (TCP and TLS)

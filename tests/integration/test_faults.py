@@ -745,7 +745,9 @@ def test_a_replica_joining_never_makes_two_writers_and_a_stopped_leader_hands_ov
         assert new.alive, f"the standby exited; see {new.log_path}"
 
         old.stop()  # SIGTERM: kopf runs the cleanup handler, which releases the lease
-        assert b"lease default/mlops-handover released" in old.log_path.read_bytes(), f"see {old.log_path}"
+        stopped = old.log_path.read_bytes()
+        assert b"lease default/mlops-handover released" in stopped, f"see {old.log_path}"
+        assert b"OS signals are ignored" not in stopped and old.proc.returncode == 0, f"see {old.log_path}"
         wait_for(lambda: _leads(private, "mlops-handover", new), timeout=LEASE_DURATION + 60,
                  message="the new replica leads")
         mark = private.audit.mark()
