@@ -53,3 +53,31 @@ def test_delete_forgets_and_notifies():
     assert inf.get(("ns", "trainingjob", "a")) == [] and len(inf) == 0 and len(changed) == 2
     inf._delete(pod("never", "a"))  # unknown: nothing to do
     assert len(changed) == 2
+
+
+def test_a_relist_prunes_what_the_api_server_no_longer_has_and_the_cache_reads_it():
+    """A deletion missed while the watch was down (an API server restart): the next list drops the object, tells
+    its owner, and the cache no longer returns it; no other place prunes."""
+    from mlops_operator.runtime.cache import Cache
+
+    class Lister:
+        def __init__(self, items):
+            self.items = items
+
+        async def request(self, method, path, params=None, timeout=None):
+            return {"metadata": {"resourceVersion": "9"}, "items": [dict(i, metadata=dict(i["metadata"]))
+                                                                    for i in self.items]}
+
+    changed = []
+    lister = Lister([pod("a-0", "a"), pod("a-1", "a")])
+    inf = Informer(client=lister, api_version="v1", kind="Pod", keys=keys, on_change=changed.append,
+                   watch_timeout=5, grace=1)
+    cache = Cache({"pods_idx": inf})
+    assert asyncio.run(inf._list(None)) == "9"
+    assert len(cache.all("pods_idx", ("ns", "trainingjob", "a"))) == 2
+    lister.items = [pod("a-1", "a")]  # a-0 was deleted while nobody watched
+    changed.clear()
+    asyncio.run(inf._list(None))
+    assert [p["metadata"]["name"] for p in cache.all("pods_idx", ("ns", "trainingjob", "a"))] == ["a-1"]
+    assert [p["metadata"]["name"] for p in changed] == ["a-0"]  # the owner hears of it; a-1 is no news
+    assert [p["metadata"]["name"] for p in cache.values("pods_idx")] == ["a-1"]

@@ -69,7 +69,8 @@ class Controller:
             task.cancel()
 
     async def _wait_leading(self) -> None:
-        if self._leadership is not None and not self._leadership.is_leader():
+        # A loop: leadership may be won and lost again before this worker runs.
+        while self._leadership is not None and not self._leadership.is_leader():
             await self._leadership.wait_leading()
 
     async def _work(self) -> None:
