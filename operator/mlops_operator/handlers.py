@@ -127,7 +127,7 @@ def registry(settings: Settings, scope: Scope, election: Election | None) -> kop
     kopf.on.login(registry=handlers)(kopf.login_with_service_account)
     kopf.on.login(registry=handlers)(kopf.login_with_kubeconfig)
 
-    @kopf.on.startup(registry=handlers)
+    @kopf.on.startup(registry=handlers, id="startup")
     async def startup(memo: kopf.Memo, **kwargs):
         kopf_settings: kopf.OperatorSettings = kwargs["settings"]
         kopf_settings.posting.enabled = False
@@ -139,7 +139,7 @@ def registry(settings: Settings, scope: Scope, election: Election | None) -> kop
                                                       f"{election.identity}"
         log.info("mlops-operator started (%s): controllers %s", mode, ", ".join(manager.controllers))
 
-    @kopf.on.cleanup(registry=handlers)
+    @kopf.on.cleanup(registry=handlers, id="cleanup")
     async def cleanup(memo: kopf.Memo, **_):
         manager = memo.get("manager")
         if manager is not None:
