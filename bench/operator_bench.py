@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import pathlib
@@ -398,7 +399,6 @@ class FloorWrites:
     object and then only renamed: the floor spends its time on requests, not on rendering."""
 
     def __init__(self, versions) -> None:
-        import dataclasses
 
         from mlops_operator.api import MODEL_DEPLOYMENT, TRAINING_JOB, validate_object
         from mlops_operator.k8s.diff import stamp
@@ -406,10 +406,10 @@ class FloorWrites:
         from mlops_operator.k8s.status import clean, status_patch
         from mlops_operator.serving import canary, render, status
         from mlops_operator.serving.reconcile import serving_total
-        from mlops_operator.settings import SETTINGS
+        from mlops_operator.settings import load
         from mlops_operator.training import lifecycle
         from mlops_operator.training import render as trender
-        settings = dataclasses.replace(SETTINGS, operator_image=FETCHER_IMAGE)
+        settings = dataclasses.replace(load(), operator_image=FETCHER_IMAGE)
         now = datetime.now(timezone.utc)
 
         def body(manifest: dict) -> dict:

@@ -1,20 +1,19 @@
-"""Kopf wiring only, no business logic.
+"""Kopf wiring only, no business logic: kopf runs the operator's lifecycle (startup and cleanup, the liveness
+probe, signal handling); the startup handler builds the project's runtime (runtime/manager.py) and the cleanup
+handler stops it.
 
-- The cache is the operator's view of the cluster, so reconcilers read memory, not the API server: kopf indices
-  for the custom resources (kopf fills them before any event handler runs), and informers (runtime/informer.py)
-  for the children the operator labels, synced before the controllers start. Children are not kopf's: its
-  per-object workers and startup gate cost most of the operator's memory and CPU at thousands of pods.
-- Event handlers and informer callbacks only put the owning object's key on its controller's work queue:
-  level-triggered, each reconcile derives everything from the cache, and bursts of events for one object
-  collapse into one reconcile.
-- Kopf writes nothing of its own: no finalizers (children go by owner references), no progress annotations
-  (no change-detecting handlers), no events from its log (we post our own).
+- One cache: an informer (runtime/informer.py) per index, for the custom resources and for the children the
+  operator labels, synced before the controllers start. kopf watches nothing: its per-object workers and index
+  gate cost most of the operator's memory and CPU at thousands of objects.
+- Informer callbacks only put the owning object's key on its controller's work queue: level-triggered, each
+  reconcile derives everything from the cache, and bursts of events for one object collapse into one reconcile.
+- With several replicas, a Lease (runtime/leader.py) decides which one reconciles; kopf runs standalone.
+- Kopf writes nothing of its own: no finalizers (children go by owner references), no events from its log.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
+import dataclasses
 import logging
 
 import kopf
@@ -23,177 +22,143 @@ from . import GROUP, VERSION
 from .k8s.client import KubeClient
 from .k8s.labels import MANAGED_BY
 from .monitoring import reconcile as monitoring
-from .runtime import inventory, kopf_tuning
-from .runtime.cache import Cache
-from .runtime.controller import Controller
+from .runtime import inventory
 from .runtime.informer import Informer
+from .runtime.leader import LeaderElector
+from .runtime.manager import Manager
+from .runtime.scope import Scope
 from .serving import reconcile as serving
-from .settings import CONNECT_TIMEOUT, SETTINGS, WATCH_GRACE
+from .settings import WATCH_GRACE, Settings
 from .training import reconcile as training
 
 log = logging.getLogger("mlops_operator")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-OWNER_LABELS = ("mlops.dev/modeldeployment", "mlops.dev/trainingjob", "mlops.dev/driftmonitor")
-
-kopf_tuning.patch()  # before kopf starts: the index readiness gate without O(N^2) wake-ups
-CACHE = Cache()
-CONTROLLERS: dict[str, Controller] = {}
-INDICES = ("modeldeployments_idx", "trainingjobs_idx", "driftmonitors_idx")  # kopf's; the children's: informers
-
-
-def _plain(body: kopf.Body) -> dict:
-    """What the index keeps of an object: the raw dict of this event (kopf never mutates it) without
-    metadata.managedFields, which no reconciler reads and which is ~40% of a pod's or Deployment's size: at
-    thousands of cached objects, the operator's memory (see docs/benchmarks.md)."""
-    raw = dict(body)
-    meta = raw.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    return raw
-
-
-def _owner_keys(namespace: str, labels: kopf.Labels) -> list[tuple[str, str, str]]:
-    return [(namespace, key.split("/", 1)[1], labels[key]) for key in OWNER_LABELS if key in labels]
-
-
-# ---------------------------------------------------------------- indices (the cache)
-
-@kopf.index(GROUP, VERSION, "modeldeployments")
-async def modeldeployments_idx(namespace: str, name: str, body: kopf.Body, **_):
-    return {(namespace, name): _plain(body)}
-
-
-@kopf.index(GROUP, VERSION, "trainingjobs")
-async def trainingjobs_idx(namespace: str, name: str, body: kopf.Body, **_):
-    return {(namespace, name): _plain(body)}
-
-
-@kopf.index(GROUP, VERSION, "driftmonitors")
-async def driftmonitors_idx(namespace: str, name: str, body: kopf.Body, **_):
-    return {(namespace, name): _plain(body)}
-
-
-# The children's indices are informers (the same get/values interface), created at startup.
+# index -> the custom resource it holds, keyed (namespace, name); its controller is the kind in lower case.
+CUSTOM_RESOURCES = {"modeldeployments_idx": "ModelDeployment", "trainingjobs_idx": "TrainingJob",
+                    "driftmonitors_idx": "DriftMonitor"}
+# index -> the children it holds, keyed (namespace, owner kind, owner name) from the owner's label. None: the
+# version the API server serves (discovery at start).
 CHILD_INDICES = {"deployments_idx": ("apps/v1", "Deployment"), "services_idx": ("v1", "Service"),
                  "pods_idx": ("v1", "Pod"), "hpas_idx": (None, "HorizontalPodAutoscaler"),
                  "pdbs_idx": (None, "PodDisruptionBudget")}
-_SCOPE: list[str] | None = None  # namespaces served; None: all
+OWNER_LABELS = ("mlops.dev/modeldeployment", "mlops.dev/trainingjob", "mlops.dev/driftmonitor")
 
 
-def scope(namespaces: list[str] | None) -> None:
-    """The namespaces the operator serves (the CLI's --namespace; None for --all-namespaces)."""
-    global _SCOPE
-    _SCOPE = namespaces
+@dataclasses.dataclass(frozen=True)
+class Election:
+    """Where the lease lives and who this replica is (runtime/leader.py)."""
+    namespace: str
+    name: str
+    identity: str
 
 
-def _informer_namespaces() -> list[str] | None:
-    # Exact names: one list and watch per namespace (a namespaced install has Roles only). Patterns: all
-    # namespaces, filtered by the pattern (kopf's globs need cluster-wide access anyway).
-    if _SCOPE is None or any(set(ns) & set("*?[]!") for ns in _SCOPE):
-        return None
-    return list(_SCOPE)
+def _resource_keys(scope: Scope):
+    def keys(obj: dict) -> list[tuple[str, str]]:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or ""
+        return [(namespace, meta["name"])] if scope.served(namespace) else []
+    return keys
 
 
-def _served(namespace: str) -> bool:
-    return _SCOPE is None or any(fnmatch.fnmatchcase(namespace, pattern.lstrip("!")) != pattern.startswith("!")
-                                 for pattern in _SCOPE)
+def _child_keys(scope: Scope):
+    def keys(obj: dict) -> list[tuple[str, str, str]]:
+        meta = obj.get("metadata") or {}
+        namespace, labels = meta.get("namespace") or "", meta.get("labels") or {}
+        if not scope.served(namespace):
+            return []
+        return [(namespace, label.split("/", 1)[1], labels[label]) for label in OWNER_LABELS if label in labels]
+    return keys
 
 
-def _child_keys(obj: dict) -> list[tuple[str, str, str]]:
-    meta = obj.get("metadata") or {}
-    namespace = meta.get("namespace") or ""
-    return _owner_keys(namespace, meta.get("labels") or {}) if _served(namespace) else []
+def _enqueue_own(manager: Manager, controller: str, keys):
+    """A custom resource changed: its own key goes on its controller's queue."""
+    def changed(obj: dict) -> None:
+        for key in keys(obj):
+            manager.enqueue(controller, key)
+    return changed
 
 
-def _child_changed(obj: dict) -> None:
-    for ns, kind, owner in _child_keys(obj):
-        _enqueue(kind, ns, owner)
+def _enqueue_model_deployment(manager: Manager, keys):
+    """A ModelDeployment changed: its key, and the DriftMonitors reading its prediction log (its creation or
+    deletion changes their Ready)."""
+    own = _enqueue_own(manager, "modeldeployment", keys)
+
+    def changed(obj: dict) -> None:
+        own(obj)
+        for namespace, name in keys(obj):
+            for key in monitoring.monitors_of(manager.cache, namespace, name):
+                manager.enqueue("driftmonitor", key)
+    return changed
 
 
-# ---------------------------------------------------------------- triggers
-
-def _enqueue(kind: str, namespace: str, name: str) -> None:
-    controller = CONTROLLERS.get(kind)
-    if controller is not None:
-        controller.queue.add((namespace, name))
-
-
-@kopf.on.event(GROUP, VERSION, "modeldeployments")
-async def modeldeployment_changed(namespace: str, name: str, **_):
-    _enqueue("modeldeployment", namespace, name)
-    if "driftmonitor" in CONTROLLERS:  # the monitors reading its prediction log (the cache is bound by then)
-        for dm_namespace, dm_name in monitoring.monitors_of(CACHE, namespace, name):
-            _enqueue("driftmonitor", dm_namespace, dm_name)
+def _enqueue_owners(manager: Manager, keys):
+    """A child changed: each owner named by its labels goes on the owner's controller's queue."""
+    def changed(obj: dict) -> None:
+        for namespace, controller, owner in keys(obj):
+            manager.enqueue(controller, (namespace, owner))
+    return changed
 
 
-@kopf.on.event(GROUP, VERSION, "trainingjobs")
-async def trainingjob_changed(namespace: str, name: str, **_):
-    _enqueue("trainingjob", namespace, name)
-
-
-@kopf.on.event(GROUP, VERSION, "driftmonitors")
-async def driftmonitor_changed(namespace: str, name: str, **_):
-    _enqueue("driftmonitor", namespace, name)
-
-
-# ---------------------------------------------------------------- lifecycle
-
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs):
-    settings.posting.enabled = False
-    settings.persistence.finalizer = "mlops.dev/finalizer"
-    # A frozen API server keeps its sockets open and sends nothing: without client-side limits a watch would
-    # wait forever. Each limit below ends a hung watch; kopf then reconnects (and re-lists when its
-    # resourceVersion is gone), so the operator recovers by itself within watch_timeout + WATCH_GRACE.
-    settings.watching.server_timeout = SETTINGS.watch_timeout
-    settings.watching.client_timeout = SETTINGS.watch_timeout + WATCH_GRACE
-    settings.watching.inactivity_timeout = SETTINGS.watch_timeout + WATCH_GRACE
-    settings.watching.connect_timeout = CONNECT_TIMEOUT
-    settings.networking.connect_timeout = CONNECT_TIMEOUT
-    settings.networking.request_timeout = 60
-    settings.peering.lifetime = SETTINGS.peering_lifetime
-    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())  # the children's informers list only ours
+async def build(settings: Settings, scope: Scope, election: Election | None) -> tuple[Manager, list[KubeClient]]:
+    """The runtime of this process, not started: informers, controllers with their reconcilers, the election."""
     client = KubeClient.from_environment()
-    memo["client"] = client
-    # Watches hold their connections: the informers get their own pool, apart from the reconcilers'.
+    # Watches hold their connections, and the lease must be renewed even when every reconcile waits for a
+    # connection: both get a pool of their own, apart from the reconcilers'.
     watch_client = KubeClient.from_environment(limit=0)
-    memo["watch_client"] = watch_client
+    leader = None if election is None else LeaderElector(
+        watch_client, namespace=election.namespace, name=election.name, identity=election.identity,
+        lease_duration=settings.lease_duration)
+    manager = Manager(leader)
     versions = await serving.api_versions(client)
-    informers = {}
-    for name, (api_version, kind) in CHILD_INDICES.items():
+    timeouts = {"watch_timeout": settings.watch_timeout, "grace": WATCH_GRACE, "namespaces": scope.exact()}
+
+    resource_keys, child_keys = _resource_keys(scope), _child_keys(scope)
+    for index, kind in CUSTOM_RESOURCES.items():
+        on_change = (_enqueue_model_deployment(manager, resource_keys) if kind == "ModelDeployment"
+                     else _enqueue_own(manager, kind.lower(), resource_keys))
+        manager.add_informer(index, Informer(watch_client, f"{GROUP}/{VERSION}", kind, keys=resource_keys,
+                                             on_change=on_change, **timeouts))
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())  # the children's informers list only ours
+    for index, (api_version, kind) in CHILD_INDICES.items():
         api_version = api_version or (versions.hpa if kind == "HorizontalPodAutoscaler" else versions.pdb)
-        informers[name] = Informer(watch_client, api_version, kind, keys=_child_keys, on_change=_child_changed,
-                                   namespaces=_informer_namespaces(), label_selector=selector)
-    memo["informers"] = [asyncio.create_task(i.run(), name=f"informer-{name}") for name, i in informers.items()]
-    await asyncio.gather(*(i.synced.wait() for i in informers.values()))
-    log.info("caches synced: %s", ", ".join(f"{len(i)} {i.kind}s" for i in informers.values()))
-    CACHE.bind({**{name: kwargs[name] for name in INDICES}, **informers})
+        manager.add_informer(index, Informer(watch_client, api_version, kind, keys=child_keys,
+                                             on_change=_enqueue_owners(manager, child_keys),
+                                             label_selector=selector, **timeouts))
 
-    paused = kopf_tuning.operator_paused()  # kopf's own pause, so that a standby replica's queues stay still
-    for reconciler, workers in ((serving.ModelDeploymentReconciler, SETTINGS.workers),
-                                (training.TrainingJobReconciler, SETTINGS.workers),
+    for reconciler, workers in ((serving.ModelDeploymentReconciler, settings.workers),
+                                (training.TrainingJobReconciler, settings.workers),
                                 (monitoring.DriftMonitorReconciler, 4)):
-        kind = reconciler(client=client, cache=CACHE, settings=SETTINGS)
-        CONTROLLERS[kind.kind] = Controller(kind.kind, kind.reconcile, workers=workers, on_gone=CACHE.forget,
-                                            paused=paused)
-    for controller in CONTROLLERS.values():
-        controller.start()
-    memo["inventory"] = asyncio.create_task(inventory.run(CACHE), name="inventory-metrics")
-    log.info("mlops-operator started: controllers %s", ", ".join(CONTROLLERS))
+        kind = reconciler(client=client, cache=manager.cache, settings=settings)
+        manager.add_controller(kind.kind, kind.reconcile, workers)
+    manager.add_task("inventory-metrics", lambda: inventory.run(manager.cache))
+    return manager, [client, watch_client]
 
 
-@kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_):
-    task = memo.get("inventory")
-    if task is not None:
-        task.cancel()
-    for controller in CONTROLLERS.values():
-        await controller.stop()
-    CONTROLLERS.clear()
-    for task in memo.get("informers") or []:
-        task.cancel()
-    for name in ("client", "watch_client"):
-        client = memo.get(name)
-        if client is not None:
+def registry(settings: Settings, scope: Scope, election: Election | None) -> kopf.OperatorRegistry:
+    """kopf's handlers for one run: startup builds and starts the runtime, cleanup stops it."""
+    handlers = kopf.OperatorRegistry()
+    # kopf's own discovery still reads the API server: its public login handlers, as its default registry has.
+    kopf.on.login(registry=handlers)(kopf.login_with_service_account)
+    kopf.on.login(registry=handlers)(kopf.login_with_kubeconfig)
+
+    @kopf.on.startup(registry=handlers, id="startup")
+    async def startup(memo: kopf.Memo, **kwargs):
+        kopf_settings: kopf.OperatorSettings = kwargs["settings"]
+        kopf_settings.posting.enabled = False
+        kopf_settings.scanning.disabled = True  # kopf watches no resource: nothing to discover
+        manager, clients = await build(settings, scope, election)
+        memo["manager"], memo["clients"] = manager, clients
+        await manager.start()
+        mode = "standalone" if election is None else f"lease {election.namespace}/{election.name} as " \
+                                                      f"{election.identity}"
+        log.info("mlops-operator started (%s): controllers %s", mode, ", ".join(manager.controllers))
+
+    @kopf.on.cleanup(registry=handlers, id="cleanup")
+    async def cleanup(memo: kopf.Memo, **_):
+        manager = memo.get("manager")
+        if manager is not None:
+            await manager.stop()
+        for client in memo.get("clients") or []:
             await client.close()
 
+    return handlers

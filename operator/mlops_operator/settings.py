@@ -1,4 +1,5 @@
-"""Operator settings from the environment (the chart sets them); read once per process."""
+"""Operator settings from the environment (the chart sets them): `load()` reads them once, at start (cli.py), and
+the result is passed down to whatever needs it."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ class Settings:
     sklearn_image: str
     cluster_domain: str
     workers: int
-    # Seconds the API server keeps one watch request open (kopf then resumes from the last resourceVersion). A
+    # Seconds the API server keeps one watch request open (an informer then resumes from its resourceVersion). A
     # watch that outlives it by WATCH_GRACE, or stays silent that long, is taken for dead (a frozen or
     # unreachable API server) and is reopened: a hung watch is noticed within watch_timeout + WATCH_GRACE.
     watch_timeout: int = 60
-    # Seconds a replica's peering keep-alive is trusted: a replica killed without a goodbye is replaced by the
-    # next in priority within about this long (kopf's default is 60).
-    peering_lifetime: int = 60
+    # Seconds a leader's lease is good for without renewal (runtime/leader.py): a leader killed without releasing
+    # it is replaced by a standby within about this long (client-go's default is 15).
+    lease_duration: int = 15
 
 
 def load() -> Settings:
@@ -38,11 +39,8 @@ def load() -> Settings:
         cluster_domain=env("MLOPS_CLUSTER_DOMAIN", "cluster.local"),
         workers=int(env("MLOPS_WORKERS", "16")),
         watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),
-        peering_lifetime=int(env("MLOPS_PEERING_LIFETIME", "60")),
+        lease_duration=int(env("MLOPS_LEASE_DURATION", "15")),
     )
 
 
 WATCH_GRACE = 15  # seconds past watch_timeout before a watch is given up as hung
-CONNECT_TIMEOUT = 10  # seconds to open a connection to the API server (TCP and TLS)
-
-SETTINGS = load()

@@ -1,7 +1,7 @@
 """Faults on a control plane of the test's own: the operator killed with SIGKILL mid-burst, kube-apiserver and etcd
-restarted, the API server frozen (SIGSTOP) long enough to break every watch, and two operator replicas under kopf
-peering (a standby taking over; a higher-priority replica joining). After each fault the same invariants are
-checked (see `Invariants`).
+restarted, the API server frozen (SIGSTOP) long enough to break every watch, and two operator replicas electing a
+leader on a Lease (a standby taking over after the leader's kill -9; a replica joining, and the leader handing over
+on SIGTERM). After each fault the same invariants are checked (see `Invariants`).
 
 These tests kill and restart control-plane components, so they never touch the shared cluster (.cluster/): the
 module starts its own LocalCluster in a temporary folder (about 6 s) and its own operator process on it.
@@ -40,25 +40,13 @@ ROUNDS = int(os.environ.get("MLOPS_CHAOS_ROUNDS", "1"))
 OPS = int(os.environ.get("MLOPS_CHAOS_OPS", "80"))
 SEED = int(os.environ.get("MLOPS_CHAOS_SEED", "1000"))
 # The private operator's limits (settings.py, handlers.py): a hung watch is given up within WATCH_TIMEOUT + 15 s,
-# any other request within 60 s (kopf's and the controllers' request timeout): every connection within 60 s.
+# any other request within 60 s (the controllers' request timeout): every connection within 60 s.
 WATCH_TIMEOUT = 10
 REQUEST_TIMEOUT = 60
 WATCH_BOUND = max(WATCH_TIMEOUT + 15, REQUEST_TIMEOUT)
-PEERING_LIFETIME = 8
+LEASE_DURATION = 8  # seconds; renewed every ~1 s, given up by its holder after ~5 s without renewal
+LEASE_NAMESPACE = "default"
 RESULTS = pathlib.Path(os.environ.get("MLOPS_FAULTS_RESULTS", "")) if os.environ.get("MLOPS_FAULTS_RESULTS") else None
-
-# kopf's peering CRDs, as kopf documents them (docs/peering.rst): kopf owns the shape, so it is not generated.
-PEERING_CRDS = [
-    {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-     "metadata": {"name": f"{plural}.kopf.dev"},
-     "spec": {"group": "kopf.dev", "scope": scope,
-              "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
-              "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                  "type": "object", "properties": {
-                      "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
-    for kind, plural, scope in (("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
-                                ("KopfPeering", "kopfpeerings", "Namespaced"))]
-
 
 def _record(name: str, data: dict) -> None:
     """Appends a result line for docs/reliability.md (only when MLOPS_FAULTS_RESULTS names a file)."""
@@ -86,7 +74,7 @@ class PrivateCluster:
 
     def operator(self, name: str, run_args=("--standalone", "--all-namespaces"), **env) -> OperatorProcess:
         env = {"MLOPS_OPERATOR_IMAGE": "mlops-operator:test", "MLOPS_WATCH_TIMEOUT": str(WATCH_TIMEOUT),
-               "MLOPS_PEERING_LIFETIME": str(PEERING_LIFETIME), **env}
+               "MLOPS_LEASE_DURATION": str(LEASE_DURATION), **env}
         return OperatorProcess(self.kubeconfig, self.root / f"{name}.log", run_args=run_args, env=env)
 
     def namespace(self, prefix: str) -> str:
@@ -113,10 +101,10 @@ def private(tmp_path_factory):
         if "kube-controller-manager" not in cluster.running()["components"]:
             pytest.skip("KUBEBUILDER_ASSETS has no kube-controller-manager: no garbage collection to converge")
         env = PrivateCluster(cluster, root)
-        for crd in [*crdgen.render_crds(), *PEERING_CRDS]:
+        for crd in crdgen.render_crds():
             apply(env.kube, crd, field_manager="mlops-tests")
         ext = client.ApiextensionsV1Api(env.kube)
-        names = [c["metadata"]["name"] for c in crdgen.render_crds()] + [c["metadata"]["name"] for c in PEERING_CRDS]
+        names = [c["metadata"]["name"] for c in crdgen.render_crds()]
         wait_for(lambda: all(any(c.type == "Established" and c.status == "True" for c in
                                  (ext.read_custom_resource_definition(n).status.conditions or [])) for n in names),
                  message="CRDs Established")
@@ -644,8 +632,8 @@ def test_frozen_api_server_breaks_watches_and_the_operator_recovers(private, cha
     private.cluster.pause("kube-apiserver")
     try:
         frozen = time.monotonic()
-        # Every connection open before the freeze (kopf's watches, the client's keep-alive pool) is closed by
-        # the operator itself; the bound is the configured one plus slack for a loaded machine.
+        # Every connection open before the freeze (the informers' watches, the client's keep-alive pool) is closed
+        # by the operator itself; the bound is the configured one plus slack for a loaded machine.
         wait_for(lambda: not (_watch_sockets(chaos_operator.proc.pid, port) & before), timeout=WATCH_BOUND + 20,
                  interval=1, message="the operator to give up its connections to the frozen API server")
         noticed = time.monotonic() - frozen
@@ -662,62 +650,83 @@ def test_frozen_api_server_breaks_watches_and_the_operator_recovers(private, cha
                                  **health})
 
 
-def _replicas(env: PrivateCluster, peering: str, priorities: dict[str, int]) -> list[OperatorProcess]:
-    """Operator replicas (not started) under kopf peering `peering` (its ClusterKopfPeering created here), one per
-    name, with the given priorities."""
-    _expect(request(env.kube, "POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
-                    body={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}}),
-            (201, 409))
-    return [env.operator(name, run_args=("--all-namespaces", "--peering", peering, "--priority", str(priority)))
-            for name, priority in priorities.items()]
+def _replicas(env: PrivateCluster, lease: str, *names: str) -> list[OperatorProcess]:
+    """Operator replicas (not started) competing for the Lease `lease`, one per name."""
+    return [env.operator(name, run_args=("--all-namespaces", "--lease-name", lease,
+                                         "--lease-namespace", LEASE_NAMESPACE)) for name in names]
 
 
-def test_two_replicas_only_one_acts_and_the_other_takes_over(private, chaos_operator):
-    """Two replicas with kopf peering (no --standalone): the higher priority one alone writes (told apart in the
-    audit log by the pid in the user agent); killed with SIGKILL (no goodbye), the other takes over once the
-    dead one's keep-alive expires (MLOPS_PEERING_LIFETIME)."""
+def _holder(env: PrivateCluster, lease: str) -> str | None:
+    code, body = request(env.kube, "GET", f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{lease}")
+    return (body.get("spec") or {}).get("holderIdentity") if code == 200 else None
+
+
+def _leads(env: PrivateCluster, lease: str, proc: OperatorProcess) -> bool:
+    """The lease names this replica (its identity is host_pid, see cli.py) and its log says it leads."""
+    return (str(_holder(env, lease) or "").endswith(f"_{proc.proc.pid}")
+            and f"lease {LEASE_NAMESPACE}/{lease} acquired".encode() in proc.log_path.read_bytes())
+
+
+def _writers(env: PrivateCluster, mark: int, ns: str) -> collections.Counter:
+    """Writes to the test namespace by each operator process (the lease lives elsewhere)."""
+    return collections.Counter(w["agent"] for w in env.audit.writes(mark, namespace=ns))
+
+
+def test_two_replicas_only_the_leader_writes_and_the_standby_takes_over_after_a_kill(private, chaos_operator):
+    """Two replicas electing a leader on a Lease (no --standalone): the first one started leads and alone writes
+    (told apart in the audit log by the pid in the user agent); killed with SIGKILL (no release), the standby
+    takes over once the dead leader's lease has not been renewed for its duration (MLOPS_LEASE_DURATION)."""
     chaos_operator.stop()  # the standalone operator of this module would act too
-    leader, standby = _replicas(private, "mlops-faults", {"replica-a": 100, "replica-b": 50})
+    leader, standby = _replicas(private, "mlops-faults", "replica-a", "replica-b")
     try:
         leader.start()
+        wait_for(lambda: _leads(private, "mlops-faults", leader), timeout=60, message="replica-a leads")
         standby.start()
-        ns = private.namespace("peering")
+        wait_for(lambda: b"standing by: lease" in standby.log_path.read_bytes(), timeout=60,
+                 message="replica-b stands by")
+        ns = private.namespace("election")
         burst = Burst(private, ns, SEED + 900)
         mark = private.audit.mark()
         for _ in range(20):
             burst.step()
         converge(private, ns, burst.want)
-        writes = collections.Counter(w["agent"] for w in private.audit.writes(mark))
+        writes = _writers(private, mark, ns)
         assert writes[leader.agent] > 0, f"the leader wrote nothing: {writes}"
         assert writes[standby.agent] == 0, f"the standby wrote too: {writes}"
 
         leader.kill()
+        killed = time.monotonic()
         mark = private.audit.mark()
         for _ in range(20):
             burst.step()
-        took = converge(private, ns, burst.want, timeout=PEERING_LIFETIME + 180)
-        writes = collections.Counter(w["agent"] for w in private.audit.writes(mark))
+        wait_for(lambda: _leads(private, "mlops-faults", standby), timeout=LEASE_DURATION + 60,
+                 message="the standby leads")
+        took_over = time.monotonic() - killed
+        took = converge(private, ns, burst.want, timeout=LEASE_DURATION + 180)
+        writes = _writers(private, mark, ns)
         assert writes[standby.agent] > 0, f"the standby never took over: {writes}"
         assert set(writes) == {standby.agent}, f"writes by others after the leader died: {writes}"
         drain(private, ns, burst)
         client.CoreV1Api(private.kube).delete_namespace(ns)
-        _record("peering", {"lifetime_s": PEERING_LIFETIME, "takeover_converged_s": round(took, 1)})
+        _record("election-kill", {"lease_duration_s": LEASE_DURATION, "took_over_after_s": round(took_over, 1),
+                                  "converged_s": round(took, 1)})
     finally:
         leader.stop()
         standby.stop()
         chaos_operator.start()
 
 
-def test_a_higher_priority_replica_joining_pauses_the_leader_completely(private, chaos_operator):
-    """The leader (priority 50) acts; a replica of priority 100 joins, as a restarted pod of the chart does when it
-    draws a higher random priority. kopf pauses the old leader's watches; its work queues must stay still too,
-    although its children's informers go on seeing the new leader's writes (each one enqueues a key there) and
-    its delayed requeues keep firing: acting then would apply specs from a frozen cache. After the pause the old
-    leader writes nothing (audit log, by the pid in the user agent) and the new one alone converges everything."""
+def test_a_replica_joining_never_makes_two_writers_and_a_stopped_leader_hands_over(private, chaos_operator):
+    """The leader acts; a second replica joins (as a rolling update's new pod does). Its informers fill and its
+    work queues fill with every key, yet it reconciles nothing while the leader holds the lease: through 30 more
+    operations (updates and deletes of objects both know, their children changing) only the leader writes. Then
+    the leader stops on SIGTERM: its workers stop first, it releases the lease, and the new replica takes over
+    without waiting out the lease duration, and alone converges what comes next."""
     chaos_operator.stop()
-    old, new = _replicas(private, "mlops-handover", {"handover-low": 50, "handover-high": 100})
+    old, new = _replicas(private, "mlops-handover", "handover-old", "handover-new")
     try:
         old.start()
+        wait_for(lambda: _leads(private, "mlops-handover", old), timeout=60, message="the first replica leads")
         ns = private.namespace("handover")
         burst = Burst(private, ns, SEED + 950)
         for _ in range(20):
@@ -725,20 +734,32 @@ def test_a_higher_priority_replica_joining_pauses_the_leader_completely(private,
         converge(private, ns, burst.want)
 
         new.start()
-        wait_for(lambda: b"Pausing operations in favour of" in old.log_path.read_bytes(),
-                 timeout=PEERING_LIFETIME + 60, message="the old leader paused")
+        wait_for(lambda: b"standing by: lease" in new.log_path.read_bytes(), timeout=60,
+                 message="the joining replica stands by")
         mark = private.audit.mark()
-        for _ in range(30):  # updates and deletes of objects the old leader knows, their children changing
+        for _ in range(30):
             burst.step()
         took = converge(private, ns, burst.want)
-        time.sleep(5)  # delayed requeues of the old leader come due meanwhile
-        writes = collections.Counter(w["agent"] for w in private.audit.writes(mark))
-        assert writes[new.agent] > 0, f"the new leader never acted: {writes}"
-        assert writes[old.agent] == 0, f"the paused leader wrote: {writes}"
-        assert old.alive, f"the paused leader exited; see {old.log_path}"
+        writes = _writers(private, mark, ns)
+        assert writes[old.agent] > 0, f"the leader never acted: {writes}"
+        assert writes[new.agent] == 0, f"the joining replica wrote: {writes}"
+        assert new.alive, f"the standby exited; see {new.log_path}"
+
+        old.stop()  # SIGTERM: kopf runs the cleanup handler, which releases the lease
+        stopped = old.log_path.read_bytes()
+        assert b"lease default/mlops-handover released" in stopped, f"see {old.log_path}"
+        assert b"OS signals are ignored" not in stopped and old.proc.returncode == 0, f"see {old.log_path}"
+        wait_for(lambda: _leads(private, "mlops-handover", new), timeout=LEASE_DURATION + 60,
+                 message="the new replica leads")
+        mark = private.audit.mark()
+        for _ in range(20):
+            burst.step()
+        converge(private, ns, burst.want)
+        writes = _writers(private, mark, ns)
+        assert set(writes) == {new.agent}, f"writes by others after the handover: {writes}"
         drain(private, ns, burst)
         client.CoreV1Api(private.kube).delete_namespace(ns)
-        _record("peering-handover", {"converged_s": round(took, 1)})
+        _record("election-join-and-handover", {"converged_s": round(took, 1)})
     finally:
         old.stop()
         new.stop()

@@ -137,15 +137,21 @@ class FakeClient:
         return self.put(body)
 
 
+class _ListIndex(dict):
+    """An index as the cache reads an informer: key -> objects, [] for an unknown key."""
+
+    def get(self, key, default=None):  # noqa: ARG002  (dict's signature)
+        return super().get(key) or []
+
+
 class DictCache(Cache):
     """The operator's cache over plain dicts, with the index names and keys the reconcilers read. `sync`
     copies the client's objects in (what the informers do, at a moment the test chooses)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.data: dict[str, dict[Hashable, list[dict]]] = {
-            name: {} for name in (*OWNER_INDICES.values(), *CHILD_INDICES.values())}
-        self.bind(self.data)
+        self.data: dict[str, _ListIndex] = {
+            name: _ListIndex() for name in (*OWNER_INDICES.values(), *CHILD_INDICES.values())}
+        super().__init__(self.data)
 
     def put(self, obj: dict) -> None:
         obj = copy.deepcopy(obj)

@@ -71,14 +71,30 @@ def env_of(docs: list[dict]) -> dict[str, str]:
 
 # ---------------------------------------------------------------- RBAC
 
+GANG_ADMISSION = {("", "nodes", "list"), ("", "pods", "list")}
+
+
+def without_gang_admission(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in of_kind(docs, kind) if not d["metadata"]["name"].endswith("-gang-admission")]
+
+
+def test_gang_admission_reads_nodes_and_pods_cluster_wide_in_both_modes_and_can_be_turned_off(render):
+    for docs in (render(), render("watchNamespaces={a}")):
+        (role,) = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-gang-admission")]
+        assert expand(role["rules"]) == GANG_ADMISSION
+        (binding,) = [b for b in of_kind(docs, "ClusterRoleBinding")
+                      if b["metadata"]["name"].endswith("-gang-admission")]
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    docs = render("rbac.gangAdmission=false")
+    assert not [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-gang-admission")]
+
+
 def test_cluster_wide_rules_are_exactly_the_documented_ones(render):
     docs = render()
-    (role,) = of_kind(docs, "ClusterRole")
-    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    (role,) = without_gang_admission(docs, "ClusterRole")
+    (binding,) = without_gang_admission(docs, "ClusterRoleBinding")
     assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
-    extra = {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-             ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
-    assert expand(role["rules"]) == rbac_table() | extra
+    assert expand(role["rules"]) == rbac_table()
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-mlops-operator",
                                     "namespace": "mlops-system"}]
     assert container(docs)["args"][:3] == ["run", "--all-namespaces", "--standalone"]
@@ -89,12 +105,14 @@ def test_no_secret_and_no_wildcard_anywhere(render):
         for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
             for group, resource, verb in expand(role["rules"]):
                 assert "secrets" not in resource and "*" not in (group, resource, verb)
-                assert verb not in ("update", "escalate", "bind", "impersonate") or resource.endswith("/finalizers")
+                # update: owner references' finalizers, and the Lease of leader election (read-modify-write)
+                assert verb not in ("update", "escalate", "bind", "impersonate") or resource.endswith("/finalizers") \
+                    or (group, resource) == ("coordination.k8s.io", "leases")
 
 
 def test_watch_namespaces_gives_a_role_per_namespace_and_nothing_cluster_wide(render):
     docs = render("watchNamespaces={team-a,team-b}")
-    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    assert not without_gang_admission(docs, "ClusterRole") and not without_gang_admission(docs, "ClusterRoleBinding")
     roles = of_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(expand(r["rules"]) == rbac_table() for r in roles)
@@ -114,31 +132,45 @@ def test_one_replica_is_standalone_and_recreated(render):
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     args = container(docs)["args"]
-    assert "--standalone" in args and not any(a.startswith("--peering") for a in args)
+    assert "--standalone" in args and not any(a.startswith("--lease-name") for a in args)
     assert "--metrics-bind-address=0.0.0.0:8080" in args
     assert "--liveness=http://0.0.0.0:8081/healthz" in args
-    assert not of_kind(docs, "ClusterKopfPeering") and not of_kind(docs, "KopfPeering")
+    assert not [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev")]
 
 
 @pytest.mark.parametrize("namespaces", [None, "{team-a,team-b}"])
-def test_replicas_switch_to_kopf_peering_with_distinct_priorities(render, namespaces):
-    sets = ["replicas=2"] + ([f"watchNamespaces={namespaces}"] if namespaces else [])
+def test_replicas_elect_a_leader_on_a_lease_in_the_release_namespace(render, namespaces):
+    sets = ["replicas=2", "leaderElection.leaseDuration=20"] + ([f"watchNamespaces={namespaces}"] if namespaces else [])
     docs = render(*sets)
     (deployment,) = of_kind(docs, "Deployment")
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     c = container(docs)
-    assert c["command"] == ["/bin/sh", "-c"]
-    (line,) = c["args"]
-    assert line.startswith("exec mlops-operator run ")
-    assert "--peering=rel-mlops-operator" in line and "--standalone" not in line
-    # kopf pauses every peer when two share a priority: each replica draws its own
-    assert '--priority="$(shuf -i 1-1000000000 -n 1)"' in line
-    plural = "kopfpeerings" if namespaces else "clusterkopfpeerings"
-    roles = of_kind(docs, "Role" if namespaces else "ClusterRole")
-    for role in roles:
-        assert {("kopf.dev", plural, v) for v in ("list", "watch", "patch")} <= expand(role["rules"])
-    peerings = of_kind(docs, "KopfPeering" if namespaces else "ClusterKopfPeering")
-    assert [p["metadata"]["name"] for p in peerings] == ["rel-mlops-operator"] * (2 if namespaces else 1)
+    assert "command" not in c  # plain arguments: no shell, no random priority
+    assert "--lease-name=rel-mlops-operator" in c["args"] and "--standalone" not in c["args"]
+    assert not any(a.startswith(("--peering", "--priority")) for a in c["args"])
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["MLOPS_LEASE_DURATION"]["value"] == "20"
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "rel-mlops-operator-leader-election"]
+    assert role["metadata"]["namespace"] == "mlops-system"
+    assert expand(role["rules"]) == {("coordination.k8s.io", "leases", v) for v in ("create", "get", "update")}
+    named = [r for r in role["rules"] if "get" in r["verbs"]]
+    assert named and all(r.get("resourceNames") == ["rel-mlops-operator"] for r in named)
+    (binding,) = [b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]]
+    assert binding["metadata"]["namespace"] == "mlops-system"
+    assert binding["subjects"][0]["name"] == "rel-mlops-operator"
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev")]
+    for served in of_kind(docs, "Role" if namespaces else "ClusterRole"):
+        if served["metadata"]["name"] != role["metadata"]["name"]:
+            assert not {r for r in expand(served["rules"]) if r[0] == "coordination.k8s.io"}
+
+
+def test_log_format_reaches_the_operator(render):
+    assert env_of(render("settings.logFormat=json"))["MLOPS_LOG_FORMAT"] == "json"
+    assert "MLOPS_LOG_FORMAT" not in env_of(render())
+    assert "logFormat" in render("settings.logFormat=xml", ok=False)
 
 
 def test_image_is_one_value_for_the_operator_its_fetcher_and_its_runner(render):
@@ -263,9 +295,7 @@ def test_chart_crds_are_the_models_and_the_top_level_copies():
         assert (chart_crds / name).read_text() == text, f"{chart_crds / name} is stale: run make crds"
         assert (ROOT / "crds" / name).read_text() == text, f"crds/{name} is stale: run make crds"
     generated = {crdgen.crd_filename(c) for c in crdgen.render_crds()}
-    assert {p.name for p in chart_crds.glob("*.yaml")} == generated | {"kopf.dev_peerings.yaml"}
-    peering = [d for d in yaml.safe_load_all((chart_crds / "kopf.dev_peerings.yaml").read_text()) if d]
-    assert [d["metadata"]["name"] for d in peering] == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"]
+    assert {p.name for p in chart_crds.glob("*.yaml")} == generated  # kopf's peering CRDs are not needed
 
 
 def test_dockerfile_is_multi_stage_non_root_and_registry_free():

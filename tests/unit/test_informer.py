@@ -1,9 +1,8 @@
-"""The children's informer cache (index by owner key, trimming, change callbacks) and kopf's readiness gate with
-the ToggleSet fix: pure in-memory behaviour, no API server."""
+"""The informer cache (index by key, trimming, change callbacks, a relist that prunes) and the cache over it:
+in-memory behaviour with a fake API client, no API server."""
 
 import asyncio
 
-from mlops_operator.runtime import kopf_tuning
 from mlops_operator.runtime.informer import Informer
 
 
@@ -56,33 +55,29 @@ def test_delete_forgets_and_notifies():
     assert len(changed) == 2
 
 
-def test_toggle_set_still_releases_waiters_when_the_last_toggle_goes():
-    from kopf._cogs.aiokits import aiotoggles
+def test_a_relist_prunes_what_the_api_server_no_longer_has_and_the_cache_reads_it():
+    """A deletion missed while the watch was down (an API server restart): the next list drops the object, tells
+    its owner, and the cache no longer returns it; no other place prunes."""
+    from mlops_operator.runtime.cache import Cache
 
-    assert kopf_tuning.patch()
+    class Lister:
+        def __init__(self, items):
+            self.items = items
 
-    async def scenario():
-        toggles = aiotoggles.ToggleSet(all)
-        made = [await toggles.make_toggle(name=str(i)) for i in range(50)]
-        released = []
+        async def request(self, method, path, params=None, timeout=None):
+            return {"metadata": {"resourceVersion": "9"}, "items": [dict(i, metadata=dict(i["metadata"]))
+                                                                    for i in self.items]}
 
-        async def waiter(i):
-            await toggles.wait_for(True)
-            released.append(i)
-
-        tasks = [asyncio.create_task(waiter(i)) for i in range(20)]
-        await asyncio.sleep(0)
-        for toggle in made[:-1]:
-            await toggles.drop_toggle(toggle)
-        await asyncio.sleep(0.01)
-        assert released == []  # one toggle left: still gated
-        await toggles.drop_toggle(made[-1])
-        await asyncio.wait_for(asyncio.gather(*tasks), 2)
-        assert sorted(released) == list(range(20))
-        # A new toggle gates new waiters again (kopf's peering pauses use this).
-        again = await toggles.make_toggle(name="again")
-        assert not toggles.is_on()
-        await toggles.drop_toggles([again])
-        assert toggles.is_on()
-
-    asyncio.run(scenario())
+    changed = []
+    lister = Lister([pod("a-0", "a"), pod("a-1", "a")])
+    inf = Informer(client=lister, api_version="v1", kind="Pod", keys=keys, on_change=changed.append,
+                   watch_timeout=5, grace=1)
+    cache = Cache({"pods_idx": inf})
+    assert asyncio.run(inf._list(None)) == "9"
+    assert len(cache.all("pods_idx", ("ns", "trainingjob", "a"))) == 2
+    lister.items = [pod("a-1", "a")]  # a-0 was deleted while nobody watched
+    changed.clear()
+    asyncio.run(inf._list(None))
+    assert [p["metadata"]["name"] for p in cache.all("pods_idx", ("ns", "trainingjob", "a"))] == ["a-1"]
+    assert [p["metadata"]["name"] for p in changed] == ["a-0"]  # the owner hears of it; a-1 is no news
+    assert [p["metadata"]["name"] for p in cache.values("pods_idx")] == ["a-1"]

@@ -19,8 +19,8 @@
 {{- end -}}
 {{- end -}}
 
-{{- define "mlops-operator.peeringName" -}}
-{{- default (include "mlops-operator.fullname" .) .Values.peering.name -}}
+{{- define "mlops-operator.leaseName" -}}
+{{- default (include "mlops-operator.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
 {{- define "mlops-operator.selectorLabels" -}}
@@ -59,7 +59,7 @@ credentials through envFrom, which the kubelet resolves.
   verbs: [get, list, watch, patch]
 - apiGroups: [mlops.dev]
   resources: [trainingjobs]
-  verbs: [list, watch, create]
+  verbs: [get, list, watch, create]
 - apiGroups: [mlops.dev]
   resources: [driftmonitors]
   verbs: [get, list, watch]
@@ -90,6 +90,9 @@ credentials through envFrom, which the kubelet resolves.
 - apiGroups: [batch]
   resources: [cronjobs]
   verbs: [get, create, patch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create]
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create, patch]
@@ -99,18 +102,6 @@ credentials through envFrom, which the kubelet resolves.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- end -}}
-
-{{- define "mlops-operator.peeringRules" -}}
-{{- if gt (int .Values.replicas) 1 }}
-- apiGroups: [kopf.dev]
-  resources: [{{ include "mlops-operator.peeringResource" . }}]
-  verbs: [list, watch, patch]
-{{- end }}
-{{- end -}}
-
-{{- define "mlops-operator.peeringResource" -}}
-{{- if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end -}}
 {{- end -}}
 
 {{/* The rule groups of the PrometheusRule (also a plain Prometheus rule file: tests run promtool on them). */}}

@@ -1,4 +1,5 @@
-"""Kubernetes Events for what a person should notice (core/v1, readable by `kubectl describe` everywhere)."""
+"""Kubernetes Events for what a person should notice (core/v1, readable by `kubectl describe` everywhere); each
+posted event is also one INFO line of the operator's log."""
 
 from __future__ import annotations
 
@@ -32,8 +33,12 @@ async def emit(client: KubeClient, obj: dict, type_: str, reason: str, message: 
                now: datetime | None = None) -> None:
     """Posts an event; a failure is logged, never raised (an event is worth less than the reconcile)."""
     body = event_body(obj, type_, reason, message, now or datetime.now(timezone.utc))
+    meta = obj["metadata"]
     try:
-        await client.create(resource_path("v1", "Event", obj["metadata"]["namespace"]), body)
+        await client.create(resource_path("v1", "Event", meta["namespace"]), body)
     except (ApiError, OSError) as err:
-        log.warning("event %s for %s/%s not posted: %s", reason, obj["metadata"]["namespace"],
-                    obj["metadata"]["name"], err)
+        log.warning("%s %s/%s: event %s not posted: %s", obj.get("kind", ""), meta["namespace"], meta["name"],
+                    reason, err)
+        return
+    log.info("%s %s/%s: event %s %s: %s", obj.get("kind", ""), meta["namespace"], meta["name"], type_, reason,
+             body["message"])

@@ -1,13 +1,18 @@
-"""Writing a custom resource's status: only when it changed, as one merge patch to the status subresource."""
+"""Writing a custom resource's status: only when it changed, as one merge patch to the status subresource; each
+transition (the Ready condition's status or reason, the phase) is logged at INFO, one line per object."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from .client import ApiError, KubeClient, object_path
 from .conditions import find_condition, invalid_spec, set_condition
 from .events import emit
+
+log = logging.getLogger("mlops_operator.status")
 
 
 def clean(value: Any) -> Any:
@@ -40,8 +45,8 @@ def _merge_patch(old: dict, new: dict) -> dict:
 
 
 class ObjectGone(Exception):
-    """The API server has no object by the name of a cached one (404 on its status): the cache missed its
-    deletion. The controller tells the cache to forget it instead of retrying (see Cache.forget)."""
+    """The object is no longer on the API server (by uid): nothing to retry. Its DELETED event, or the informer's
+    next relist, removes it from the cache; a new object by that name is a new uid with events of its own."""
 
     def __init__(self, uid: str | None, message: str):
         super().__init__(message)
@@ -55,10 +60,45 @@ async def write_status(client: KubeClient, body: dict, status: dict) -> bool:
     try:
         await client.patch_status(object_path(body), patch)
     except ApiError as err:
-        if err.status == 404:
+        if err.status == 404 and await _gone(client, body):
             raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
-        raise
+        raise  # a 404 for a live object (an API server restarting serves no custom resources for a while): retry
+    log_transition(body, status)
     return True
+
+
+async def _gone(client: KubeClient, body: dict) -> bool:
+    """Whether the object with this uid is really gone: the API server says NotFound for its very name, or has
+    another object (another uid) by that name. Anything else, an unserved resource included, is not proof."""
+    meta = body["metadata"]
+    try:
+        live = await client.request("GET", object_path(body))
+    except ApiError as err:
+        answer = err.body if isinstance(err.body, dict) else {}
+        return (err.status == 404 and answer.get("reason") == "NotFound"
+                and (answer.get("details") or {}).get("name") == meta["name"])
+    return bool((live.get("metadata") or {}).get("uid") != meta.get("uid"))
+
+
+def log_transition(body: dict, status: dict) -> None:
+    """One INFO line when the phase or the Ready condition's status or reason changed."""
+    old = body.get("status") or {}
+    before, after = find_condition(old.get("conditions"), "Ready"), find_condition(status.get("conditions"), "Ready")
+    changes = []
+    if old.get("phase") != status.get("phase") and status.get("phase") is not None:
+        changes.append(f"phase {old.get('phase') or '-'} -> {status['phase']}")
+    if after is not None and _state(before) != _state(after):
+        message = f": {after['message']}" if after.get("message") else ""
+        changes.append(f"Ready {'/'.join(_state(before))} -> {'/'.join(_state(after))}{message}")
+    if changes:
+        meta = body["metadata"]
+        log.info("%s %s/%s: %s", body.get("kind", ""), meta.get("namespace"), meta.get("name"), "; ".join(changes))
+
+
+def _state(condition: Mapping[str, Any] | None) -> tuple[str, str]:
+    if condition is None:
+        return "-", "-"
+    return str(condition.get("status")), str(condition.get("reason") or "-")
 
 
 async def report_invalid(client: KubeClient, body: dict, errors: list[str], now: datetime) -> None:

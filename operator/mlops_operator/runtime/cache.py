@@ -1,37 +1,39 @@
-"""Read access to kopf's indices: the operator's informer cache. Reconcilers read the cluster from here, so a
-reconcile that changes nothing makes no request at all. kopf fills every index before any other handler runs,
-which is what keeps a restart from mistaking a not-yet-listed child for a missing one."""
+"""The operator's view of the cluster: one informer (runtime/informer.py) per index, custom resources and children
+alike. Reconcilers read from here, so a reconcile that changes nothing makes no request at all. `synced` is one
+notion for every index: each informer's initial list is in, so a restart never mistakes a not-yet-listed object
+for a missing one. Pruning is the informers' (a relist drops what the API server no longer has)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Iterator, Mapping
-from typing import Any
+from typing import Protocol
+
+
+class Index(Protocol):
+    """What the cache reads of an informer."""
+
+    synced: asyncio.Event
+
+    def get(self, key: Hashable) -> list[dict]: ...
+
+    def values(self) -> Iterator[list[dict]]: ...
 
 
 class Cache:
-    def __init__(self) -> None:
-        self._indices: Mapping[str, Any] = {}
-        self._gone: set[str] = set()
+    def __init__(self, indices: Mapping[str, Index]) -> None:
+        self._indices = indices  # read live: an index added later is seen
 
-    def bind(self, indices: Mapping[str, Any]) -> None:
-        self._indices = indices
-
-    def forget(self, uid: str | None) -> None:
-        """Hides an object the API server no longer has. kopf's indices miss a deletion that happens while a
-        watch is down (an API server restart): its re-list adds and updates but never prunes. Reconciling such a
-        ghost would re-create children for a dead owner, which the garbage collector deletes, in a loop."""
-        if uid:
-            self._gone.add(uid)
+    async def synced(self) -> None:
+        """Returns once every index holds its initial list."""
+        await asyncio.gather(*(index.synced.wait() for index in self._indices.values()))
 
     def all(self, index: str, key: Hashable) -> list[dict]:
-        store = self._indices[index].get(key)
-        if not store:
-            return []
-        return [obj for obj in store if ((obj.get("metadata") or {}).get("uid")) not in self._gone]
+        return self._indices[index].get(key)
 
     def one(self, index: str, key: Hashable) -> dict | None:
-        """The object under key. Two objects under one name can only be a deleted one whose deletion the index
-        missed and its successor, created later: the newest is the live one."""
+        """The object under key. Two objects under one name can only be a deleted one whose DELETED event has not
+        come yet and its successor, created later: the newest is the live one."""
         found = self.all(index, key)
         if len(found) > 1:
             return max(found, key=_age)
@@ -39,8 +41,8 @@ class Cache:
 
     def values(self, index: str) -> Iterator[dict]:
         """Every object in an index (an object under several keys comes once per key)."""
-        for store in list(self._indices[index].values()):
-            yield from list(store)
+        for store in self._indices[index].values():
+            yield from store
 
 
 def _age(obj: dict) -> tuple[str, int]:

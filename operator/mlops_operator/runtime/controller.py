@@ -1,6 +1,7 @@
 """Runs one reconciler over a work queue with a fixed number of workers, per-key exponential backoff on errors,
-and metrics. The reconciler is `async (key) -> float | None` (seconds until it wants to run again). While the
-operator is paused (kopf peering: another replica acts), workers hold their keys and reconcile nothing."""
+and metrics. The reconciler is `async (key) -> float | None` (seconds until it wants to run again). While this
+replica does not lead (runtime/leader.py: another replica acts), workers hold their keys and reconcile nothing;
+losing the lease cancels the reconciles in flight, and their keys wait for the next leadership."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from .workqueue import WorkQueue
 Reconcile = Callable[[Hashable], Awaitable[float | None]]
 
 
-class Pause(Protocol):
-    """An operator-wide pause, as kopf's operator_paused ToggleSet."""
+class Leadership(Protocol):
+    """Whether this replica may act (runtime/leader.py's LeaderElector)."""
 
-    def is_on(self) -> bool: ...
+    def is_leader(self) -> bool: ...
 
-    async def wait_for(self, state: bool, /) -> None: ...
+    async def wait_leading(self) -> None: ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None: ...
 
 log = logging.getLogger("mlops_operator.controller")
 
@@ -31,10 +34,13 @@ log = logging.getLogger("mlops_operator.controller")
 class Controller:
     def __init__(self, name: str, reconcile: Reconcile, workers: int = 8,
                  base_backoff: float = 0.5, max_backoff: float = 300.0,
-                 on_gone: Callable[[str | None], None] | None = None, paused: Pause | None = None):
+                 leadership: Leadership | None = None):
         self.name = name
-        self._on_gone = on_gone  # told the uid of an object the API server no longer has (ObjectGone)
-        self._paused = paused  # while on, no key is reconciled (another replica acts: kopf peering)
+        self._leadership = leadership  # None: this replica acts alone
+        if leadership is not None:
+            leadership.on_lost(self._interrupt)
+        self._running: set[asyncio.Task] = set()  # reconciles in flight
+        self._stopping = False
         self.queue = WorkQueue(name)
         self._reconcile = reconcile
         self._workers = workers
@@ -50,36 +56,44 @@ class Controller:
                            for i in range(self._workers)]
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._stopping = False
 
-    async def _wait_while_paused(self) -> None:
-        if self._paused is None or not self._paused.is_on():
-            return
-        log.info("%s: paused (another replica acts); waiting", self.name)
-        await self._paused.wait_for(False)
-        log.info("%s: resumed", self.name)
+    def _interrupt(self) -> None:
+        """The lease is lost: what is being reconciled now was decided by a replica that no longer leads."""
+        for task in list(self._running):
+            task.cancel()
+
+    async def _wait_leading(self) -> None:
+        # A loop: leadership may be won and lost again before this worker runs.
+        while self._leadership is not None and not self._leadership.is_leader():
+            await self._leadership.wait_leading()
 
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
             try:
-                await self._wait_while_paused()
+                await self._wait_leading()
             except BaseException:
                 self.queue.done(key)
                 raise
             metrics.ACTIVE_WORKERS.labels(self.name).inc()
             start = time.perf_counter()
+            task = asyncio.ensure_future(self._reconcile(key))
+            self._running.add(task)
             try:
-                again = await self._reconcile(key)
+                again = await task
             except asyncio.CancelledError:
-                raise
-            except ObjectGone as err:  # deleted behind the cache's back: forget it, nothing to retry
-                log.info("%s %s: gone from the API server, forgotten: %s", self.name, _show(key), err)
-                if self._on_gone is not None:
-                    self._on_gone(err.uid)
+                if self._stopping or not task.cancelled():
+                    raise
+                self.queue.add(key)  # interrupted by a lost lease: held for the next leadership
+                metrics.RECONCILE_TOTAL.labels(self.name, "requeue_after").inc()
+            except ObjectGone as err:  # deleted: the informer's DELETED event (or relist) drops it from the cache
+                log.debug("%s %s: gone from the API server: %s", self.name, _show(key), err)
                 self._failures.pop(key, None)
                 metrics.RECONCILE_TOTAL.labels(self.name, "success").inc()
             except ApiError as err:
@@ -97,6 +111,7 @@ class Controller:
                 else:
                     metrics.RECONCILE_TOTAL.labels(self.name, "success").inc()
             finally:
+                self._running.discard(task)
                 metrics.RECONCILE_TIME.labels(self.name).observe(time.perf_counter() - start)
                 metrics.ACTIVE_WORKERS.labels(self.name).dec()
                 self.queue.done(key)

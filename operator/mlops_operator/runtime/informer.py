@@ -1,13 +1,14 @@
-"""Informers for the children the operator labels (Deployments, Services, pods, HPAs, PDBs): list, then watch,
-keeping an index of the objects by owner key in memory, and calling back with each changed object.
+"""Informers for everything the reconcilers read: the custom resources and the children the operator labels
+(Deployments, Services, pods, HPAs, PDBs). List, then watch, keeping an index of the objects in memory, and call
+back with each changed object.
 
-Why not kopf's indices and on.event handlers for these: kopf runs a worker task per object, holds each raw event
-(managedFields and all) until every index is filled at startup, and deep-copies each body to detect changes the
-controllers do not need. At thousands of children that cost the operator most of its memory and CPU (see
-docs/benchmarks.md, "Operator at scale"). This is controller-runtime's shared informer reduced to what the
-controllers use: one list and one watch per resource (per namespace when the operator serves a few), pages of 500,
-objects stored once without managedFields, and `synced` set once every initial list is in, so a reconcile never
-mistakes a not-yet-listed child for a missing one. kopf still watches the operator's own custom resources.
+This is controller-runtime's shared informer reduced to what the controllers use: one list and one watch per
+resource (per namespace when the operator serves a few), pages of 500, objects stored once without managedFields,
+`synced` set once every initial list is in (so a reconcile never mistakes a not-yet-listed object for a missing
+one), and a relist that prunes what is gone, so a deletion missed while a watch was down never leaves a ghost.
+Why not kopf's indices: kopf runs a worker task per object, holds each raw event until every index is filled at
+startup, and deep-copies each body to detect changes the controllers do not need; at thousands of objects that was
+most of the operator's memory and CPU (see docs/benchmarks.md, "Operator at scale").
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from ..k8s.client import ApiError, KubeClient, resource_path
-from ..settings import SETTINGS, WATCH_GRACE
 
 log = logging.getLogger("mlops_operator.informer")
 PAGE = 500
@@ -37,8 +37,10 @@ class Informer:
 
     def __init__(self, client: KubeClient, api_version: str, kind: str, *, keys: Keys,
                  on_change: Callable[[dict], None], namespaces: list[str] | None = None,
-                 label_selector: str | None = None):
+                 label_selector: str | None = None, watch_timeout: int = 60, grace: float = 15):
         self._client, self.api_version, self.kind = client, api_version, kind
+        # The server ends each watch after watch_timeout; silence for watch_timeout + grace is a hung watch.
+        self._watch_timeout, self._grace = watch_timeout, grace
         self._keys, self._on_change = keys, on_change
         self._namespaces = namespaces or [None]  # None: all namespaces
         self._selector = label_selector
@@ -107,7 +109,7 @@ class Informer:
         while True:
             # Bounded like a watch: a frozen API server must not hold a page request (and its connection) longer.
             page = await self._client.request("GET", self._path(namespace), params=params,
-                                              timeout=SETTINGS.watch_timeout + WATCH_GRACE)
+                                              timeout=self._watch_timeout + self._grace)
             for item in page.get("items") or []:
                 seen.add(item["metadata"]["uid"])
                 self._put(item)
@@ -123,7 +125,7 @@ class Informer:
     async def _watch(self, namespace: str | None, version: str) -> None:
         path = self._path(namespace)
         while True:
-            async for event in self._client.watch(path, version, SETTINGS.watch_timeout, grace=WATCH_GRACE,
+            async for event in self._client.watch(path, version, self._watch_timeout, grace=self._grace,
                                                   label_selector=self._selector):
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
