@@ -1,11 +1,16 @@
 """The node simulator: plays kubelet for pods bound to the simulated node pool.
 
     python -m mlops_localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
+        [--tls-cert-file CRT --tls-private-key-file KEY] [--kubelet-port N]
 
 Owns: one watch on pods in all namespaces (relisted every RESYNC_SECONDS), a timer heap for delayed transitions,
-status PATCHes, the deletions that no kubelet will finish, and threads for the own-image pods that run as local processes.
+status PATCHes, the deletions that no kubelet will finish (SIGTERM, then SIGKILL after the grace period, for pods
+with processes), a pod worker thread per pod with containers that run as processes (`podworker`), the kubelet
+endpoint for `kubectl logs` (`kubeletapi`), and the nodes' kubelet address (InternalIP 127.0.0.1 and
+daemonEndpoints.kubeletEndpoint.Port, patched at start).
 Calls: the API server (raw JSON through the kubernetes ApiClient), `simstatus` for every decision and status body
 (pure), `simprocess` for local processes (see its docstring for the volume path-remapping rule), `nodes` for the pool.
+Which pods run as processes, the annotations and the log files: docs/localcluster-pods.md.
 
 The kube-scheduler alone decides placement; this never binds a pod. Pods on no node are left alone unless they
 carry a deletionTimestamp. Everything is level-triggered: what to do next is derived from the pod's current
@@ -15,8 +20,8 @@ Config file (YAML, all keys optional; command-line flags win):
 
     startDelaySeconds: 0.5        # bound -> Running
     runSeconds: 1.0               # Running -> Succeeded for run-to-completion pods (annotation sim.mlops.dev/run-seconds)
-    crashBackoffSeconds: 2        # first CrashLoopBackOff restart; doubles per restart
-    crashBackoffMaxSeconds: 60
+    crashBackoffSeconds: 10       # CrashLoopBackOff: the wait before the 2nd restart; doubles per restart (kubelet: 10)
+    crashBackoffMaxSeconds: 300   # (kubelet: 300); tests may shorten both
     ownImages: [mlops-operator]   # images run as local processes (last path component, or a full repository)
     ownImageEntrypoint: [mlops-operator]
     pool: nodes.yaml              # node pool file (relative to this file); or a `nodes:` list inline
@@ -44,10 +49,9 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from . import nodes as nodepool
-from . import simprocess
+from . import kubeletapi, podworker, simprocess
 from .errors import ClusterError
-from .simstatus import (Facts, Plan, Settings, Terminated, already_applied, decide, finished_status,
-                        init_failed_status, is_own_image, is_run_to_completion, running_status)
+from .simstatus import LABEL_RUNS, Facts, Plan, Settings, already_applied, decide, runs_as_process, runs_label
 
 log = logging.getLogger("simulator")
 
@@ -56,6 +60,7 @@ SMP = "application/strategic-merge-patch+json"
 RESYNC_SECONDS = 60  # a full list this often, as a kubelet resyncs: a missed watch event is repaired by it
 WATCH_TIMEOUT = RESYNC_SECONDS
 RETRY_SECONDS = 1.0
+KUBELET_ADDRESS = "127.0.0.1"  # every simulated node's kubelet endpoint is this host's loopback
 
 
 # --- configuration -------------------------------------------------------------------------------------------
@@ -156,6 +161,9 @@ class Kube:
         finally:
             resp.release_conn()
 
+    def patch_node_status(self, name: str, body: dict) -> dict:
+        return self._call("PATCH", f"/api/v1/nodes/{name}/status", body=body, content_type=SMP)
+
     def patch_pod_status(self, namespace: str, name: str, body: dict) -> dict:
         return self._call("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", body=body,
                           content_type=SMP)
@@ -250,7 +258,9 @@ class Simulator:
         self.pods: dict[str, dict] = {}  # uid -> newest pod seen
         self.seen_at: dict[str, float] = {}
         self.started_at: dict[str, float] = {}
-        self.local: set[str] = set()  # uids with a local run in progress
+        self.workers: dict[str, podworker.PodWorker] = {}  # uid -> the worker running its processes
+        self.terminating: set[str] = set()  # uids whose processes are being stopped before the delete
+        self.kubelet: kubeletapi.KubeletServer | None = None
         self.ips = IpAllocator()
         self._queue: "queue.Queue[str]" = queue.Queue()
         self._timers: list[tuple[float, int, str]] = []
@@ -274,6 +284,7 @@ class Simulator:
             addrs = node.get("status", {}).get("addresses") or []
             self.hosts[name] = next((a["address"] for a in addrs if a.get("type") == "InternalIP"), "10.0.0.1")
             log.info("simulating node %s too (labelled %s)", name, nodepool.SIMULATED_LABEL)
+            self.report_kubelet_endpoint([name])
             return True
         self._not_ours[name] = time.time()
         return False
@@ -307,7 +318,10 @@ class Simulator:
             self.started_at.pop(uid, None)
             self._due.pop(uid, None)
             self.ips.release(uid)
-        self.procs.stop(uid)
+            worker = self.workers.get(uid)
+        if worker is not None:  # deleted under us (grace period 0): stop its processes, off the watch thread
+            threading.Thread(target=worker.stop, args=(podworker.grace_seconds(pod or worker.pod),),
+                             daemon=True).start()
         if pod is None:
             return
         # Volumes live as long as the pod (logs stay, for debugging), unless a new pod took the name.
@@ -400,12 +414,25 @@ class Simulator:
                     break
                 self.step(uid)
 
-    def facts(self, uid: str, pod: Mapping[str, Any]) -> Facts:
+    def facts(self, uid: str, pod: Mapping[str, Any], check_config: bool = False) -> Facts:
         host_ip = self.hosts.get(pod.get("spec", {}).get("nodeName", ""), "")
+        config_error = volume_error = ""
+        if check_config:  # API reads: only for a simulated pod that has not started yet
+            volume_error = simprocess.volume_problem(pod, self.kube.lookup)
+            spec = pod.get("spec", {})
+            config_error = simprocess.env_problem(pod, (spec.get("initContainers") or []) + spec.get("containers", []),
+                                                  self.kube.lookup)
         with self._lock:
             pod_ip = host_ip if pod.get("spec", {}).get("hostNetwork") else self.ips.get(uid)
             return Facts(host_ip=host_ip, pod_ip=pod_ip, seen_at=self.seen_at.get(uid, time.time()),
-                         started_at=self.started_at.get(uid), local_busy=uid in self.local)
+                         started_at=self.started_at.get(uid), local_busy=uid in self.workers,
+                         config_error=config_error, volume_error=volume_error)
+
+    def _not_started(self, pod: Mapping[str, Any]) -> bool:
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        return not pod.get("metadata", {}).get("deletionTimestamp") and not any(
+            "running" in (cs.get("state") or {}) or cs.get("restartCount") or cs.get("lastState") for cs in statuses) \
+            and (pod.get("status", {}).get("phase") or "Pending") == "Pending"
 
     def step(self, uid: str) -> None:
         with self._lock:
@@ -413,7 +440,7 @@ class Simulator:
         if pod is None:
             return
         unbound = not pod.get("spec", {}).get("nodeName")
-        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod)
+        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod, check_config=self._not_started(pod))
         plan = decide(pod, time.time(), self.settings, facts)
         try:
             self.execute(uid, pod, plan)
@@ -434,28 +461,62 @@ class Simulator:
             self._schedule(uid, plan.at)
         elif plan.action == "patch":
             self.write_status(uid, pod, plan.body, plan.note)
+            if plan.at is not None:
+                self._schedule(uid, plan.at)
         elif plan.action == "delete":
-            self.procs.stop(uid)
-            try:
-                self.kube.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
-                log.info("%s deleted (grace period 0)", _key(pod))
-            except ApiError as exc:
-                if exc.status not in (404, 409):  # gone already, or a new pod took the name
-                    raise
+            with self._lock:
+                worker = self.workers.get(uid)
+                if uid in self.terminating:
+                    return
+                if worker is not None:
+                    self.terminating.add(uid)
+            if worker is None:
+                self.delete(uid, pod)
+            else:  # SIGTERM, the grace period, SIGKILL: not in the decision loop
+                threading.Thread(target=self.terminate_then_delete, args=(uid, pod, worker),
+                                 name=f"terminate-{_key(pod)}", daemon=True).start()
         elif plan.action == "run-local":
             with self._lock:
-                if uid in self.local:
+                if uid in self.workers:
                     return
-                self.local.add(uid)
+                worker = podworker.PodWorker(uid, pod, host=self, runner=self.runner, settings=self.settings,
+                                             state_dir=self.state_dir)
+                self.workers[uid] = worker
             self.procs.begin(uid)  # from here on a deletion cancels the run
-            threading.Thread(target=self.run_local, args=(uid, pod), name=f"local-{_key(pod)}",
+            threading.Thread(target=self.run_worker, args=(uid, worker), name=f"pod-{_key(pod)}",
                              daemon=True).start()
 
+    def delete(self, uid: str, pod: dict) -> None:
+        try:
+            self.kube.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
+            log.info("%s deleted (grace period 0)", _key(pod))
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # gone already, or a new pod took the name
+                raise
+
+    def terminate_then_delete(self, uid: str, pod: dict, worker: podworker.PodWorker) -> None:
+        grace = podworker.grace_seconds(pod)
+        log.info("%s terminating: SIGTERM, SIGKILL after %gs", _key(pod), grace)
+        try:
+            worker.stop(grace)
+            self.delete(uid, pod)
+        except Exception as exc:  # noqa: BLE001 - the decision loop tries again
+            log.warning("%s: delete failed, retrying: %s: %s", _key(pod), type(exc).__name__, exc)
+            self._schedule(uid, time.time() + RETRY_SECONDS)
+        finally:
+            with self._lock:
+                self.terminating.discard(uid)
+
     def write_status(self, uid: str, pod: dict, body: dict, note: str = "") -> None:
-        if already_applied(body, pod):
+        labelled = (pod["metadata"].get("labels") or {}).get(LABEL_RUNS) == runs_label(pod, self.settings)
+        if already_applied(body, pod) and labelled:
             return
         # metadata.uid makes the patch fail instead of landing on a new pod that took the same name
-        body = {**body, "metadata": {"uid": uid}}
+        meta: dict[str, Any] = {"uid": uid}
+        runs = runs_label(pod, self.settings)
+        if (pod["metadata"].get("labels") or {}).get(LABEL_RUNS) != runs:
+            meta["labels"] = {LABEL_RUNS: runs}  # pods/status may set labels; a kubelet's own mark
+        body = {**body, "metadata": meta}
         new = self.kube.patch_pod_status(pod["metadata"]["namespace"], pod["metadata"]["name"], body)
         self.writes += 1
         phase = body["status"].get("phase")
@@ -467,63 +528,95 @@ class Simulator:
             log.info("%s %s", _key(pod), note)
         self.observe(new)
 
-    # --- own-image pods ---
-    def run_local(self, uid: str, pod: dict) -> None:
-        """Init containers, then (run-to-completion pods) the main containers, as local processes."""
+    # --- pods with processes: the worker's host ---
+    def run_worker(self, uid: str, worker: podworker.PodWorker) -> None:
         try:
-            self._run_local(uid, pod)
+            worker.run()
         except Exception as exc:  # noqa: BLE001
-            log.warning("%s: local run failed: %s: %s", _key(pod), type(exc).__name__, exc)
+            log.warning("%s: pod worker failed: %s: %s", worker.name, type(exc).__name__, exc)
         finally:
             self.procs.end(uid)
             with self._lock:
-                self.local.discard(uid)
+                self.workers.pop(uid, None)
             self._queue.put(uid)
 
-    def _run_local(self, uid: str, pod: dict) -> None:
-        own = self.settings.own_images
-        spec = pod["spec"]
-        vol_dirs = simprocess.prepare_volumes(pod, self.state_dir, self.kube.lookup)
-        resumed = bool(pod.get("status", {}).get("containerStatuses"))
-        init_results: dict[str, Terminated] = {}
-        if not resumed:
-            for c in spec.get("initContainers") or []:
-                if self.procs.cancelled(uid):
-                    return
-                if is_own_image(c.get("image", ""), own):
-                    log.info("%s init container %s: running locally", _key(pod), c["name"])
-                    res = self.runner.run_all(pod, [c], vol_dirs)[c["name"]]
-                else:
-                    res = Terminated(0, time.time(), time.time())
-                init_results[c["name"]] = res
-                if res.exit_code != 0:
-                    body = init_failed_status(pod, time.time(), self.facts(uid, pod), init_results)
-                    self.write_status(uid, pod, body, f"init container {c['name']} failed ({res.exit_code})")
-                    return
-            if self.procs.cancelled(uid):
-                return
-            body = running_status(pod, time.time(), self.facts(uid, pod), init_results or None)
-            self.write_status(uid, pod, body, "Running")
-        if not is_run_to_completion(pod):
-            return  # the server itself is not executed
+    def current(self, uid: str) -> dict | None:
         with self._lock:
-            current = self.pods.get(uid, pod)
-        containers = spec["containers"]
-        mine = [c for c in containers if is_own_image(c.get("image", ""), own)]
-        log.info("%s running %s locally", _key(pod), ", ".join(c["name"] for c in mine))
-        results = self.runner.run_all(pod, mine, vol_dirs)
-        if self.procs.cancelled(uid):
+            return self.pods.get(uid)
+
+    def facts_for(self, uid: str, pod: Mapping[str, Any]) -> Facts:
+        return self.facts(uid, pod)
+
+    def write(self, uid: str, pod: dict, body: dict, note: str) -> None:
+        try:
+            self.write_status(uid, pod, body, note)
+        except ApiError as exc:
+            if exc.status in (404, 409, 422):  # the pod is gone, or a new one took its name
+                worker = self.workers.get(uid)
+                if worker is not None:
+                    worker.stopping.set()
+            log.warning("%s: status write failed: %s", _key(pod), exc)
+        except Exception as exc:  # noqa: BLE001 - the API server may be restarting: the next change writes again
+            log.warning("%s: status write failed: %s: %s", _key(pod), type(exc).__name__, exc)
+
+    def lookup(self, kind: str, namespace: str, name: str):
+        return self.kube.lookup(kind, namespace, name)
+
+    # --- the kubelet endpoint ---
+    def log_source(self, namespace: str, name: str, container: str, previous: bool) -> kubeletapi.LogSource:
+        with self._lock:
+            found = [(u, p) for u, p in self.pods.items() if _key(p) == f"{namespace}/{name}"]
+        if not found:
+            return kubeletapi.LogSource(None, f'pod "{name}" in namespace "{namespace}" is not on this node', 404)
+        uid, pod = found[-1]
+        spec = pod.get("spec", {})
+        c = next((c for c in (spec.get("initContainers") or []) + spec.get("containers", [])
+                  if c["name"] == container), None)
+        if c is None:
+            return kubeletapi.LogSource(None, f'container "{container}" is not in pod "{name}"', 404)
+        if not runs_as_process(c, self.settings):
+            return kubeletapi.LogSource(None, f'container "{container}" in pod "{name}" is simulated (image '
+                                              f'{c.get("image")} does not run as a process here): it has no log; '
+                                              f'see docs/localcluster-pods.md', 400)
+        folder = simprocess.log_path(self.state_dir, namespace, name, uid, container).parent
+        runs = sorted((int(f.stem) for f in folder.glob("*.log") if f.stem.isdigit()), reverse=True)
+        if previous:
+            runs = runs[1:]
+        if not runs:
+            what = "previous terminated container" if previous else "container"
+            return kubeletapi.LogSource(None, f'{what} "{container}" in pod "{name}" has not run yet', 400)
+        path = folder / f"{runs[0]}.log"
+        worker = self.workers.get(uid)
+
+        def live() -> bool:
+            newest = max((int(f.stem) for f in folder.glob("*.log") if f.stem.isdigit()), default=-1)
+            return worker is not None and container in worker.running and newest == int(path.stem) \
+                and not worker.stopping.is_set()
+        return kubeletapi.LogSource(path, live=live)
+
+    def serve_kubelet(self, port: int, cert_file: str | None, key_file: str | None) -> None:
+        self.kubelet = kubeletapi.KubeletServer(self, port, cert_file, key_file)
+        self.kubelet.start()
+        log.info("kubelet endpoint on %s://%s:%d", self.kubelet.scheme, KUBELET_ADDRESS, self.kubelet.port)
+        self.report_kubelet_endpoint(list(self.hosts))
+
+    def report_kubelet_endpoint(self, names: list[str]) -> None:
+        """As a kubelet reports itself: the address and port the API server proxies `kubectl logs` to."""
+        if self.kubelet is None:
             return
-        started = min((r.started_at for r in results.values()), default=time.time())
-        for c in containers:  # containers of other images count as having done their job
-            results.setdefault(c["name"], Terminated(0, started, time.time()))
-        body = finished_status(current, time.time(), self.facts(uid, pod), results, init_results or None)
-        codes = ", ".join(f"{n}={r.exit_code}" for n, r in results.items())
-        self.write_status(uid, current, body, f"{body['status']['phase']} ({codes})")
+        body = {"status": {"addresses": [{"type": "InternalIP", "address": KUBELET_ADDRESS}],
+                           "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet.port}}}}
+        for name in names:
+            try:
+                self.kube.patch_node_status(name, body)
+            except Exception as exc:  # noqa: BLE001 - logs stay unreachable on that node; all else works
+                log.warning("cannot report the kubelet endpoint of node %s: %s", name, exc)
 
     def shutdown(self) -> None:
         self.stopping.set()
         self.procs.stop_all()
+        if self.kubelet is not None:
+            self.kubelet.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,8 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", help="node pool YAML (default: the built-in pool)")
     parser.add_argument("--start-delay", type=float, help="seconds from bound to Running (default 0.5)")
     parser.add_argument("--run-seconds", type=float, help="seconds a run-to-completion pod runs (default 1)")
-    parser.add_argument("--crash-backoff", type=float, help="first CrashLoopBackOff restart after (default 2)")
+    parser.add_argument("--crash-backoff", type=float, help="first CrashLoopBackOff wait (default 10)")
+    parser.add_argument("--crash-backoff-max", type=float, help="longest CrashLoopBackOff wait (default 300)")
     parser.add_argument("--own-image", action="append", help="image run as local processes (repeatable)")
+    parser.add_argument("--kubelet-port", type=int, default=0, help="the kubelet endpoint's port (default: free)")
+    parser.add_argument("--tls-cert-file", help="the kubelet endpoint's certificate (default: plain HTTP)")
+    parser.add_argument("--tls-private-key-file", help="its key")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -545,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries would flood the log
     try:
         config = load_config(args.config, {"startDelaySeconds": args.start_delay, "runSeconds": args.run_seconds,
-                                           "crashBackoffSeconds": args.crash_backoff, "ownImages": args.own_image,
+                                           "crashBackoffSeconds": args.crash_backoff,
+                                           "crashBackoffMaxSeconds": args.crash_backoff_max, "ownImages": args.own_image,
                                            "pool": args.pool})
     except (ClusterError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
@@ -565,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     s = config.settings
     log.info("simulator up: nodes %s; start %.1fs, run %.1fs, own images %s", ", ".join(sim.hosts),
              s.start_delay, s.run_seconds, ", ".join(s.own_images))
+    try:
+        sim.serve_kubelet(args.kubelet_port, args.tls_cert_file, args.tls_private_key_file)
+    except (OSError, ValueError) as exc:
+        print(f"simulator: cannot serve the kubelet endpoint: {exc}", file=sys.stderr)
+        return 2
     threading.Thread(target=sim.watch_loop, name="watch", daemon=True).start()
     try:
         sim.run()

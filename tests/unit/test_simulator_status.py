@@ -11,8 +11,9 @@ import pytest
 from mlops_localcluster import nodes, simprocess
 from mlops_localcluster.simstatus import (
     ANN_FAILURE, ANN_FAILURE_AFTER, ANN_FAILURE_CONTAINER, ANN_RUN_SECONDS, STUCK_DELETION_SECONDS, Facts, Failure, Settings, Terminated,
-    already_applied, decide, finished_status, image_name, init_failed_status, is_own_image, parse_failure,
-    running_status, ts, uses_local_processes)
+    ContainerView, already_applied, config_waiting_status, decide, finished_status, image_name, is_own_image,
+    needs_worker, parse_failure, pod_phase, process_status, running_status, runs_label, ts, uses_local_processes,
+    views_from_status)
 from mlops_localcluster.simulator import IpAllocator, load_config
 
 T0 = 1_700_000_000.0
@@ -266,9 +267,32 @@ def test_own_image_with_a_repository():
 
 def test_which_pods_run_locally():
     assert uses_local_processes(pod("Never", image="mlops-operator:0.1.0"), S)
-    assert not uses_local_processes(pod("Always", image="mlops-operator:0.1.0"), S)  # the server is not run
+    assert uses_local_processes(pod("Always", image="python:3.11-slim"), S)  # servers run too
     assert uses_local_processes(pod("Always", init=[{"name": "i", "image": "mlops-operator:0.1.0"}]), S)
     assert not uses_local_processes(pod("Never"), S)
+    assert not uses_local_processes(pod("Always", image="python-extra:3"), S)
+
+
+@pytest.mark.parametrize("image,init,label", [
+    ("python:3.11", None, "process"), ("nginx:1.19", None, "simulated"),
+    ("vllm/vllm-openai:v0.6.3", [{"name": "fetch", "image": "mlops-operator:1"}], "mixed")])
+def test_runs_label(image, init, label):
+    assert runs_label(pod(image=image, init=init), S) == label
+
+
+def test_a_worker_resumes_what_is_left_and_stops_when_done():
+    served = pod("Always", image="vllm/vllm-openai:1", init=[{"name": "fetch", "image": "mlops-operator:1"}])
+    assert needs_worker(served, S)
+    inits, mains = views_from_status(served)
+    inits[0].end(Terminated(0, T0, T0 + 1))
+    mains[0].run(T0 + 1)
+    mains[0].ready = True
+    running = apply(served, process_status(served, T0 + 1, facts(), inits, mains))
+    assert running["status"]["phase"] == "Running"
+    assert not needs_worker(running, S)  # only the init container was a process: nothing left to do
+    assert decide(running, T0 + 9, S, facts()).action == "none"
+    server = pod("Always", image="python:3.11")
+    assert needs_worker(apply(server, running_status(server, T0, facts())), S)  # its process died with us
 
 
 def test_own_image_pod_is_run_once_and_resumed():
@@ -287,19 +311,6 @@ def test_local_results_make_the_status():
     term = st["containerStatuses"][0]["state"]["terminated"]
     assert st["phase"] == "Failed" and term["exitCode"] == 2 and term["reason"] == "Error"
     assert term["message"] == "boom"
-
-
-@pytest.mark.parametrize("restart,phase", [("Always", "Pending"), ("Never", "Failed")])
-def test_failed_init_container(restart, phase):
-    p = pod(restart, init=[{"name": "a", "image": "mlops-operator:1"}, {"name": "b", "image": "mlops-operator:1"}])
-    st = init_failed_status(p, T0 + 2, facts(), {"a": Terminated(1, T0, T0 + 2)})["status"]
-    a, b = st["initContainerStatuses"]
-    assert st["phase"] == phase
-    assert a["state"]["terminated"]["reason"] == "Error" and b["state"]["waiting"]["reason"] == "PodInitializing"
-    assert st["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
-    if restart == "Always":
-        assert cond({"status": st}, "Initialized")["status"] == "False"
-        assert decide({**p, "status": st}, T0 + 10, S, facts()).action == "none"
 
 
 def test_already_applied():
@@ -343,7 +354,7 @@ def test_path_remapping_and_env(tmp_path):
     words = simprocess.argv(c, env, mm, bin_dir=pathlib.Path("/venv/bin"))
     assert words == ["/venv/bin/mlops-operator", "train", "--out", f"{vol}/work/model",
                      f"--log={vol}/work/logs/x.txt", "/database", f"{vol}/cfg/model.yaml"]
-    assert simprocess.log_path(tmp_path, "ns", "p", "main") == tmp_path / "pods" / "ns_p_main.log"
+    assert simprocess.log_path(tmp_path, "ns", "p", "u-1", "main", 2) == tmp_path / "logs" / "ns_p_u-1" / "main" / "2.log"
 
 
 def test_remap_path_edges():
@@ -372,7 +383,8 @@ def test_runner_runs_a_process(tmp_path):
     res = runner.run_all(p, [c_ok, c_bad, c_missing], {})
     assert res["ok"].exit_code == 0 and res["bad"].exit_code == 4 and "oops" in res["bad"].message
     assert res["missing"].reason == "StartError"
-    assert str((tmp_path / "kubeconfig").resolve()) in (tmp_path / "pods" / "ns_p_ok.log").read_text()
+    line = (tmp_path / "logs" / "ns_p_u-1" / "ok" / "0.log").read_text()
+    assert line.endswith(f" stdout F {(tmp_path / 'kubeconfig').resolve()}\n")  # the CRI log format
 
 
 # --- pool, config, IPs ---
