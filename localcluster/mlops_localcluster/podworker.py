@@ -66,6 +66,7 @@ class PodWorker:
         self.inits, self.mains = views_from_status(pod)
         self._lock = threading.Lock()
         self.running: set[str] = set()  # containers with a live process (the log endpoint follows those)
+        self.vol_dirs: dict = {}
 
     # --- status ---
     def publish(self, note: str = "") -> None:
@@ -88,7 +89,7 @@ class PodWorker:
         spec = self.pod["spec"]
         if not self._wait_for_config(lambda: simprocess.volume_problem(self.pod, self.host.lookup), volume=True):
             return
-        vol_dirs = simprocess.prepare_volumes(self.pod, self.state_dir, self.host.lookup)
+        vol_dirs = self.vol_dirs = simprocess.prepare_volumes(self.pod, self.state_dir, self.host.lookup)
         for c, view in zip(spec.get("initContainers") or [], self.inits):
             if not self._run_init(c, view, vol_dirs):
                 return
@@ -270,10 +271,13 @@ class PodWorker:
         return changed, note
 
     def _exec_runner(self, m: Main):
+        """Exec probes run like the container's own process: same environment, same path remapping."""
         def run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-            env = self.runner.environment(self.pod, simprocess.container_env(self.pod, m.spec, self.host.lookup, []))
-            words = simprocess.argv({"command": command}, env, [])
-            return subprocess.run(words, env=env, cwd=simprocess.pod_dir(self.state_dir, *self.name.split("/", 1)),
+            mount_map = simprocess.mounts(m.spec, self.vol_dirs)
+            own_env = simprocess.container_env(self.pod, m.spec, self.host.lookup, mount_map)
+            words = simprocess.argv({"command": command}, own_env, mount_map)
+            return subprocess.run(words, env=self.runner.environment(self.pod, own_env),
+                                  cwd=simprocess.pod_dir(self.state_dir, *self.name.split("/", 1)),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   timeout=timeout)
         return run
