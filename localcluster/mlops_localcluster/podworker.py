@@ -130,9 +130,12 @@ class PodWorker:
                 return False
             with self._lock:
                 view.run(time.time())
+                self.running.add(c["name"])
             self.publish()
             log.info("%s init container %s: started (restart %d)", self.name, c["name"], view.restart_count)
             result = self.runner.finish(self.pod, self.runner.start(self.pod, c, vol_dirs, view.restart_count))
+            with self._lock:
+                self.running.discard(c["name"])
             if self.stopping.is_set():
                 return False
             with self._lock:
@@ -180,9 +183,10 @@ class PodWorker:
             if m.restart_at is None and not self._start(m, vol_dirs):
                 return
         self.publish("Running")
-        if not mains and not is_run_to_completion(self.pod):
+        processes = any(runs_as_process(c, self.settings) for c in spec["containers"])
+        if not processes and not is_run_to_completion(self.pod):
             return  # only init containers ran as processes: the simulated servers stay Running
-        simulated_end = now + run_seconds(self.pod, self.settings) if not mains else None
+        simulated_end = None if processes else now + run_seconds(self.pod, self.settings)
         while not self.stopping.is_set():
             changed, note = False, ""
             for m in mains:

@@ -171,7 +171,13 @@ def runs_as_process(container: Mapping[str, Any], settings: Settings) -> bool:
 
 
 def runs_label(pod: Mapping[str, Any], settings: Settings) -> str:
-    """`process` when every container runs as a process, `simulated` when none does, else `mixed`."""
+    """`process` when every container runs as a process, `simulated` when none does (or the pod asks for a
+    simulated failure), else `mixed`."""
+    try:
+        if parse_failure(pod.get("metadata", {}).get("annotations")) is not None:
+            return "simulated"
+    except ValueError:
+        pass  # an unreadable failure annotation is ignored, as decide() does
     spec = pod.get("spec", {})
     flags = [runs_as_process(c, settings) for c in (spec.get("initContainers") or []) + spec.get("containers", [])]
     return "process" if all(flags) else "mixed" if any(flags) else "simulated"
@@ -599,7 +605,7 @@ def decide(pod: Mapping[str, Any], now: float, settings: Settings, facts: Facts)
         failure, bad = None, str(exc)
     else:
         bad = ""
-    local = failure is None and uses_local_processes(pod, settings)
+    local = runs_label(pod, settings) != "simulated"
     statuses = status.get("containerStatuses") or []
     if local:  # the pod worker decides everything else, and resumes a pod an earlier simulator left
         if facts.local_busy or not needs_worker(pod, settings):

@@ -384,17 +384,19 @@ class Simulator:
 
     # --- the decision loop (one thread) ---
     def _schedule(self, uid: str, at: float) -> None:
+        """Decide about the pod again at `at`; any thread may call it."""
         with self._lock:
             if self._due.get(uid, float("inf")) <= at:
                 return  # an earlier timer will decide again anyway
             self._due[uid] = at
-        heapq.heappush(self._timers, (at, next(self._seq), uid))
+            heapq.heappush(self._timers, (at, next(self._seq), uid))
 
     def run(self) -> None:
         while not self.stopping.is_set():
             timeout = 0.5
-            if self._timers:
-                timeout = min(timeout, max(0.0, self._timers[0][0] - time.time()))
+            with self._lock:
+                if self._timers:
+                    timeout = min(timeout, max(0.0, self._timers[0][0] - time.time()))
             batch = set()
             try:
                 batch.add(self._queue.get(timeout=timeout))
@@ -403,9 +405,9 @@ class Simulator:
             except queue.Empty:
                 pass
             now = time.time()
-            while self._timers and self._timers[0][0] <= now:
-                at, _, uid = heapq.heappop(self._timers)
-                with self._lock:
+            with self._lock:
+                while self._timers and self._timers[0][0] <= now:
+                    at, _, uid = heapq.heappop(self._timers)
                     if self._due.get(uid) == at:
                         del self._due[uid]
                         batch.add(uid)
@@ -440,7 +442,8 @@ class Simulator:
         if pod is None:
             return
         unbound = not pod.get("spec", {}).get("nodeName")
-        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod, check_config=self._not_started(pod))
+        check = not unbound and runs_label(pod, self.settings) == "simulated" and self._not_started(pod)
+        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod, check_config=check)
         plan = decide(pod, time.time(), self.settings, facts)
         try:
             self.execute(uid, pod, plan)
@@ -530,15 +533,21 @@ class Simulator:
 
     # --- pods with processes: the worker's host ---
     def run_worker(self, uid: str, worker: podworker.PodWorker) -> None:
+        retry_at = None
         try:
             worker.run()
         except Exception as exc:  # noqa: BLE001
-            log.warning("%s: pod worker failed: %s: %s", worker.name, type(exc).__name__, exc)
+            log.warning("%s: pod worker failed, retrying: %s: %s", worker.name, type(exc).__name__, exc)
+            retry_at = time.time() + RETRY_SECONDS
         finally:
+            self.runner.table.stop(uid, 0)  # nothing of a finished worker keeps running
             self.procs.end(uid)
             with self._lock:
                 self.workers.pop(uid, None)
-            self._queue.put(uid)
+            if retry_at is None:
+                self._queue.put(uid)
+            else:
+                self._schedule(uid, retry_at)
 
     def current(self, uid: str) -> dict | None:
         with self._lock:
