@@ -540,7 +540,8 @@ class Simulator:
             log.warning("%s: pod worker failed, retrying: %s: %s", worker.name, type(exc).__name__, exc)
             retry_at = time.time() + RETRY_SECONDS
         finally:
-            self.runner.table.stop(uid, 0)  # nothing of a finished worker keeps running
+            if not worker.stopping.is_set():  # a stopped worker's processes get their grace period from stop()
+                self.runner.table.stop(uid, 0)  # nothing of a finished worker keeps running
             self.procs.end(uid)
             with self._lock:
                 self.workers.pop(uid, None)
