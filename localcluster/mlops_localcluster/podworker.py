@@ -70,6 +70,8 @@ class PodWorker:
 
     # --- status ---
     def publish(self, note: str = "") -> None:
+        if self.stopping.is_set():
+            return  # a pod being deleted, or a simulator stopping: the exits that follow are not crashes
         pod = self.host.current(self.uid) or self.pod
         with self._lock:
             body = process_status(pod, time.time(), self.host.facts_for(self.uid, pod), self.inits, self.mains)

@@ -300,18 +300,14 @@ class ProcessTable:
                 return
             self._cancelled.add(uid)
             procs = list(self._procs.get(uid, []))
-        threads = [threading.Thread(target=_stop, args=(p, grace), daemon=True) for p in procs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _stop_together(procs, grace)
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace: float = 2.0) -> None:
+        """All at once, so a simulator that is asked to stop stops within about `grace` seconds."""
         with self._lock:
             procs = [p for ps in self._procs.values() for p in ps]
             self._cancelled.update(self._active)
-        for p in procs:
-            _stop(p)
+        _stop_together(procs, grace)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
@@ -333,6 +329,14 @@ def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
 
 def stop_process(proc: subprocess.Popen, grace: float) -> None:
     _stop(proc, grace)
+
+
+def _stop_together(procs: list[subprocess.Popen], grace: float) -> None:
+    threads = [threading.Thread(target=_stop, args=(p, grace), daemon=True) for p in procs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 @dataclasses.dataclass

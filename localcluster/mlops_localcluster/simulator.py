@@ -623,7 +623,12 @@ class Simulator:
                 log.warning("cannot report the kubelet endpoint of node %s: %s", name, exc)
 
     def shutdown(self) -> None:
+        """Stops every process; the pods' status stays as it was, for the next simulator to resume from."""
         self.stopping.set()
+        with self._lock:
+            workers = list(self.workers.values())
+        for worker in workers:
+            worker.stopping.set()  # first: a worker must not report the exits that follow as crashes
         self.procs.stop_all()
         if self.kubelet is not None:
             self.kubelet.stop()

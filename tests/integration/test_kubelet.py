@@ -243,3 +243,19 @@ def test_kubectl_logs_previous_and_simulated_containers(kube, core, namespace, l
     done = subprocess.run(kubectl(local_cluster, "-n", namespace, "logs", "sim"), capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and "is simulated" in done.stderr
+
+
+def test_a_restarted_simulator_runs_process_pods_again(kube, core, namespace, local_cluster):
+    if local_cluster is None:
+        pytest.skip("restarts the local cluster's simulator")
+    script = "import time\nprint('up', flush=True)\nwhile True:\n    time.sleep(1)"
+    core.create_namespaced_pod(namespace, python_pod("survivor", script))
+    wait_pod(kube, namespace, "survivor", ready)
+    local_cluster.restart("simulator")
+    pod = wait_pod(kube, namespace, "survivor", lambda p: container_status(p).get("restartCount") == 1 and ready(p),
+                   timeout=60, message="the container started again by the new simulator")
+    assert "running" in container_status(pod)["state"]
+    done = wait_for(lambda: (lambda d: d if d.returncode == 0 and "up" in d.stdout else None)(subprocess.run(
+        kubectl(local_cluster, "-n", namespace, "logs", "survivor"), capture_output=True, text=True, timeout=60)),
+        message="kubectl logs through the new simulator's endpoint")
+    assert done.stdout == "up\n"
