@@ -13,7 +13,6 @@ as last seen, facts, lookups). A resumed worker (after a simulator restart) star
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 import time
 from typing import Any, Mapping, Protocol
@@ -277,16 +276,7 @@ class PodWorker:
         return changed, note
 
     def _exec_runner(self, m: Main):
-        """Exec probes run like the container's own process: same environment, same path remapping."""
-        def run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-            mount_map = simprocess.mounts(m.spec, self.vol_dirs)
-            own_env = simprocess.container_env(self.pod, m.spec, self.host.lookup, mount_map)
-            words = simprocess.argv({"command": command}, own_env, mount_map)
-            return subprocess.run(words, env=self.runner.environment(self.pod, own_env),
-                                  cwd=simprocess.pod_dir(self.state_dir, *self.name.split("/", 1)),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=timeout)
-        return run
+        return lambda command, timeout: self.runner.run_command(self.pod, m.spec, command, self.vol_dirs, timeout)
 
     def _finished(self, mains: list[Main], simulated_end: float | None) -> bool:
         if simulated_end is not None:

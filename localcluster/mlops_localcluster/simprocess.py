@@ -4,7 +4,8 @@ simulator.
 Owns: the host layout of a pod (`<state-dir>/pods/<ns>/<pod>/volumes/<volume>`; logs, as a kubelet keeps them in
 /var/log/pods, at `<state-dir>/logs/<ns>_<pod>_<uid>/<container>/<restartCount>.log` in the CRI format
 `<RFC3339Nano time> stdout|stderr F <line>`), the container's argv and environment, starting it (`Runner.start`,
-the one place a process is started), and the checks of the Secrets and ConfigMaps a pod refers to.
+the one place a container process is started; `Runner.run_command` runs exec probes the same way), and the
+checks of the Secrets and ConfigMaps a pod refers to.
 Calls: subprocess, the filesystem, and a `lookup(kind, namespace, name)` callback for Secrets and ConfigMaps.
 
 Command: `command + args` as Kubernetes joins them (no command: the image's entrypoint, `mlops-operator`).
@@ -229,7 +230,8 @@ def volume_problem(pod: Mapping[str, Any], lookup: Lookup) -> str:
         for key, kind, name_key in (("secret", "Secret", "secretName"), ("configMap", "ConfigMap", "name")):
             ref = vol.get(key)
             if ref is not None and not ref.get("optional") and find(kind, ref.get(name_key, "")) is None:
-                return f'MountVolume.SetUp failed for volume "{vol["name"]}" : {_not_found(kind, ref.get(name_key, ""))}'
+                missing = _not_found(kind, ref.get(name_key, ""))
+                return f'MountVolume.SetUp failed for volume "{vol["name"]}" : {missing}'
     return ""
 
 
@@ -418,6 +420,19 @@ class Runner:
         threading.Thread(target=_close_after, args=(pumps, out), daemon=True).start()
         self.table.add(uid, proc)
         return Started(proc, started, log, "", pumps)
+
+    def run_command(self, pod: Mapping[str, Any], container: Mapping[str, Any], command: list[str],
+                    vol_dirs: Mapping[str, pathlib.Path], timeout: float) -> subprocess.CompletedProcess:
+        """An exec probe: the command as the container's own process would run it (environment, path remapping,
+        interpreter), output captured. Raises subprocess.TimeoutExpired after `timeout` seconds."""
+        meta = pod["metadata"]
+        mount_map = mounts(container, vol_dirs)
+        own_env = container_env(pod, container, self.lookup, mount_map)
+        words = argv({"command": command}, own_env, mount_map, self.entrypoint)
+        cwd = pod_dir(self.state_dir, meta.get("namespace", "default"), meta["name"])
+        cwd.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(words, env=self.environment(pod, own_env), cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout)
 
     def finish(self, pod, started: Started) -> Terminated:
         """Waits for the process to end."""

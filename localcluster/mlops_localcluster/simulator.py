@@ -48,8 +48,8 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from . import nodes as nodepool
 from . import kubeletapi, podworker, simprocess
+from . import nodes as nodepool
 from .errors import ClusterError
 from .simstatus import LABEL_RUNS, Facts, Plan, Settings, already_applied, decide, runs_as_process, runs_label
 
@@ -658,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, {"startDelaySeconds": args.start_delay, "runSeconds": args.run_seconds,
                                            "crashBackoffSeconds": args.crash_backoff,
-                                           "crashBackoffMaxSeconds": args.crash_backoff_max, "ownImages": args.own_image,
+                                           "crashBackoffMaxSeconds": args.crash_backoff_max,
+                                           "ownImages": args.own_image,
                                            "pool": args.pool})
     except (ClusterError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)

@@ -90,8 +90,8 @@ def test_readiness_probe_decides_ready_and_endpoints(kube, core, namespace, tmp_
 def test_failing_liveness_probe_restarts_the_container(kube, core, namespace, tmp_path):
     port, flag = free_port(), tmp_path / "alive"
     flag.touch()
-    probe = {"exec": {"command": ["python", "-c", f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) "
-                                                  "else 1)"]},
+    check = f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 1)"
+    probe = {"exec": {"command": ["python", "-c", check]},
              "periodSeconds": 1, "failureThreshold": 2}
     body = python_pod("live", SERVER, port, flag, livenessProbe=probe)
     body["spec"]["terminationGracePeriodSeconds"] = 2

@@ -162,7 +162,7 @@ def test_own_image_runs_as_a_local_process(kube, core, namespace, local_cluster)
     assert cs["state"]["terminated"]["reason"] == "Completed" and cs["state"]["terminated"]["exitCode"] == 0
     if local_cluster is not None:
         uid = pod["metadata"]["uid"]
-        logfile = pathlib.Path(local_cluster.layout.root) / "sim" / "logs" / f"{namespace}_help_{uid}" / "main" / "0.log"
+        logfile = pathlib.Path(local_cluster.layout.root) / "sim" / "logs" / f"{namespace}_help_{uid}/main/0.log"
         assert "usage" in logfile.read_text().lower()
 
 

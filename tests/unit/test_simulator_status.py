@@ -14,9 +14,9 @@ import pytest
 from mlops_localcluster import kubeletapi, nodes, probes, simprocess
 from mlops_localcluster.simstatus import (
     ANN_FAILURE, ANN_FAILURE_AFTER, ANN_FAILURE_CONTAINER, ANN_RUN_SECONDS, CONFIG_RECHECK_SECONDS,
-    STUCK_DELETION_SECONDS, Facts, Failure, Settings, Terminated, already_applied, config_waiting_status, decide, finished_status, image_name, is_own_image,
-    needs_worker, parse_failure, pod_phase, process_status, running_status, runs_label, ts, uses_local_processes,
-    views_from_status)
+    STUCK_DELETION_SECONDS, Facts, Failure, Settings, Terminated, already_applied, config_waiting_status, decide,
+    finished_status, image_name, is_own_image, needs_worker, parse_failure, pod_phase, process_status, running_status,
+    runs_label, ts, uses_local_processes, views_from_status)
 from mlops_localcluster.simulator import IpAllocator, load_config
 
 T0 = 1_700_000_000.0
@@ -357,7 +357,7 @@ def test_path_remapping_and_env(tmp_path):
     words = simprocess.argv(c, env, mm, bin_dir=pathlib.Path("/venv/bin"))
     assert words == ["/venv/bin/mlops-operator", "train", "--out", f"{vol}/work/model",
                      f"--log={vol}/work/logs/x.txt", "/database", f"{vol}/cfg/model.yaml"]
-    assert simprocess.log_path(tmp_path, "ns", "p", "u-1", "main", 2) == tmp_path / "logs" / "ns_p_u-1" / "main" / "2.log"
+    assert simprocess.log_path(tmp_path, "ns", "p", "u-1", "main", 2) == tmp_path / "logs/ns_p_u-1/main/2.log"
 
 
 def test_remap_path_edges():
