@@ -1,7 +1,8 @@
 """The simulator as a kubelet for pods that run as processes (`python:*` images): probes, restarts and back-off,
 init container retries, missing Secrets, deletion with SIGTERM, and `kubectl logs` through the API server.
 
-Until pods have a network of their own, process pods share the host's network: each test takes free ports.
+With the pod network each pod has its own loopback; without it pods share the host's, so each test takes free
+ports either way.
 """
 
 from __future__ import annotations
