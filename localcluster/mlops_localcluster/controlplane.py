@@ -355,7 +355,10 @@ class LocalCluster:
             "--max-requests-inflight=800", "--max-mutating-requests-inflight=400", "--profiling=false",
             f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json", "--audit-log-maxsize=500", "--audit-log-maxbackup=1",
-            "--v=1", "--external-hostname=localhost"])
+            "--v=1", "--external-hostname=localhost",
+            # kubectl logs: the simulator's kubelet endpoint is on each node's InternalIP (127.0.0.1), serving
+            # the certificate below, signed by the cluster CA
+            "--kubelet-preferred-address-types=InternalIP", f"--kubelet-certificate-authority={pki / 'ca.crt'}"])
         self._wait("kube-apiserver", apiserver, lambda: self._component_ready(state, "kube-apiserver"), 90)
         self.write_kubeconfig(state)
         if net:
@@ -389,7 +392,9 @@ class LocalCluster:
             # after the Nodes: kube-proxy waits about 30 s for its Node object when it is missing
             self._start(state, "kube-proxy", net.proxy_argv(bins.proxy, self.layout.pod_kubeconfig, pool.names()[0]))
         argv = [sys.executable, "-m", "mlops_localcluster.simulator", "--kubeconfig",
-                str(self.layout.kubeconfig), "--state-dir", str(self.layout.root / "sim")]
+                str(self.layout.kubeconfig), "--state-dir", str(self.layout.root / "sim"),
+                "--tls-cert-file", str(self.layout.pki / "apiserver.crt"),  # the serving certificate for 127.0.0.1
+                "--tls-private-key-file", str(self.layout.pki / "apiserver.key")]
         if net:
             argv += ["--network", str(self.layout.network), "--pod-kubeconfig", str(self.layout.pod_kubeconfig)]
         if pool_file:

@@ -19,6 +19,7 @@ Calls: `ip`, `iptables`, `sysctl` (root), the filesystem.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import ipaddress
@@ -28,6 +29,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +48,9 @@ CLUSTER_DOMAIN = "cluster.local"
 NODE_PORT_FIRST, NODE_PORTS_PER_SLOT = 30000, 100  # below the host's ephemeral ports (32768-)
 SLOTS = (32767 - NODE_PORT_FIRST + 1) // NODE_PORTS_PER_SLOT
 NETNS_ETC = pathlib.Path("/etc/netns")
+NETNS_RUN = pathlib.Path("/run/netns")  # where `ip netns add` keeps a namespace's handle
+CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)  # setns(2); Python 3.11 has no os.setns
 
 
 def cluster_id(root: pathlib.Path) -> str:
@@ -66,6 +71,43 @@ def supported() -> str:
         return "not root"
     missing = [t for t in ("ip", "iptables", "bridge") if shutil.which(t) is None]
     return f"missing {', '.join(missing)}" if missing else ""
+
+
+def connect_in_netns(netns: str, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+    """A TCP connection made from inside the named network namespace, as a process there would make it.
+
+    A socket belongs to the namespace its creator was in when it made it, and setns(2) moves only the calling
+    thread; so a short-lived thread enters the namespace, makes the socket and ends, and no thread of this
+    process ever changes namespace. Costs about half a millisecond of CPU, against some 40 ms for a process
+    started by `ip netns exec`. `address` is numeric: a name would be resolved by the host, not the pod."""
+    made: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            fd = os.open(NETNS_RUN / netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            made["sock"] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:
+            made["error"] = exc
+
+    thread = threading.Thread(target=make, name=f"netns-{netns}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in made:
+        raise made["error"]
+    sock = made["sock"]
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def netns_names() -> list[str]:
@@ -304,7 +346,7 @@ def _pod_info(pod: Mapping[str, Any], netns: str, ip: str) -> dict[str, str]:
 
 class PodNetwork:
     """The hook of the process runtime: `setup(pod, ip)` before a pod's first process, `wrap(argv, pod)` for each
-    process, `teardown(uid)` when the pod is gone."""
+    process (exec probes too), `connector(pod)` for HTTP and TCP probes, `teardown(uid)` when the pod is gone."""
 
     def __init__(self, cluster: ClusterNetwork, kubeconfig: pathlib.Path):
         self.cluster = cluster
@@ -352,6 +394,16 @@ class PodNetwork:
         with self._lock:
             info = self._pods.get(pod["metadata"].get("uid", ""))
         return ["ip", "netns", "exec", info["netns"], *argv] if info else list(argv)
+
+    def connector(self, pod: Mapping[str, Any]) -> Callable[..., socket.socket] | None:
+        """`connect(address, timeout)` from inside the pod's namespace, for HTTP and TCP probes (from the host's
+        namespace a pod's address is refused, and 127.0.0.1 would be the host's own); None for a pod without one."""
+        with self._lock:
+            info = self._pods.get(pod["metadata"].get("uid", ""))
+        if not info:
+            return None
+        netns = info["netns"]
+        return lambda address, timeout=None, source_address=None: connect_in_netns(netns, address, timeout)
 
     def env(self) -> dict[str, str]:
         """What a kubelet puts in every container for the API server (the `kubernetes` Service)."""

@@ -1,12 +1,17 @@
-"""Runs containers of the project's own image as local processes, for the node simulator.
+"""Runs containers whose image runs as a process (simstatus.PROCESS_IMAGES) as local processes, for the node
+simulator.
 
-Owns: the host layout of a pod (`<state-dir>/pods/<ns>/<pod>/volumes/<volume>`, logs at
-`<state-dir>/pods/<ns>_<pod>_<container>.log`), the container's argv and environment, and running it.
+Owns: the host layout of a pod (`<state-dir>/pods/<ns>/<pod>/volumes/<volume>`; logs, as a kubelet keeps them in
+/var/log/pods, at `<state-dir>/logs/<ns>_<pod>_<uid>/<container>/<restartCount>.log` in the CRI format
+`<RFC3339Nano time> stdout|stderr F <line>`), the container's argv and environment, starting it (`Runner.start`,
+the one place a container process is started; `Runner.run_command` runs exec probes the same way), and the
+checks of the Secrets and ConfigMaps a pod refers to.
 Calls: subprocess, the filesystem, and a `lookup(kind, namespace, name)` callback for Secrets and ConfigMaps.
 
 Command: `command + args` as Kubernetes joins them (no command: the image's entrypoint, `mlops-operator`).
 `mlops-operator` is the console script next to `sys.executable` (the virtualenv's bin); `python`/`python3` is
-`sys.executable`. `$(VAR)` references are expanded as the kubelet does. KUBECONFIG is the cluster's kubeconfig.
+`sys.executable`. `$(VAR)` references are expanded as the kubelet does. KUBECONFIG is the cluster's kubeconfig;
+PYTHONUNBUFFERED=1 unless the pod sets it, so `kubectl logs -f` shows a Python server's lines as they come.
 
 Path remapping: every volume of the pod (emptyDir or any other kind) is a host directory
 `<state-dir>/pods/<ns>/<pod>/volumes/<volume>` (configMap and secret volumes are filled with their keys, best
@@ -18,10 +23,13 @@ wins. Nothing else is rewritten (paths inside files or config are not).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,8 +49,27 @@ def pod_dir(state_dir: pathlib.Path, namespace: str, name: str) -> pathlib.Path:
     return pathlib.Path(state_dir) / "pods" / namespace / name
 
 
-def log_path(state_dir: pathlib.Path, namespace: str, pod: str, container: str) -> pathlib.Path:
-    return pathlib.Path(state_dir) / "pods" / f"{namespace}_{pod}_{container}.log"
+def logs_dir(state_dir: pathlib.Path, namespace: str, pod: str, uid: str) -> pathlib.Path:
+    return pathlib.Path(state_dir) / "logs" / f"{namespace}_{pod}_{uid}"
+
+
+def log_path(state_dir: pathlib.Path, namespace: str, pod: str, uid: str, container: str,
+             restart_count: int = 0) -> pathlib.Path:
+    return logs_dir(state_dir, namespace, pod, uid) / container / f"{restart_count}.log"
+
+
+def cri_line(t: float, stream: str, text: bytes) -> bytes:
+    """One log line as the CRI runtimes write it: `2026-01-02T03:04:05.123456789Z stdout F text`."""
+    stamp = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"{stamp}000Z {stream} F ".encode() + text.rstrip(b"\n") + b"\n"
+
+
+def parse_cri_line(line: bytes) -> tuple[str, bytes]:
+    """(timestamp, text with its newline) of a CRI log line; a line in another format is all text."""
+    parts = line.split(b" ", 3)
+    if len(parts) == 4 and parts[1] in (b"stdout", b"stderr"):
+        return parts[0].decode(), parts[3]
+    return "", line
 
 
 def volume_dirs(pod: Mapping[str, Any], state_dir: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -175,10 +202,62 @@ def log_tail(path: pathlib.Path) -> str:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
+            raw = f.read()
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+    text = b"".join(parse_cri_line(line)[1] for line in raw.splitlines(keepends=True))
+    return "\n".join(text.decode("utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:])
+
+
+# --- Secrets and ConfigMaps a pod needs before it can start ------------------------------------------------------
+
+def _finder(pod: Mapping[str, Any], lookup: Lookup):
+    ns, seen = pod["metadata"].get("namespace", "default"), {}
+
+    def find(kind: str, name: str):
+        if (kind, name) not in seen:
+            seen[kind, name] = lookup(kind, ns, name)
+        return seen[kind, name]
+    return ns, find
+
+
+def _not_found(kind: str, name: str) -> str:
+    return f'{kind.lower()} "{name}" not found'
+
+
+def volume_problem(pod: Mapping[str, Any], lookup: Lookup) -> str:
+    """Why the pod's volumes cannot be set up (a missing, not optional Secret or ConfigMap), or ""."""
+    _, find = _finder(pod, lookup)
+    for vol in pod.get("spec", {}).get("volumes") or []:
+        for key, kind, name_key in (("secret", "Secret", "secretName"), ("configMap", "ConfigMap", "name")):
+            ref = vol.get(key)
+            if ref is not None and not ref.get("optional") and find(kind, ref.get(name_key, "")) is None:
+                missing = _not_found(kind, ref.get(name_key, ""))
+                return f'MountVolume.SetUp failed for volume "{vol["name"]}" : {missing}'
+    return ""
+
+
+def env_problem(pod: Mapping[str, Any], containers: Iterable[Mapping[str, Any]], lookup: Lookup) -> str:
+    """Why a container's environment cannot be built (CreateContainerConfigError's message), or ""."""
+    ns, find = _finder(pod, lookup)
+    for c in containers:
+        for src in c.get("envFrom") or []:
+            for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                ref = src.get(key)
+                if ref is not None and not ref.get("optional") and find(kind, ref.get("name", "")) is None:
+                    return _not_found(kind, ref.get("name", ""))
+        for var in c.get("env") or []:
+            vf = var.get("valueFrom") or {}
+            for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+                ref = vf.get(key)
+                if ref is None or ref.get("optional"):
+                    continue
+                data = find(kind, ref.get("name", ""))
+                if data is None:
+                    return _not_found(kind, ref.get("name", ""))
+                if ref.get("key") not in data:
+                    return f"couldn't find key {ref.get('key')} in {kind} {ns}/{ref.get('name', '')}"
+    return ""
 
 
 class ProcessTable:
@@ -218,36 +297,75 @@ class ProcessTable:
         with self._lock:
             return uid in self._cancelled
 
-    def stop(self, uid: str) -> None:
+    def stop(self, uid: str, grace: float = 3.0) -> None:
+        """SIGTERM to every process of the pod, SIGKILL to those still there after `grace` seconds."""
         with self._lock:
             if uid not in self._active:
                 return
             self._cancelled.add(uid)
             procs = list(self._procs.get(uid, []))
-        for p in procs:
-            _stop(p)
+        _stop_together(procs, grace)
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace: float = 2.0) -> None:
+        """All at once, so a simulator that is asked to stop stops within about `grace` seconds."""
         with self._lock:
             procs = [p for ps in self._procs.values() for p in ps]
             self._cancelled.update(self._active)
-        for p in procs:
-            _stop(p)
+        _stop_together(procs, grace)
 
 
 def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """By pid: the process group we started (start_new_session), so the container's children go too."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group: the container's children go too
-        proc.wait(grace)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(max(0.0, grace))
     except (ProcessLookupError, PermissionError):
         pass
     except subprocess.TimeoutExpired:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
+
+
+def stop_process(proc: subprocess.Popen, grace: float) -> None:
+    _stop(proc, grace)
+
+
+def _stop_together(procs: list[subprocess.Popen], grace: float) -> None:
+    threads = [threading.Thread(target=_stop, args=(p, grace), daemon=True) for p in procs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+@dataclasses.dataclass
+class Started:
+    """A container process as started: `proc` is None when it could not start (`error` says why)."""
+    proc: subprocess.Popen | None
+    started_at: float
+    log: pathlib.Path
+    error: str = ""
+    pumps: tuple[threading.Thread, ...] = ()
+
+    def result(self, code: int) -> Terminated:
+        for pump in self.pumps:
+            pump.join(5)  # the last lines are in the file before anyone reads the message
+        code = code if code >= 0 else 128 - code  # killed by signal N: 128+N, as containers report it
+        return Terminated(code, self.started_at, time.time(), message="" if code == 0 else log_tail(self.log))
+
+
+def _pump(pipe, stream: str, out, lock: threading.Lock) -> None:
+    """Copies one output stream of a container into its log file, line by line, in the CRI format."""
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            with lock:
+                out.write(cri_line(time.time(), stream, line))
+                out.flush()
 
 
 class Runner:
@@ -262,55 +380,91 @@ class Runner:
         self.table = table
         self.entrypoint = tuple(entrypoint)
 
-    def start(self, pod: Mapping[str, Any], container: Mapping[str, Any],
-              vol_dirs: Mapping[str, pathlib.Path]) -> tuple[subprocess.Popen | None, float, pathlib.Path, str]:
+    def environment(self, pod: Mapping[str, Any], own_env: Mapping[str, str]) -> dict[str, str]:
+        """The process's whole environment: the simulator's (minus in-cluster variables), then the container's."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
+        env.update(HOSTNAME=pod["metadata"]["name"], KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
+                   PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if self.network:
+            env.update(self.network.env())  # the `kubernetes` Service's variables, as a kubelet sets them
+        env.update(own_env)
+        return env
+
+    def start(self, pod: Mapping[str, Any], container: Mapping[str, Any], vol_dirs: Mapping[str, pathlib.Path],
+              restart_count: int = 0) -> Started:
+        """Builds the container's argv, environment and working directory and starts it: the one place a
+        container process is started."""
         meta = pod["metadata"]
         ns, name, uid = meta.get("namespace", "default"), meta["name"], meta.get("uid", "")
         mount_map = mounts(container, vol_dirs)
         own_env = container_env(pod, container, self.lookup, mount_map)
+        env = self.environment(pod, own_env)
         words = argv(container, own_env, mount_map, self.entrypoint)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
-        env.update(HOSTNAME=name, KUBECONFIG=str(self.kubeconfig),
-                   PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        if self.network:  # pod network hook
-            env.update(self.network.env())
+        if self.network:  # pod network hook: the process runs in the pod's network namespace
             words = self.network.wrap(words, pod)
-        env.update(own_env)
         cwd = pod_dir(self.state_dir, ns, name)
         if container.get("workingDir"):
             cwd = pathlib.Path(remap_path(container["workingDir"], mount_map))
         cwd.mkdir(parents=True, exist_ok=True)
-        log = log_path(self.state_dir, ns, name, container["name"])
+        log = log_path(self.state_dir, ns, name, uid, container["name"], restart_count)
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        with open(log, "ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(words)}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(words, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            except OSError as exc:
-                out.write(f"cannot start: {exc}\n".encode())
-                return None, started, log, f"cannot start {words[0] if words else '(no command)'}: {exc}"
-        self.table.add(uid, proc)
-        return proc, started, log, ""
-
-    def finish(self, pod, proc: subprocess.Popen, started: float, log: pathlib.Path) -> Terminated:
+        out = open(log, "ab")
         try:
-            code = proc.wait()
+            proc = subprocess.Popen(words, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            error = f"cannot start {words[0] if words else '(no command)'}: {exc}"
+            out.write(cri_line(time.time(), "stderr", error.encode()))
+            out.close()
+            return Started(None, started, log, error)
+        lock = threading.Lock()
+        pumps = tuple(threading.Thread(target=_pump, args=(pipe, stream, out, lock), daemon=True,
+                                       name=f"log-{ns}/{name}/{container['name']}-{stream}")
+                      for pipe, stream in ((proc.stdout, "stdout"), (proc.stderr, "stderr")))
+        for pump in pumps:
+            pump.start()
+        threading.Thread(target=_close_after, args=(pumps, out), daemon=True).start()
+        self.table.add(uid, proc)
+        return Started(proc, started, log, "", pumps)
+
+    def run_command(self, pod: Mapping[str, Any], container: Mapping[str, Any], command: list[str],
+                    vol_dirs: Mapping[str, pathlib.Path], timeout: float) -> subprocess.CompletedProcess:
+        """An exec probe: the command as the container's own process would run it (environment, path remapping,
+        interpreter), output captured. Raises subprocess.TimeoutExpired after `timeout` seconds."""
+        meta = pod["metadata"]
+        mount_map = mounts(container, vol_dirs)
+        own_env = container_env(pod, container, self.lookup, mount_map)
+        words = argv({"command": command}, own_env, mount_map, self.entrypoint)
+        if self.network:
+            words = self.network.wrap(words, pod)
+        cwd = pod_dir(self.state_dir, meta.get("namespace", "default"), meta["name"])
+        cwd.mkdir(parents=True, exist_ok=True)
+        return subprocess.run(words, env=self.environment(pod, own_env), cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def connector(self, pod: Mapping[str, Any]):
+        """How HTTP and TCP probes of the pod connect: from inside its network namespace when it has one."""
+        return (self.network.connector(pod) if self.network else None) or socket.create_connection
+
+    def finish(self, pod, started: Started) -> Terminated:
+        """Waits for the process to end."""
+        if started.proc is None:
+            return Terminated(128, started.started_at, time.time(), reason="StartError", message=started.error)
+        try:
+            code = started.proc.wait()
         finally:
-            self.table.discard(pod["metadata"].get("uid", ""), proc)
-        code = code if code >= 0 else 128 - code  # killed by signal N: 128+N, as containers report it
-        return Terminated(code, started, time.time(), message="" if code == 0 else log_tail(log))
+            self.table.discard(pod["metadata"].get("uid", ""), started.proc)
+        return started.result(code)
 
     def run_all(self, pod, containers: list[Mapping[str, Any]],
                 vol_dirs: Mapping[str, pathlib.Path]) -> dict[str, Terminated]:
         """Runs the containers side by side and waits for all of them."""
         started = [(c, self.start(pod, c, vol_dirs)) for c in containers]
-        results = {}
-        for c, (proc, t0, log, error) in started:
-            if proc is None:
-                results[c["name"]] = Terminated(128, t0, time.time(), reason="StartError", message=error)
-            else:
-                results[c["name"]] = self.finish(pod, proc, t0, log)
-        return results
+        return {c["name"]: self.finish(pod, s) for c, s in started}
+
+
+def _close_after(pumps: Iterable[threading.Thread], out) -> None:
+    for pump in pumps:
+        pump.join()
+    out.close()

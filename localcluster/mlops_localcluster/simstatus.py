@@ -16,8 +16,13 @@ The state of a pod is read from its own status, so a restarted simulator carries
     metadata.deletionTimestamp ──▶ delete with grace period 0 (no kubelet will ever confirm it); a pod already
         marked with grace period 0 and no finalizers that is still there after STUCK_DELETION_SECONDS is deleted again.
 
-Pods whose image is the project's own (`is_own_image`) and that have processes to run are handed to the I/O layer
-(`Plan("run-local")`); their status comes from the results (`Terminated`) via the builders below.
+Pods with a container whose image runs as a process (`PROCESS_IMAGES`, `runs_as_process`) are handed to the I/O
+layer (`Plan("run-local")`, a pod worker); their status comes from the worker's per-container views
+(`ContainerView`) via `process_status`, which computes the phase as a kubelet's getPhase does.
+
+A simulated pod that references a Secret or ConfigMap that does not exist (`Facts.config_error`,
+`Facts.volume_error`) is not started: its containers wait with CreateContainerConfigError (env) or
+ContainerCreating (volume), and the pod is looked at again every CONFIG_RECHECK_SECONDS.
 """
 
 from __future__ import annotations
@@ -32,21 +37,35 @@ ANN_FAILURE = "sim.mlops.dev/failure"
 ANN_FAILURE_AFTER = "sim.mlops.dev/failure-after"
 ANN_FAILURE_CONTAINER = "sim.mlops.dev/failure-container"
 ANN_RUN_SECONDS = "sim.mlops.dev/run-seconds"
+LABEL_RUNS = "sim.mlops.dev/runs"  # process | simulated | mixed, set on every pod the simulator starts
 
 FAILURE_MODES = ("exit", "OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Evicted")
 RUN_TO_COMPLETION = ("Never", "OnFailure")
 EVICTED_MESSAGE = "The node was low on resource: memory. "
 OOM_EXIT_CODE = 137
 STUCK_DELETION_SECONDS = 5.0
+CONFIG_RECHECK_SECONDS = 2.0  # a pod waiting for a Secret or ConfigMap is looked at again this often
+
+# Which images run as processes (all others are simulated: Running/Ready with nothing running). An entry is the
+# last path component of the repository, so `python` matches `python:3.11` and `python:3.12-slim`; the
+# operator's own image comes from Settings.own_images. Documented in docs/localcluster-pods.md.
+PROCESS_IMAGES = {
+    "mlops-operator": "the operator's image: `mlops-operator` is the console script of the project's virtualenv",
+    "python": "generic Python images: `python`/`python3` is the project's interpreter, so a script really runs",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     start_delay: float = 0.5
     run_seconds: float = 1.0
-    crash_backoff: float = 2.0
-    crash_backoff_max: float = 60.0
+    crash_backoff: float = 10.0  # a kubelet's: 10 s, doubling per restart up to 5 min
+    crash_backoff_max: float = 300.0
     own_images: tuple[str, ...] = ("mlops-operator",)
+
+    @property
+    def process_images(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.own_images + tuple(PROCESS_IMAGES)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +92,9 @@ class Facts:
     pod_ip: str
     seen_at: float  # when the simulator first saw the pod bound to a node
     started_at: float | None = None  # exact start time, when this simulator process started it
-    local_busy: bool = False  # local processes for this pod are running now
+    local_busy: bool = False  # a pod worker runs this pod's processes now
+    config_error: str = ""  # an env reference to a Secret/ConfigMap (or key) that does not exist
+    volume_error: str = ""  # a volume's Secret/ConfigMap that does not exist
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +114,7 @@ class Terminated:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     action: str  # "none" | "wait" | "patch" | "delete" | "run-local"
-    at: float | None = None  # for "wait": when to decide again
+    at: float | None = None  # for "wait" (and optionally "patch"): when to decide again
     body: dict[str, Any] | None = None  # for "patch": the body for PATCH .../status (strategic merge)
     note: str = ""
 
@@ -147,21 +168,41 @@ def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
     return pod.get("spec", {}).get("restartPolicy", "Always") in RUN_TO_COMPLETION
 
 
-# Generic Python images whose servers run as processes too (restartPolicy Always); see simulator._run_local.
-PROCESS_SERVER_IMAGES = ("python",)
+def runs_as_process(container: Mapping[str, Any], settings: Settings) -> bool:
+    return is_own_image(container.get("image", ""), settings.process_images)
+
+
+def runs_label(pod: Mapping[str, Any], settings: Settings) -> str:
+    """`process` when every container runs as a process, `simulated` when none does (or the pod asks for a
+    simulated failure), else `mixed`."""
+    try:
+        if parse_failure(pod.get("metadata", {}).get("annotations")) is not None:
+            return "simulated"
+    except ValueError:
+        pass  # an unreadable failure annotation is ignored, as decide() does
+    spec = pod.get("spec", {})
+    flags = [runs_as_process(c, settings) for c in (spec.get("initContainers") or []) + spec.get("containers", [])]
+    return "process" if all(flags) else "mixed" if any(flags) else "simulated"
 
 
 def uses_local_processes(pod: Mapping[str, Any], settings: Settings) -> bool:
-    """Own-image pods run their init containers, and (run-to-completion only) their main containers, locally;
-    pods with a container of PROCESS_SERVER_IMAGES run their servers too."""
-    spec = pod.get("spec", {})
-    if not is_run_to_completion(pod) and any(is_own_image(c.get("image", ""), PROCESS_SERVER_IMAGES)
-                                             for c in spec.get("containers", [])):
-        return True
-    if not any(is_own_image(c.get("image", ""), settings.own_images)
-               for c in spec.get("initContainers", []) + spec.get("containers", [])):
+    """Pods with a container that runs as a process are run by a pod worker."""
+    return runs_label(pod, settings) != "simulated"
+
+
+def needs_worker(pod: Mapping[str, Any], settings: Settings) -> bool:
+    """True while a pod worker has something to do for a (not finished) pod: containers to run or to resume.
+    A pod whose processes were only init containers and whose servers are simulated is done once Running."""
+    spec, status = pod.get("spec", {}), pod.get("status", {})
+    if status.get("phase") in ("Succeeded", "Failed") or not uses_local_processes(pod, settings):
         return False
-    return bool(spec.get("initContainers")) or is_run_to_completion(pod)
+    if not status.get("containerStatuses") or is_run_to_completion(pod):
+        return True
+    if any(runs_as_process(c, settings) for c in spec.get("containers", [])):
+        return True
+    inits = status.get("initContainerStatuses") or []
+    return not all((cs.get("state") or {}).get("terminated", {}).get("exitCode") == 0 for cs in inits) \
+        or len(inits) < len(spec.get("initContainers") or [])
 
 
 def parse_failure(annotations: Mapping[str, str] | None) -> Failure | None:
@@ -375,20 +416,147 @@ def evicted_status(pod, now: float, facts: Facts, started_at: float):
     return body
 
 
-def init_failed_status(pod, now: float, facts: Facts, init_results: Mapping[str, Terminated]):
-    """An init container failed: Never pods end Failed; others stay Pending (Init:Error)."""
-    if pod.get("spec", {}).get("restartPolicy") == "Never":
-        st = _base(pod, now, facts, "Failed")
+def config_waiting_status(pod, now: float, facts: Facts):
+    """Not started because a Secret or ConfigMap is missing: a volume keeps every container ContainerCreating
+    (init containers PodInitializing); an env reference gives CreateContainerConfigError. Phase Pending."""
+    st = _base(pod, now, facts, "Pending")
+    if facts.volume_error:
+        waiting = {"waiting": {"reason": "ContainerCreating"}}
+    else:
+        waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": facts.config_error}}
+    inits = pod.get("spec", {}).get("initContainers") or []
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    st["conditions"] = _conditions(pod, now, initialized=not inits, not_initialized=[c["name"] for c in inits],
+                                   ready=False, not_ready=names)
+    if inits:  # the first init container is the one that cannot start
+        first = waiting if not facts.volume_error else {"waiting": {"reason": "PodInitializing"}}
+        st["initContainerStatuses"] = [_cstatus(pod, c, first if i == 0 else {"waiting": {"reason": "PodInitializing"}},
+                                                ready=False, with_id=False) for i, c in enumerate(inits)]
+        waiting = {"waiting": {"reason": "PodInitializing"}}
+    st["containerStatuses"] = [_cstatus(pod, c, waiting, ready=False, with_id=False)
+                               for c in pod["spec"]["containers"]]
+    return {"status": st}
+
+
+# --- pods run by a pod worker --------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ContainerView:
+    """What a pod worker knows about one container: exactly one of waiting / running_since / terminated."""
+    name: str
+    waiting: tuple[str, str] | None = ("ContainerCreating", "")  # (reason, message)
+    running_since: float | None = None
+    terminated: Terminated | None = None
+    ready: bool = False
+    restart_count: int = 0
+    last: Terminated | None = None  # lastState.terminated
+
+    def run(self, now: float) -> None:
+        self.waiting, self.running_since, self.terminated = None, now, None
+
+    def end(self, result: Terminated) -> None:
+        self.waiting, self.running_since, self.terminated, self.ready = None, None, result, False
+
+    def back_off(self, reason: str, message: str) -> None:
+        """Terminated -> waiting to restart: the run becomes lastState, restartCount grows."""
+        self.last = self.terminated or self.last
+        self.restart_count += 1
+        self.waiting, self.running_since, self.terminated, self.ready = (reason, message), None, None, False
+
+
+def backoff_message(pod, container: str, seconds: float) -> str:
+    meta = pod["metadata"]
+    return (f"back-off {int(seconds)}s restarting failed container={container} "
+            f"pod={meta['name']}_{meta.get('namespace', '')}({meta.get('uid', '')})")
+
+
+def should_restart(restart_policy: str, exit_code: int) -> bool:
+    return restart_policy == "Always" or (restart_policy == "OnFailure" and exit_code != 0)
+
+
+def pod_phase(pod, inits: Sequence[ContainerView], mains: Sequence[ContainerView]) -> str:
+    """A kubelet's getPhase: Pending while init containers or first starts are pending; Running while a
+    container runs or will restart; Succeeded/Failed once every container ended for good."""
+    policy = pod.get("spec", {}).get("restartPolicy", "Always")
+    for v in inits:
+        if v.terminated and v.terminated.exit_code == 0:
+            continue
+        failed = (v.terminated and v.terminated.exit_code != 0) or (v.waiting and v.last and v.last.exit_code != 0)
+        return "Failed" if failed and policy == "Never" else "Pending"
+    running = sum(1 for v in mains if v.running_since is not None)
+    waiting = sum(1 for v in mains if v.waiting and v.last is None)
+    stopped = [v for v in mains if v.terminated or (v.waiting and v.last is not None)]
+    if waiting:
+        return "Pending"
+    if running:
+        return "Running"
+    if policy == "Always":
+        return "Running"
+    if all((v.terminated or v.last).exit_code == 0 for v in stopped):
+        return "Succeeded"
+    if policy == "Never" or all(v.terminated for v in stopped):
+        return "Failed"
+    return "Running"  # OnFailure: restarting
+
+
+def _view_status(pod, c, v: ContainerView) -> dict[str, Any]:
+    if v.running_since is not None:
+        state = {"running": {"startedAt": ts(v.running_since)}}
+    elif v.terminated is not None:
+        state = _terminated(pod, c, v.terminated, v.restart_count)
+    else:
+        reason, message = v.waiting or ("ContainerCreating", "")
+        state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
+    last = _terminated(pod, c, v.last, max(0, v.restart_count - 1)) if v.last else None
+    started_before = v.running_since is not None or v.terminated is not None or v.last is not None
+    return _cstatus(pod, c, state, ready=v.ready, restart_count=v.restart_count, last_state=last,
+                    with_id=started_before)
+
+
+def process_status(pod, now: float, facts: Facts, inits: Sequence[ContainerView], mains: Sequence[ContainerView]):
+    """The status of a pod run by a pod worker, from its containers' views (in spec order)."""
+    phase = pod_phase(pod, inits, mains)
+    st = _base(pod, now, facts, phase)
+    spec = pod["spec"]
+    initialized = all(v.terminated and v.terminated.exit_code == 0 for v in inits)
+    if phase in ("Succeeded", "Failed"):
         st["conditions"] = _conditions(pod, now, ready=False, completed=True)
     else:
-        st = _base(pod, now, facts, "Pending")
-        failed = [n for n, t in init_results.items() if t.exit_code != 0]
-        names = [c["name"] for c in pod["spec"]["containers"]]
-        st["conditions"] = _conditions(pod, now, initialized=False, not_initialized=failed, ready=False,
-                                       not_ready=names)
-    st["containerStatuses"] = [_cstatus(pod, c, {"waiting": {"reason": "PodInitializing"}}, ready=False,
-                                        with_id=False) for c in pod["spec"]["containers"]]
-    return _with_init(st, pod, now, init_results)
+        unready = [v.name for v in mains if not v.ready]
+        st["conditions"] = _conditions(pod, now, initialized=initialized, ready=not unready, not_ready=unready,
+                                       not_initialized=[v.name for v in inits if not v.terminated
+                                                        or v.terminated.exit_code != 0])
+    st["containerStatuses"] = [_view_status(pod, c, v) for c, v in zip(spec["containers"], mains)]
+    if inits:
+        st["initContainerStatuses"] = [_view_status(pod, c, v) for c, v in zip(spec["initContainers"], inits)]
+    return {"status": st}
+
+
+def views_from_status(pod) -> tuple[list[ContainerView], list[ContainerView]]:
+    """The views a resumed pod worker starts from: restart counts and finished init containers carry over."""
+    status = pod.get("status", {})
+
+    def view(c, statuses) -> ContainerView:
+        cs = next((s for s in statuses or [] if s.get("name") == c["name"]), {})
+        v = ContainerView(c["name"], restart_count=int(cs.get("restartCount") or 0))
+        running = (cs.get("state") or {}).get("running")
+        if running:
+            v.waiting, v.running_since = None, parse_ts(running.get("startedAt")) or 0.0
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            v.terminated = Terminated(int(term.get("exitCode", 0)), parse_ts(term.get("startedAt")) or 0.0,
+                                      parse_ts(term.get("finishedAt")) or 0.0, term.get("reason", ""),
+                                      term.get("message", ""))
+            v.waiting = None
+        last = (cs.get("lastState") or {}).get("terminated")
+        if last:
+            v.last = Terminated(int(last.get("exitCode", 0)), parse_ts(last.get("startedAt")) or 0.0,
+                                parse_ts(last.get("finishedAt")) or 0.0, last.get("reason", ""))
+        return v
+
+    spec = pod.get("spec", {})
+    return ([view(c, status.get("initContainerStatuses")) for c in spec.get("initContainers") or []],
+            [view(c, status.get("containerStatuses")) for c in spec.get("containers", [])])
 
 
 # --- the state machine -----------------------------------------------------------------------------------------
@@ -439,25 +607,29 @@ def decide(pod: Mapping[str, Any], now: float, settings: Settings, facts: Facts)
         failure, bad = None, str(exc)
     else:
         bad = ""
-    local = failure is None and uses_local_processes(pod, settings)
+    local = runs_label(pod, settings) != "simulated"
     statuses = status.get("containerStatuses") or []
+    if local:  # the pod worker decides everything else, and resumes a pod an earlier simulator left
+        if facts.local_busy or not needs_worker(pod, settings):
+            return NOTHING
+        due = facts.seen_at + settings.start_delay
+        if not statuses and now < due:
+            return Plan("wait", at=due)
+        return Plan("run-local", note="run locally" if not statuses else "resume")
 
-    if not statuses:  # not started yet
+    if not statuses or _waits_for_config(statuses):  # not started yet
         due = facts.seen_at + settings.start_delay
         if now < due:
             return Plan("wait", at=due)
-        if local:
-            return NOTHING if facts.local_busy else Plan("run-local", note="run locally")
+        if facts.config_error or facts.volume_error:
+            return Plan("patch", body=config_waiting_status(pod, now, facts), at=now + CONFIG_RECHECK_SECONDS,
+                        note=facts.volume_error or facts.config_error)
         if failure is not None and (failure.after is None or failure.mode in ("ImagePullBackOff", "ErrImagePull")):
             return _fail_now(pod, now, facts, failure, now, settings)
         return Plan("patch", body=running_status(pod, now, facts), note="Running" + (f" ({bad})" if bad else ""))
 
-    if phase == "Pending":  # image pull failures and failed init containers stay as they are
+    if phase == "Pending":  # image pull failures stay as they are
         return NOTHING
-    if local:
-        if facts.local_busy or not is_run_to_completion(pod):
-            return NOTHING
-        return Plan("run-local", note="resume: run again")  # its processes died with an earlier simulator
 
     crashing = [cs for cs in statuses if "waiting" in (cs.get("state") or {})]
     if crashing:
@@ -482,6 +654,12 @@ def decide(pod: Mapping[str, Any], now: float, settings: Settings, facts: Facts)
         results = {c["name"]: Terminated(0, started, now) for c in spec.get("containers", [])}
         return Plan("patch", body=finished_status(pod, now, facts, results), note="Succeeded")
     return NOTHING
+
+
+def _waits_for_config(statuses) -> bool:
+    reasons = {(cs.get("state") or {}).get("waiting", {}).get("reason") for cs in statuses}
+    return bool(reasons & {"CreateContainerConfigError", "ContainerCreating"}) and not any(
+        cs.get("restartCount") or (cs.get("lastState") or {}).get("terminated") for cs in statuses)
 
 
 # --- comparing with what is there ---------------------------------------------------------------------------------

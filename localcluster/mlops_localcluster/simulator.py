@@ -1,12 +1,18 @@
 """The node simulator: plays kubelet for pods bound to the simulated node pool.
 
     python -m mlops_localcluster.simulator --kubeconfig PATH --state-dir DIR [--config FILE] [--pool FILE]
+        [--tls-cert-file CRT --tls-private-key-file KEY] [--kubelet-port N]
 
 Owns: one watch on pods in all namespaces (relisted every RESYNC_SECONDS), a timer heap for delayed transitions,
-status PATCHes, the deletions that no kubelet will finish, and threads for the own-image pods that run as local
-processes.
+status PATCHes, the deletions that no kubelet will finish (SIGTERM, then SIGKILL after the grace period, for pods
+with processes), a pod worker thread per pod with containers that run as processes (`podworker`), the kubelet
+endpoint for `kubectl logs` (`kubeletapi`), the nodes' kubelet address (InternalIP 127.0.0.1 and
+daemonEndpoints.kubeletEndpoint.Port, patched at start), and, with `--network`, the pod network hook
+(`network.PodNetwork`: a namespace per pod with processes, set up before its worker starts and removed when the
+pod is gone) and the hosts-file writer.
 Calls: the API server (raw JSON through the kubernetes ApiClient), `simstatus` for every decision and status body
 (pure), `simprocess` for local processes (see its docstring for the volume path-remapping rule), `nodes` for the pool.
+Which pods run as processes, the annotations and the log files: docs/localcluster-pods.md.
 
 The kube-scheduler alone decides placement; this never binds a pod. Pods on no node are left alone unless they
 carry a deletionTimestamp. Everything is level-triggered: what to do next is derived from the pod's current
@@ -17,8 +23,8 @@ Config file (YAML, all keys optional; command-line flags win):
     startDelaySeconds: 0.5        # bound -> Running
     runSeconds: 1.0               # Running -> Succeeded for run-to-completion pods
                                   # (annotation sim.mlops.dev/run-seconds)
-    crashBackoffSeconds: 2        # first CrashLoopBackOff restart; doubles per restart
-    crashBackoffMaxSeconds: 60
+    crashBackoffSeconds: 10       # CrashLoopBackOff: the wait before the 2nd restart; doubles per restart (kubelet: 10)
+    crashBackoffMaxSeconds: 300   # (kubelet: 300); tests may shorten both
     ownImages: [mlops-operator]   # images run as local processes (last path component, or a full repository)
     ownImageEntrypoint: [mlops-operator]
     pool: nodes.yaml              # node pool file (relative to this file); or a `nodes:` list inline
@@ -45,24 +51,11 @@ from typing import Any
 
 import yaml
 
+from . import kubeletapi, podworker, simprocess
 from . import nodes as nodepool
-from . import simprocess
 from .errors import ClusterError
-from .network import ClusterNetwork, IpAllocator, PodNetwork  # noqa: F401 - IpAllocator: pod IPs live there
-from .simstatus import (
-    PROCESS_SERVER_IMAGES,
-    Facts,
-    Plan,
-    Settings,
-    Terminated,
-    already_applied,
-    decide,
-    finished_status,
-    init_failed_status,
-    is_own_image,
-    is_run_to_completion,
-    running_status,
-)
+from .network import ClusterNetwork, IpAllocator, PodNetwork
+from .simstatus import LABEL_RUNS, Facts, Plan, Settings, already_applied, decide, runs_as_process, runs_label
 
 log = logging.getLogger("simulator")
 
@@ -70,6 +63,7 @@ SMP = "application/strategic-merge-patch+json"
 RESYNC_SECONDS = 60  # a full list this often, as a kubelet resyncs: a missed watch event is repaired by it
 WATCH_TIMEOUT = RESYNC_SECONDS
 RETRY_SECONDS = 1.0
+KUBELET_ADDRESS = "127.0.0.1"  # every simulated node's kubelet endpoint is this host's loopback
 
 
 # --- configuration -------------------------------------------------------------------------------------------
@@ -170,6 +164,9 @@ class Kube:
         finally:
             resp.release_conn()
 
+    def patch_node_status(self, name: str, body: dict) -> dict:
+        return self._call("PATCH", f"/api/v1/nodes/{name}/status", body=body, content_type=SMP)
+
     def patch_pod_status(self, namespace: str, name: str, body: dict) -> dict:
         return self._call("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", body=body,
                           content_type=SMP)
@@ -232,7 +229,9 @@ class Simulator:
         self.pods: dict[str, dict] = {}  # uid -> newest pod seen
         self.seen_at: dict[str, float] = {}
         self.started_at: dict[str, float] = {}
-        self.local: set[str] = set()  # uids with a local run in progress
+        self.workers: dict[str, podworker.PodWorker] = {}  # uid -> the worker running its processes
+        self.terminating: set[str] = set()  # uids whose processes are being stopped before the delete
+        self.kubelet: kubeletapi.KubeletServer | None = None
         self.ips = IpAllocator()
         self._queue: queue.Queue[str] = queue.Queue()
         self._timers: list[tuple[float, int, str]] = []
@@ -256,6 +255,7 @@ class Simulator:
             addrs = node.get("status", {}).get("addresses") or []
             self.hosts[name] = next((a["address"] for a in addrs if a.get("type") == "InternalIP"), "10.0.0.1")
             log.info("simulating node %s too (labelled %s)", name, nodepool.SIMULATED_LABEL)
+            self.report_kubelet_endpoint([name])
             return True
         self._not_ours[name] = time.time()
         return False
@@ -289,8 +289,11 @@ class Simulator:
             self.started_at.pop(uid, None)
             self._due.pop(uid, None)
             self.ips.release(uid)
-        self.procs.stop(uid)
-        if self.net:  # pod network hook
+            worker = self.workers.get(uid)
+        if worker is not None:  # deleted under us (grace period 0): stop its processes, off the watch thread
+            grace = podworker.grace_seconds(pod or worker.pod)
+            threading.Thread(target=self._stop_then_teardown, args=(uid, worker, grace), daemon=True).start()
+        elif self.net:  # pod network hook
             self.net.teardown(uid)
         if pod is None:
             return
@@ -356,17 +359,19 @@ class Simulator:
 
     # --- the decision loop (one thread) ---
     def _schedule(self, uid: str, at: float) -> None:
+        """Decide about the pod again at `at`; any thread may call it."""
         with self._lock:
             if self._due.get(uid, float("inf")) <= at:
                 return  # an earlier timer will decide again anyway
             self._due[uid] = at
-        heapq.heappush(self._timers, (at, next(self._seq), uid))
+            heapq.heappush(self._timers, (at, next(self._seq), uid))
 
     def run(self) -> None:
         while not self.stopping.is_set():
             timeout = 0.5
-            if self._timers:
-                timeout = min(timeout, max(0.0, self._timers[0][0] - time.time()))
+            with self._lock:
+                if self._timers:
+                    timeout = min(timeout, max(0.0, self._timers[0][0] - time.time()))
             batch = set()
             try:
                 batch.add(self._queue.get(timeout=timeout))
@@ -375,9 +380,9 @@ class Simulator:
             except queue.Empty:
                 pass
             now = time.time()
-            while self._timers and self._timers[0][0] <= now:
-                at, _, uid = heapq.heappop(self._timers)
-                with self._lock:
+            with self._lock:
+                while self._timers and self._timers[0][0] <= now:
+                    at, _, uid = heapq.heappop(self._timers)
                     if self._due.get(uid) == at:
                         del self._due[uid]
                         batch.add(uid)
@@ -386,12 +391,25 @@ class Simulator:
                     break
                 self.step(uid)
 
-    def facts(self, uid: str, pod: Mapping[str, Any]) -> Facts:
+    def facts(self, uid: str, pod: Mapping[str, Any], check_config: bool = False) -> Facts:
         host_ip = self.hosts.get(pod.get("spec", {}).get("nodeName", ""), "")
+        config_error = volume_error = ""
+        if check_config:  # API reads: only for a simulated pod that has not started yet
+            volume_error = simprocess.volume_problem(pod, self.kube.lookup)
+            spec = pod.get("spec", {})
+            config_error = simprocess.env_problem(pod, (spec.get("initContainers") or []) + spec.get("containers", []),
+                                                  self.kube.lookup)
         with self._lock:
             pod_ip = host_ip if pod.get("spec", {}).get("hostNetwork") else self.ips.get(uid)
             return Facts(host_ip=host_ip, pod_ip=pod_ip, seen_at=self.seen_at.get(uid, time.time()),
-                         started_at=self.started_at.get(uid), local_busy=uid in self.local)
+                         started_at=self.started_at.get(uid), local_busy=uid in self.workers,
+                         config_error=config_error, volume_error=volume_error)
+
+    def _not_started(self, pod: Mapping[str, Any]) -> bool:
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        return not pod.get("metadata", {}).get("deletionTimestamp") and not any(
+            "running" in (cs.get("state") or {}) or cs.get("restartCount") or cs.get("lastState") for cs in statuses) \
+            and (pod.get("status", {}).get("phase") or "Pending") == "Pending"
 
     def step(self, uid: str) -> None:
         with self._lock:
@@ -399,7 +417,8 @@ class Simulator:
         if pod is None:
             return
         unbound = not pod.get("spec", {}).get("nodeName")
-        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod)
+        check = not unbound and runs_label(pod, self.settings) == "simulated" and self._not_started(pod)
+        facts = Facts("", "", time.time()) if unbound else self.facts(uid, pod, check_config=check)
         plan = decide(pod, time.time(), self.settings, facts)
         try:
             self.execute(uid, pod, plan)
@@ -420,28 +439,62 @@ class Simulator:
             self._schedule(uid, plan.at)
         elif plan.action == "patch":
             self.write_status(uid, pod, plan.body, plan.note)
+            if plan.at is not None:
+                self._schedule(uid, plan.at)
         elif plan.action == "delete":
-            self.procs.stop(uid)
-            try:
-                self.kube.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
-                log.info("%s deleted (grace period 0)", _key(pod))
-            except ApiError as exc:
-                if exc.status not in (404, 409):  # gone already, or a new pod took the name
-                    raise
+            with self._lock:
+                worker = self.workers.get(uid)
+                if uid in self.terminating:
+                    return
+                if worker is not None:
+                    self.terminating.add(uid)
+            if worker is None:
+                self.delete(uid, pod)
+            else:  # SIGTERM, the grace period, SIGKILL: not in the decision loop
+                threading.Thread(target=self.terminate_then_delete, args=(uid, pod, worker),
+                                 name=f"terminate-{_key(pod)}", daemon=True).start()
         elif plan.action == "run-local":
             with self._lock:
-                if uid in self.local:
+                if uid in self.workers:
                     return
-                self.local.add(uid)
+                worker = podworker.PodWorker(uid, pod, host=self, runner=self.runner, settings=self.settings,
+                                             state_dir=self.state_dir)
+                self.workers[uid] = worker
             self.procs.begin(uid)  # from here on a deletion cancels the run
-            threading.Thread(target=self.run_local, args=(uid, pod), name=f"local-{_key(pod)}",
+            threading.Thread(target=self.run_worker, args=(uid, worker), name=f"pod-{_key(pod)}",
                              daemon=True).start()
 
+    def delete(self, uid: str, pod: dict) -> None:
+        try:
+            self.kube.delete_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], uid)
+            log.info("%s deleted (grace period 0)", _key(pod))
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # gone already, or a new pod took the name
+                raise
+
+    def terminate_then_delete(self, uid: str, pod: dict, worker: podworker.PodWorker) -> None:
+        grace = podworker.grace_seconds(pod)
+        log.info("%s terminating: SIGTERM, SIGKILL after %gs", _key(pod), grace)
+        try:
+            worker.stop(grace)
+            self.delete(uid, pod)
+        except Exception as exc:  # noqa: BLE001 - the decision loop tries again
+            log.warning("%s: delete failed, retrying: %s: %s", _key(pod), type(exc).__name__, exc)
+            self._schedule(uid, time.time() + RETRY_SECONDS)
+        finally:
+            with self._lock:
+                self.terminating.discard(uid)
+
     def write_status(self, uid: str, pod: dict, body: dict, note: str = "") -> None:
-        if already_applied(body, pod):
+        labelled = (pod["metadata"].get("labels") or {}).get(LABEL_RUNS) == runs_label(pod, self.settings)
+        if already_applied(body, pod) and labelled:
             return
         # metadata.uid makes the patch fail instead of landing on a new pod that took the same name
-        body = {**body, "metadata": {"uid": uid}}
+        meta: dict[str, Any] = {"uid": uid}
+        runs = runs_label(pod, self.settings)
+        if (pod["metadata"].get("labels") or {}).get(LABEL_RUNS) != runs:
+            meta["labels"] = {LABEL_RUNS: runs}  # pods/status may set labels; a kubelet's own mark
+        body = {**body, "metadata": meta}
         new = self.kube.patch_pod_status(pod["metadata"]["namespace"], pod["metadata"]["name"], body)
         self.writes += 1
         phase = body["status"].get("phase")
@@ -453,70 +506,115 @@ class Simulator:
             log.info("%s %s", _key(pod), note)
         self.observe(new)
 
-    # --- own-image pods ---
-    def run_local(self, uid: str, pod: dict) -> None:
-        """Init containers, then (run-to-completion pods) the main containers, as local processes."""
+    # --- pods with processes: the worker's host ---
+    def run_worker(self, uid: str, worker: podworker.PodWorker) -> None:
+        retry_at = None
         try:
-            self._run_local(uid, pod)
+            if self.net and not worker.pod["spec"].get("hostNetwork"):
+                # pod network hook: eth0 gets the status.podIP address before the pod's first process
+                self.net.setup(worker.pod, self.facts(uid, worker.pod).pod_ip)
+            worker.run()
         except Exception as exc:  # noqa: BLE001
-            log.warning("%s: local run failed: %s: %s", _key(pod), type(exc).__name__, exc)
+            log.warning("%s: pod worker failed, retrying: %s: %s", worker.name, type(exc).__name__, exc)
+            retry_at = time.time() + RETRY_SECONDS
         finally:
+            if not worker.stopping.is_set():  # a stopped worker's processes get their grace period from stop()
+                self.runner.table.stop(uid, 0)  # nothing of a finished worker keeps running
             self.procs.end(uid)
             with self._lock:
-                self.local.discard(uid)
-            self._queue.put(uid)
+                self.workers.pop(uid, None)
+            if retry_at is None:
+                self._queue.put(uid)
+            else:
+                self._schedule(uid, retry_at)
 
-    def _run_local(self, uid: str, pod: dict) -> None:
-        own = self.settings.own_images
-        spec = pod["spec"]
-        if self.net and not spec.get("hostNetwork"):  # pod network hook: eth0 gets the status.podIP address
-            self.net.setup(pod, self.facts(uid, pod).pod_ip)
-        vol_dirs = simprocess.prepare_volumes(pod, self.state_dir, self.kube.lookup)
-        resumed = bool(pod.get("status", {}).get("containerStatuses"))
-        init_results: dict[str, Terminated] = {}
-        if not resumed:
-            for c in spec.get("initContainers") or []:
-                if self.procs.cancelled(uid):
-                    return
-                if is_own_image(c.get("image", ""), own):
-                    log.info("%s init container %s: running locally", _key(pod), c["name"])
-                    res = self.runner.run_all(pod, [c], vol_dirs)[c["name"]]
-                else:
-                    res = Terminated(0, time.time(), time.time())
-                init_results[c["name"]] = res
-                if res.exit_code != 0:
-                    body = init_failed_status(pod, time.time(), self.facts(uid, pod), init_results)
-                    self.write_status(uid, pod, body, f"init container {c['name']} failed ({res.exit_code})")
-                    return
-            if self.procs.cancelled(uid):
-                return
-            body = running_status(pod, time.time(), self.facts(uid, pod), init_results or None)
-            self.write_status(uid, pod, body, "Running")
-        if not is_run_to_completion(pod):
-            # Servers of generic Python images run until the pod goes (restarts are not simulated); others don't.
-            servers = [c for c in spec["containers"] if is_own_image(c.get("image", ""), PROCESS_SERVER_IMAGES)]
-            if servers:
-                log.info("%s serving %s locally", _key(pod), ", ".join(c["name"] for c in servers))
-                self.runner.run_all(pod, servers, vol_dirs)
-            return
+    def _stop_then_teardown(self, uid: str, worker: podworker.PodWorker, grace: float) -> None:
+        worker.stop(grace)
+        if self.net:  # after the processes: none of them outlives its namespace's name
+            self.net.teardown(uid)
+
+    def current(self, uid: str) -> dict | None:
         with self._lock:
-            current = self.pods.get(uid, pod)
-        containers = spec["containers"]
-        mine = [c for c in containers if is_own_image(c.get("image", ""), own)]
-        log.info("%s running %s locally", _key(pod), ", ".join(c["name"] for c in mine))
-        results = self.runner.run_all(pod, mine, vol_dirs)
-        if self.procs.cancelled(uid):
+            return self.pods.get(uid)
+
+    def facts_for(self, uid: str, pod: Mapping[str, Any]) -> Facts:
+        return self.facts(uid, pod)
+
+    def write(self, uid: str, pod: dict, body: dict, note: str) -> None:
+        try:
+            self.write_status(uid, pod, body, note)
+        except ApiError as exc:
+            if exc.status in (404, 409, 422):  # the pod is gone, or a new one took its name
+                worker = self.workers.get(uid)
+                if worker is not None:
+                    worker.stopping.set()
+            log.warning("%s: status write failed: %s", _key(pod), exc)
+        except Exception as exc:  # noqa: BLE001 - the API server may be restarting: the next change writes again
+            log.warning("%s: status write failed: %s: %s", _key(pod), type(exc).__name__, exc)
+
+    def lookup(self, kind: str, namespace: str, name: str):
+        return self.kube.lookup(kind, namespace, name)
+
+    # --- the kubelet endpoint ---
+    def log_source(self, namespace: str, name: str, container: str, previous: bool) -> kubeletapi.LogSource:
+        with self._lock:
+            found = [(u, p) for u, p in self.pods.items() if _key(p) == f"{namespace}/{name}"]
+        if not found:
+            return kubeletapi.LogSource(None, f'pod "{name}" in namespace "{namespace}" is not on this node', 404)
+        uid, pod = found[-1]
+        spec = pod.get("spec", {})
+        c = next((c for c in (spec.get("initContainers") or []) + spec.get("containers", [])
+                  if c["name"] == container), None)
+        if c is None:
+            return kubeletapi.LogSource(None, f'container "{container}" is not in pod "{name}"', 404)
+        if not runs_as_process(c, self.settings):
+            return kubeletapi.LogSource(None, f'container "{container}" in pod "{name}" is simulated (image '
+                                              f'{c.get("image")} does not run as a process here): it has no log; '
+                                              f'see docs/localcluster-pods.md', 400)
+        folder = simprocess.log_path(self.state_dir, namespace, name, uid, container).parent
+        runs = sorted((int(f.stem) for f in folder.glob("*.log") if f.stem.isdigit()), reverse=True)
+        if previous:
+            runs = runs[1:]
+        if not runs:
+            what = "previous terminated container" if previous else "container"
+            return kubeletapi.LogSource(None, f'{what} "{container}" in pod "{name}" has not run yet', 400)
+        path = folder / f"{runs[0]}.log"
+        worker = self.workers.get(uid)
+
+        def live() -> bool:
+            newest = max((int(f.stem) for f in folder.glob("*.log") if f.stem.isdigit()), default=-1)
+            return worker is not None and container in worker.running and newest == int(path.stem) \
+                and not worker.stopping.is_set()
+        return kubeletapi.LogSource(path, live=live)
+
+    def serve_kubelet(self, port: int, cert_file: str | None, key_file: str | None) -> None:
+        self.kubelet = kubeletapi.KubeletServer(self, port, cert_file, key_file)
+        self.kubelet.start()
+        log.info("kubelet endpoint on %s://%s:%d", self.kubelet.scheme, KUBELET_ADDRESS, self.kubelet.port)
+        self.report_kubelet_endpoint(list(self.hosts))
+
+    def report_kubelet_endpoint(self, names: list[str]) -> None:
+        """As a kubelet reports itself: the address and port the API server proxies `kubectl logs` to."""
+        if self.kubelet is None:
             return
-        started = min((r.started_at for r in results.values()), default=time.time())
-        for c in containers:  # containers of other images count as having done their job
-            results.setdefault(c["name"], Terminated(0, started, time.time()))
-        body = finished_status(current, time.time(), self.facts(uid, pod), results, init_results or None)
-        codes = ", ".join(f"{n}={r.exit_code}" for n, r in results.items())
-        self.write_status(uid, current, body, f"{body['status']['phase']} ({codes})")
+        body = {"status": {"addresses": [{"type": "InternalIP", "address": KUBELET_ADDRESS}],
+                           "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet.port}}}}
+        for name in names:
+            try:
+                self.kube.patch_node_status(name, body)
+            except Exception as exc:  # noqa: BLE001 - logs stay unreachable on that node; all else works
+                log.warning("cannot report the kubelet endpoint of node %s: %s", name, exc)
 
     def shutdown(self) -> None:
+        """Stops every process; the pods' status stays as it was, for the next simulator to resume from."""
         self.stopping.set()
+        with self._lock:
+            workers = list(self.workers.values())
+        for worker in workers:
+            worker.stopping.set()  # first: a worker must not report the exits that follow as crashes
         self.procs.stop_all()
+        if self.kubelet is not None:
+            self.kubelet.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,10 +626,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", help="node pool YAML (default: the built-in pool)")
     parser.add_argument("--start-delay", type=float, help="seconds from bound to Running (default 0.5)")
     parser.add_argument("--run-seconds", type=float, help="seconds a run-to-completion pod runs (default 1)")
-    parser.add_argument("--crash-backoff", type=float, help="first CrashLoopBackOff restart after (default 2)")
+    parser.add_argument("--crash-backoff", type=float, help="first CrashLoopBackOff wait (default 10)")
+    parser.add_argument("--crash-backoff-max", type=float, help="longest CrashLoopBackOff wait (default 300)")
     parser.add_argument("--own-image", action="append", help="image run as local processes (repeatable)")
     parser.add_argument("--network", help="the cluster's network.json: process pods get network namespaces")
     parser.add_argument("--pod-kubeconfig", help="kubeconfig for processes in pod namespaces (with --network)")
+    parser.add_argument("--kubelet-port", type=int, default=0, help="the kubelet endpoint's port (default: free)")
+    parser.add_argument("--tls-cert-file", help="the kubelet endpoint's certificate (default: plain HTTP)")
+    parser.add_argument("--tls-private-key-file", help="its key")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -540,7 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries would flood the log
     try:
         config = load_config(args.config, {"startDelaySeconds": args.start_delay, "runSeconds": args.run_seconds,
-                                           "crashBackoffSeconds": args.crash_backoff, "ownImages": args.own_image,
+                                           "crashBackoffSeconds": args.crash_backoff,
+                                           "crashBackoffMaxSeconds": args.crash_backoff_max,
+                                           "ownImages": args.own_image,
                                            "pool": args.pool})
     except (ClusterError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
@@ -562,6 +666,11 @@ def main(argv: list[str] | None = None) -> int:
     s = config.settings
     log.info("simulator up: nodes %s; start %.1fs, run %.1fs, own images %s", ", ".join(sim.hosts),
              s.start_delay, s.run_seconds, ", ".join(s.own_images))
+    try:
+        sim.serve_kubelet(args.kubelet_port, args.tls_cert_file, args.tls_private_key_file)
+    except (OSError, ValueError) as exc:
+        print(f"simulator: cannot serve the kubelet endpoint: {exc}", file=sys.stderr)
+        return 2
     threading.Thread(target=sim.watch_loop, name="watch", daemon=True).start()
     if net:
         threading.Thread(target=net.hosts.loop, args=(sim.kube.get, sim.stopping), name="hosts", daemon=True).start()

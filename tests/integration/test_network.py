@@ -173,6 +173,27 @@ def test_service_and_headless_names_resolve_inside_pods(kube, namespace, net, we
     assert version.startswith("v1.")
 
 
+def test_probes_run_in_the_pods_namespace(kube, namespace, net):
+    """HTTP, TCP and exec probes of three pods that all listen on 8080: each probe of 127.0.0.1 reaches its own
+    pod's loopback (from the host's namespace it would reach the host's, where none of them listens)."""
+    core = client.CoreV1Api(kube)
+    connect = ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 8080), 2).close()"]
+    probes = {"probe-http": {"httpGet": {"path": "/", "port": 8080}},
+              "probe-tcp": {"tcpSocket": {"port": 8080}},
+              "probe-exec": {"exec": {"command": connect}}}
+    for name, probe in probes.items():
+        body = web_pod(name, {"app": "probed"})
+        body["spec"]["containers"][0]["readinessProbe"] = {**probe, "periodSeconds": 1}
+        core.create_namespaced_pod(namespace, body)
+    core.create_namespaced_service(namespace, service("probed", {"app": "probed"}))
+    ips = running_ips(core, namespace, list(probes))
+    ready_endpoints(core, namespace, "probed", 3)
+    for name in probes:
+        pod = core.read_namespaced_pod(name, namespace)
+        assert pod.status.container_statuses[0].ready and pod.status.container_statuses[0].restart_count == 0
+        assert in_pod(net, ips[name], CLIENT, "http://127.0.0.1:8080/").startswith(name)
+
+
 def test_two_clusters_side_by_side_and_nothing_left_after_down(kube, namespace, net, webs, tmp_path):
     second = LocalCluster(tmp_path / "second")
     try:

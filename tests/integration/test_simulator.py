@@ -162,7 +162,8 @@ def test_own_image_runs_as_a_local_process(kube, core, namespace, local_cluster)
     assert pod["status"]["phase"] == "Succeeded", cs
     assert cs["state"]["terminated"]["reason"] == "Completed" and cs["state"]["terminated"]["exitCode"] == 0
     if local_cluster is not None:
-        logfile = pathlib.Path(local_cluster.layout.root) / "sim" / "pods" / f"{namespace}_help_main.log"
+        uid = pod["metadata"]["uid"]
+        logfile = pathlib.Path(local_cluster.layout.root) / "sim" / "logs" / f"{namespace}_help_{uid}/main/0.log"
         assert "usage" in logfile.read_text().lower()
 
 
@@ -185,21 +186,20 @@ def test_own_image_volume_paths_env_and_exit_code(kube, core, namespace, local_c
         assert (host / "out.txt").read_text() == f"local {host}/out.txt"
 
 
-def test_own_image_init_containers_then_server_is_marked_ready(kube, core, namespace):
+def test_own_image_init_containers_then_simulated_server_is_marked_ready(kube, core, namespace):
     init = [{"name": "prepare", "image": OWN_IMAGE, "command": ["python", "-c", "print('init ok')"]}]
-    core.create_namespaced_pod(namespace, pod_body("server", image=OWN_IMAGE, init=init))
+    core.create_namespaced_pod(namespace, pod_body("server", image="model-server:1", init=init))
     pod = wait_pod(kube, namespace, "server", lambda p: cond(p, "Ready").get("status") == "True")
     assert container_status(pod, init=True)["state"]["terminated"]["reason"] == "Completed"
+    assert pod["metadata"]["labels"]["sim.mlops.dev/runs"] == "mixed"
 
 
-@pytest.mark.parametrize("restart,phase", [("Always", "Pending"), ("Never", "Failed")])
-def test_own_image_init_container_failure(kube, core, namespace, restart, phase):
+def test_own_image_init_container_failure_ends_a_never_pod(kube, core, namespace):
     init = [{"name": "prepare", "image": OWN_IMAGE, "command": ["python", "-c", "raise SystemExit(5)"]}]
-    core.create_namespaced_pod(namespace, pod_body("broken", image=OWN_IMAGE, restart=restart, init=init))
-    pod = wait_pod(kube, namespace, "broken",
-                   lambda p: "terminated" in (container_status(p, init=True).get("state") or {}))
+    core.create_namespaced_pod(namespace, pod_body("broken", image=OWN_IMAGE, restart="Never", init=init))
+    pod = wait_pod(kube, namespace, "broken", phase_is("Failed"))
     term = container_status(pod, init=True)["state"]["terminated"]
-    assert pod["status"]["phase"] == phase and term["exitCode"] == 5 and term["reason"] == "Error"
+    assert term["exitCode"] == 5 and term["reason"] == "Error"
 
 
 @pytest.mark.parametrize("failure,restart,check", [

@@ -1,34 +1,43 @@
-"""The node simulator's pure parts: lifecycle decisions, status bodies, own-image detection, path remapping."""
+"""The node simulator's pure parts: lifecycle decisions, status bodies (simulated and process pods), image table,
+path remapping, Secret/ConfigMap checks, probes, log rendering."""
 
 from __future__ import annotations
 
 import copy
 import pathlib
+import socket
+import subprocess
 import sys
 
 import pytest
 
-from mlops_localcluster import nodes, simprocess
+from mlops_localcluster import kubeletapi, nodes, probes, simprocess
 from mlops_localcluster.simstatus import (
     ANN_FAILURE,
     ANN_FAILURE_AFTER,
     ANN_FAILURE_CONTAINER,
     ANN_RUN_SECONDS,
+    CONFIG_RECHECK_SECONDS,
     STUCK_DELETION_SECONDS,
     Facts,
     Failure,
     Settings,
     Terminated,
     already_applied,
+    config_waiting_status,
     decide,
     finished_status,
     image_name,
-    init_failed_status,
     is_own_image,
+    needs_worker,
     parse_failure,
+    pod_phase,
+    process_status,
     running_status,
+    runs_label,
     ts,
     uses_local_processes,
+    views_from_status,
 )
 from mlops_localcluster.simulator import IpAllocator, load_config
 
@@ -283,9 +292,32 @@ def test_own_image_with_a_repository():
 
 def test_which_pods_run_locally():
     assert uses_local_processes(pod("Never", image="mlops-operator:0.1.0"), S)
-    assert not uses_local_processes(pod("Always", image="mlops-operator:0.1.0"), S)  # the server is not run
+    assert uses_local_processes(pod("Always", image="python:3.11-slim"), S)  # servers run too
     assert uses_local_processes(pod("Always", init=[{"name": "i", "image": "mlops-operator:0.1.0"}]), S)
     assert not uses_local_processes(pod("Never"), S)
+    assert not uses_local_processes(pod("Always", image="python-extra:3"), S)
+
+
+@pytest.mark.parametrize("image,init,label", [
+    ("python:3.11", None, "process"), ("nginx:1.19", None, "simulated"),
+    ("vllm/vllm-openai:v0.6.3", [{"name": "fetch", "image": "mlops-operator:1"}], "mixed")])
+def test_runs_label(image, init, label):
+    assert runs_label(pod(image=image, init=init), S) == label
+
+
+def test_a_worker_resumes_what_is_left_and_stops_when_done():
+    served = pod("Always", image="vllm/vllm-openai:1", init=[{"name": "fetch", "image": "mlops-operator:1"}])
+    assert needs_worker(served, S)
+    inits, mains = views_from_status(served)
+    inits[0].end(Terminated(0, T0, T0 + 1))
+    mains[0].run(T0 + 1)
+    mains[0].ready = True
+    running = apply(served, process_status(served, T0 + 1, facts(), inits, mains))
+    assert running["status"]["phase"] == "Running"
+    assert not needs_worker(running, S)  # only the init container was a process: nothing left to do
+    assert decide(running, T0 + 9, S, facts()).action == "none"
+    server = pod("Always", image="python:3.11")
+    assert needs_worker(apply(server, running_status(server, T0, facts())), S)  # its process died with us
 
 
 def test_own_image_pod_is_run_once_and_resumed():
@@ -304,19 +336,6 @@ def test_local_results_make_the_status():
     term = st["containerStatuses"][0]["state"]["terminated"]
     assert st["phase"] == "Failed" and term["exitCode"] == 2 and term["reason"] == "Error"
     assert term["message"] == "boom"
-
-
-@pytest.mark.parametrize("restart,phase", [("Always", "Pending"), ("Never", "Failed")])
-def test_failed_init_container(restart, phase):
-    p = pod(restart, init=[{"name": "a", "image": "mlops-operator:1"}, {"name": "b", "image": "mlops-operator:1"}])
-    st = init_failed_status(p, T0 + 2, facts(), {"a": Terminated(1, T0, T0 + 2)})["status"]
-    a, b = st["initContainerStatuses"]
-    assert st["phase"] == phase
-    assert a["state"]["terminated"]["reason"] == "Error" and b["state"]["waiting"]["reason"] == "PodInitializing"
-    assert st["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
-    if restart == "Always":
-        assert cond({"status": st}, "Initialized")["status"] == "False"
-        assert decide({**p, "status": st}, T0 + 10, S, facts()).action == "none"
 
 
 def test_already_applied():
@@ -360,7 +379,7 @@ def test_path_remapping_and_env(tmp_path):
     words = simprocess.argv(c, env, mm, bin_dir=pathlib.Path("/venv/bin"))
     assert words == ["/venv/bin/mlops-operator", "train", "--out", f"{vol}/work/model",
                      f"--log={vol}/work/logs/x.txt", "/database", f"{vol}/cfg/model.yaml"]
-    assert simprocess.log_path(tmp_path, "ns", "p", "main") == tmp_path / "pods" / "ns_p_main.log"
+    assert simprocess.log_path(tmp_path, "ns", "p", "u-1", "main", 2) == tmp_path / "logs/ns_p_u-1/main/2.log"
 
 
 def test_remap_path_edges():
@@ -389,7 +408,8 @@ def test_runner_runs_a_process(tmp_path):
     res = runner.run_all(p, [c_ok, c_bad, c_missing], {})
     assert res["ok"].exit_code == 0 and res["bad"].exit_code == 4 and "oops" in res["bad"].message
     assert res["missing"].reason == "StartError"
-    assert str((tmp_path / "kubeconfig").resolve()) in (tmp_path / "pods" / "ns_p_ok.log").read_text()
+    line = (tmp_path / "logs" / "ns_p_u-1" / "ok" / "0.log").read_text()
+    assert line.endswith(f" stdout F {(tmp_path / 'kubeconfig').resolve()}\n")  # the CRI log format
 
 
 # --- pool, config, IPs ---
@@ -460,3 +480,188 @@ def test_process_table_cancels_only_active_runs():
     assert table.cancelled("u")
     table.end("u")
     assert not table.cancelled("u")
+
+
+# --- pods run by a pod worker: phase and status from container views ---
+
+def views(pod_, **by_name):
+    """ContainerViews in spec order; by_name maps a container name to a function that sets its view up."""
+    inits, mains = views_from_status(pod_)
+    for v in inits + mains:
+        if v.name in by_name:
+            by_name[v.name](v)
+    return inits, mains
+
+
+def ran(code, restarts=0):
+    def setup(v):
+        for _ in range(restarts):
+            v.end(Terminated(code, T0, T0 + 1))
+            v.back_off("CrashLoopBackOff", "back-off")
+        v.end(Terminated(code, T0 + 2, T0 + 3))
+    return setup
+
+
+def running(ready=True):
+    def setup(v):
+        v.run(T0 + 1)
+        v.ready = ready
+    return setup
+
+
+@pytest.mark.parametrize("restart,main,phase", [
+    ("Always", running(), "Running"),
+    ("Always", ran(0), "Running"),  # will restart
+    ("Never", ran(0), "Succeeded"),
+    ("Never", ran(2), "Failed"),
+    ("OnFailure", ran(2), "Failed"),  # ended for good only when the worker stops restarting it
+    ("OnFailure", lambda v: (ran(2)(v), v.back_off("CrashLoopBackOff", "")), "Running"),
+    ("Always", lambda v: None, "Pending"),  # never started
+])
+def test_pod_phase_as_a_kubelet_computes_it(restart, main, phase):
+    p = pod(restart, image="python:3.11")
+    assert pod_phase(p, *views(p, main=main)) == phase
+
+
+def test_failed_init_container_is_retried_then_never_fails_the_pod():
+    init = [{"name": "a", "image": "python:3.11"}, {"name": "b", "image": "python:3.11"}]
+    for restart, phase in (("Always", "Pending"), ("Never", "Failed")):
+        p = pod(restart, image="app:1", init=init)
+        inits, mains = views(p, a=ran(1))
+        st = process_status(p, T0 + 3, facts(), inits, mains)["status"]
+        a, b = st["initContainerStatuses"]
+        assert st["phase"] == phase
+        assert a["state"]["terminated"]["reason"] == "Error" and b["state"]["waiting"]["reason"] == "ContainerCreating"
+        if restart == "Always":
+            assert cond({"status": st}, "Initialized")["status"] == "False"
+    p = pod("Always", image="app:1", init=init)
+    inits, mains = views(p, a=lambda v: (ran(1)(v), v.back_off("CrashLoopBackOff", "back-off 10s")))
+    a = process_status(p, T0 + 3, facts(), inits, mains)["status"]["initContainerStatuses"][0]
+    assert a["state"]["waiting"]["reason"] == "CrashLoopBackOff" and a["restartCount"] == 1
+    assert a["lastState"]["terminated"]["exitCode"] == 1  # Init:CrashLoopBackOff with the failed run kept
+
+
+def test_readiness_decides_ready_and_restarts_are_counted():
+    p = pod("Always", image="python:3.11")
+    st = process_status(p, T0 + 2, facts(), *views(p, main=running(ready=False)))["status"]
+    assert st["phase"] == "Running" and cond({"status": st}, "Ready")["status"] == "False"
+    assert cond({"status": st}, "ContainersReady")["reason"] == "ContainersNotReady"
+    assert st["containerStatuses"][0]["ready"] is False and "running" in st["containerStatuses"][0]["state"]
+    p2 = apply(p, {"status": st})
+    st = process_status(p2, T0 + 3, facts(), *views(p, main=running()))["status"]
+    assert cond({"status": st}, "Ready")["status"] == "True" and st["containerStatuses"][0]["ready"]
+
+    def crashed_twice(v):
+        ran(137, restarts=1)(v)
+        v.back_off("CrashLoopBackOff", "back-off 10s restarting failed container=main")
+    cs = process_status(p, T0 + 4, facts(), *views(p, main=crashed_twice))["status"]["containerStatuses"][0]
+    assert cs["restartCount"] == 2 and cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert cs["lastState"]["terminated"]["exitCode"] == 137 and cs["lastState"]["terminated"]["reason"] == "Error"
+
+
+def test_views_resume_from_the_status():
+    p = pod("Always", image="python:3.11", init=[{"name": "i", "image": "python:3.11"}])
+    inits, mains = views(p, i=ran(0), main=lambda v: (ran(1, restarts=2)(v), v.back_off("CrashLoopBackOff", "")))
+    p = apply(p, process_status(p, T0 + 5, facts(), inits, mains))
+    inits2, mains2 = views_from_status(p)
+    assert inits2[0].terminated.exit_code == 0
+    assert mains2[0].restart_count == 3 and mains2[0].last.exit_code == 1
+
+
+# --- Secrets and ConfigMaps a pod needs ---
+
+DATA = {("Secret", "creds"): {"token": "t"}, ("ConfigMap", "cfg"): {"mode": "fast"}}
+LOOKUP = lambda kind, ns, name: DATA.get((kind, name))  # noqa: E731
+
+
+@pytest.mark.parametrize("env,problem", [
+    ([{"name": "T", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}], ""),
+    ([{"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "token"}}}], 'secret "nope" not found'),
+    ([{"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "t", "optional": True}}}], ""),
+    ([{"name": "T", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "other"}}}],
+     "couldn't find key other in ConfigMap ns/cfg"),
+])
+def test_env_problem(env, problem):
+    c = {"name": "main", "image": "x", "env": env}
+    assert simprocess.env_problem(pod(containers=[c]), [c], LOOKUP) == problem
+
+
+def test_env_from_and_volume_problems():
+    c = {"name": "main", "image": "x", "envFrom": [{"configMapRef": {"name": "missing"}}]}
+    assert simprocess.env_problem(pod(containers=[c]), [c], LOOKUP) == 'configmap "missing" not found'
+    p = pod(volumes=[{"name": "v", "secret": {"secretName": "gone"}}])
+    assert simprocess.volume_problem(p, LOOKUP) == 'MountVolume.SetUp failed for volume "v" : secret "gone" not found'
+    assert simprocess.volume_problem(pod(volumes=[{"name": "v", "configMap": {"name": "cfg"}}]), LOOKUP) == ""
+
+
+def test_a_simulated_pod_waits_for_its_secret_and_is_looked_at_again():
+    p = pod("Always")
+    plan = decide(p, T0 + 1, S, facts(config_error='secret "creds" not found'))
+    cs = plan.body["status"]["containerStatuses"][0]
+    assert plan.action == "patch" and plan.at == T0 + 1 + CONFIG_RECHECK_SECONDS
+    assert cs["state"]["waiting"] == {"reason": "CreateContainerConfigError", "message": 'secret "creds" not found'}
+    assert plan.body["status"]["phase"] == "Pending" and not cs["ready"]
+    p = apply(p, plan.body)
+    assert decide(p, T0 + 4, S, facts(config_error="still")).body["status"]["phase"] == "Pending"
+    assert decide(p, T0 + 4, S, facts()).body["status"]["phase"] == "Running"  # the Secret came
+    volume = decide(pod("Always"), T0 + 1, S, facts(volume_error="MountVolume.SetUp failed"))
+    assert volume.body["status"]["containerStatuses"][0]["state"]["waiting"] == {"reason": "ContainerCreating"}
+
+
+def test_config_waiting_with_init_containers():
+    p = pod("Always", init=[{"name": "i", "image": "x"}])
+    st = config_waiting_status(p, T0, facts(config_error="secret \"s\" not found"))["status"]
+    assert st["initContainerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    assert st["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+
+
+# --- probes ---
+
+def test_probe_parsing_defaults_and_named_ports():
+    c = {"name": "m", "ports": [{"name": "http", "containerPort": 8080}],
+         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+         "livenessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 2, "failureThreshold": 5},
+         "startupProbe": {"exec": {"command": ["true"]}}}
+    r = probes.parse_probe(c, "readinessProbe")
+    assert (r.kind, r.port, r.path, r.period, r.timeout, r.success_threshold, r.failure_threshold) == \
+        ("http", 8080, "/ready", 10.0, 1.0, 1, 3)
+    live = probes.parse_probe(c, "livenessProbe")
+    assert (live.kind, live.port, live.period, live.failure_threshold) == ("tcp", 9000, 2.0, 5)
+    assert probes.parse_probe({"name": "m"}, "readinessProbe") is None
+    with pytest.raises(ValueError, match="port 'web'"):
+        probes.parse_probe({"readinessProbe": {"httpGet": {"port": "web"}}}, "readinessProbe")
+
+
+def test_probe_tracker_thresholds_and_timing():
+    probe = probes.Probe("tcp", port=1, initial_delay=5, period=2, success_threshold=2, failure_threshold=3)
+    t = probes.ProbeTracker(probe, T0, initial=False)
+    assert not t.due(T0 + 4) and t.due(T0 + 5)
+    assert not t.record(True, T0 + 5) and t.result is False  # one success of two
+    assert t.next_at == T0 + 7
+    assert t.record(True, T0 + 7) and t.result is True
+    assert not t.record(False, T0 + 9) and not t.record(False, T0 + 11) and t.result is True
+    assert t.record(False, T0 + 13, "refused") and t.result is False and t.message == "refused"
+    assert not t.record(True, T0 + 15) and t.result is False  # successes start counting again
+
+
+def test_probes_run_for_real(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert not probes.run_probe(probes.Probe("tcp", port=port))[0]  # bound, not listening
+        s.listen()
+        assert probes.run_probe(probes.Probe("tcp", port=port)) == (True, "")
+    runner = lambda cmd, timeout: subprocess.run(cmd, stdout=subprocess.PIPE, timeout=timeout)  # noqa: E731
+    assert probes.run_probe(probes.Probe("exec", command=(sys.executable, "-c", "pass")), runner)[0]
+    ok, why = probes.run_probe(probes.Probe("exec", command=(sys.executable, "-c", "print('bad'); exit(1)")), runner)
+    assert not ok and why == "bad"
+
+
+# --- kubectl logs: the CRI files rendered ---
+
+def test_log_lines_rendered_as_kubectl_shows_them():
+    raw = simprocess.cri_line(T0, "stdout", b"one\n") + simprocess.cri_line(T0 + 10, "stderr", b"two\n")
+    assert raw.startswith(b"2023-11-14T22:13:20.000000000Z stdout F one\n")
+    assert kubeletapi.render(raw) == [b"one\n", b"two\n"]
+    assert kubeletapi.render(raw, timestamps=True)[1] == b"2023-11-14T22:13:30.000000000Z two\n"
+    assert kubeletapi.render(raw, since=T0 + 5) == [b"two\n"]
