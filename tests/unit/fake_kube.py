@@ -31,6 +31,10 @@ class FakeClient:
         self.writes.append((verb, (params or {}).get("fieldManager", ""), path, copy.deepcopy(body)))
         return body
 
+    async def merge_patch(self, obj_path: str, patch: dict) -> dict:
+        return await self.request("PATCH", obj_path, body=patch, content_type="application/merge-patch+json",
+                                  params={"fieldManager": FIELD_MANAGER})
+
     async def patch_status(self, obj_path: str, status: dict) -> dict:
         self.writes.append(("patch", FIELD_MANAGER, obj_path + "/status", {"status": copy.deepcopy(status)}))
         return status

@@ -81,6 +81,9 @@ class FakeClient:
             raise ApiError(409, {"message": "the object has been modified"}, method, path)
         return self.put(merge(obj, {"status": body["status"]}))
 
+    async def merge_patch(self, path: str, patch: dict) -> dict:
+        return await self.request("PATCH", path, body=patch)
+
     async def patch_status(self, path: str, status: dict) -> dict:
         return await self.request("PATCH", path + "/status", body={"status": status})
 

@@ -29,7 +29,7 @@ class FakeClient:
         self.patches: list[str] = []
         self.gets = 0
 
-    async def patch_status(self, path: str, status: dict) -> dict:
+    async def merge_patch(self, path: str, patch: dict) -> dict:
         self.patches.append(path)
         if self.failures:
             raise ApiError(404, self.failures.pop(0), "PATCH", path)

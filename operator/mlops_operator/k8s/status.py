@@ -53,18 +53,34 @@ class ObjectGone(Exception):
         self.uid = uid
 
 
-async def write_status(client: KubeClient, body: dict, status: dict) -> bool:
+class StaleStatus(Exception):
+    """A conditional status write found the object changed since it was read (409): what the reconcile decided
+    came from an older version (the cache lags behind), so nothing was written and nothing may be acted on."""
+
+
+async def write_status(client: KubeClient, body: dict, status: dict, *, if_current: bool = False) -> dict | None:
+    """Writes what changed in the status (one merge patch to the status subresource); returns the object as the
+    API server stored it, or None when nothing changed. `if_current`: only while the object is still the version
+    read (its resourceVersion as a precondition), else StaleStatus, so a once-only action (an event, an attempt, a
+    retraining) decided from a stale cache is never taken. A 404 raises ObjectGone only when the object is really
+    gone; a 404 for a live object (an API server that restarts serves no custom resources for a while) is an error
+    to retry."""
     patch = status_patch(body.get("status"), status)
     if patch is None:
-        return False
+        return None
+    payload: dict[str, Any] = {"status": patch}
+    if if_current:
+        payload["metadata"] = {"resourceVersion": body["metadata"].get("resourceVersion")}
     try:
-        await client.patch_status(object_path(body), patch)
+        written = await client.merge_patch(object_path(body) + "/status", payload)
     except ApiError as err:
+        if err.status == 409 and if_current:
+            raise StaleStatus(str(err)) from None
         if err.status == 404 and await _gone(client, body):
             raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
-        raise  # a 404 for a live object (an API server restarting serves no custom resources for a while): retry
+        raise
     log_transition(body, status)
-    return True
+    return written if isinstance(written, dict) else {**body, "status": clean(status)}
 
 
 async def _gone(client: KubeClient, body: dict) -> bool:
@@ -109,6 +125,9 @@ async def report_invalid(client: KubeClient, body: dict, errors: list[str], now:
     before = find_condition(old.get("conditions"), "Ready")
     new = {**old, "observedGeneration": body["metadata"].get("generation"),
            "conditions": set_condition(old.get("conditions"), ready)}
-    await write_status(client, body, new)
+    try:
+        await write_status(client, body, new, if_current=True)
+    except StaleStatus:
+        return  # decided from an older version: the newer one's watch event brings the next reconcile
     if before is None or (before.get("reason"), before.get("message")) != ("InvalidSpec", ready["message"]):
         await emit(client, body, "Warning", "InvalidSpec", ready["message"], now)

@@ -17,13 +17,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from .. import FIELD_MANAGER, metrics
+from .. import metrics
 from ..api import DRIFT_MONITOR, InvalidSpec, validate_object
 from ..api.driftmonitor import DriftMonitorSpec
 from ..k8s.client import ApiError, KubeClient, object_path, resource_path
 from ..k8s.conditions import format_time
 from ..k8s.events import emit
-from ..k8s.status import ObjectGone, report_invalid, status_patch
+from ..k8s.status import StaleStatus, report_invalid, write_status
 from ..k8s.sync import sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
@@ -149,22 +149,10 @@ class DriftMonitorReconciler:
     async def _write_status(self, body: dict, status: dict) -> bool:
         """Writes the status if it changed and the stored object is still the cached one; raises CacheBehind
         when it is not."""
-        patch = status_patch(body.get("status"), status)
-        if patch is None:
-            return False
-        precondition = {"resourceVersion": body["metadata"]["resourceVersion"]}
         try:
-            await self.client.request("PATCH", object_path(body) + "/status",
-                                      body={"metadata": precondition, "status": patch},
-                                      content_type="application/merge-patch+json",
-                                      params={"fieldManager": FIELD_MANAGER})
-        except ApiError as err:
-            if err.status == 409:
-                raise CacheBehind() from None
-            if err.status == 404:
-                raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
-            raise
-        return True
+            return await write_status(self.client, body, status, if_current=True) is not None
+        except StaleStatus:
+            raise CacheBehind() from None
 
     async def _sync_alert(self, key: tuple[str, str], body: dict | None, want: tuple[str, dict] | None,
                           resolve: tuple[str, dict] | None, now: datetime, schedule: str | None = None

@@ -24,15 +24,14 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from .. import FIELD_MANAGER
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.validation import spec_warnings
-from ..k8s.client import APPLY, ApiError, KubeClient, object_path
+from ..k8s.client import APPLY, KubeClient, object_path
 from ..k8s.conditions import dig
 from ..k8s.diff import digest
 from ..k8s.events import emit
-from ..k8s.status import ObjectGone, report_invalid, status_patch
+from ..k8s.status import StaleStatus, report_invalid, write_status
 from ..k8s.sync import UPDATED, ChildRejected, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
@@ -108,22 +107,12 @@ async def apply_as_handover(client: KubeClient, body: dict) -> None:
 
 
 async def write_status_if_current(client: KubeClient, body: dict, new_status: dict) -> bool | None:
-    """Writes what changed in the status, provided the object is still the version read (else 409): True when
-    written, False when nothing changed, None when the read was stale (nothing written)."""
-    patch = status_patch(body.get("status"), new_status)
-    if patch is None:
-        return False
-    guarded = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch}
+    """Writes what changed in the status, provided the object is still the version read: True when written, False
+    when nothing changed, None when the read was stale (nothing written)."""
     try:
-        await client.request("PATCH", object_path(body) + "/status", body=guarded,
-                             content_type="application/merge-patch+json", params={"fieldManager": FIELD_MANAGER})
-    except ApiError as err:
-        if err.status == 409:
-            return None
-        if err.status == 404:
-            raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
-        raise
-    return True
+        return await write_status(client, body, new_status, if_current=True) is not None
+    except StaleStatus:
+        return None
 
 
 class ModelDeploymentReconciler:

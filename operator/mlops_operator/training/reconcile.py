@@ -36,7 +36,7 @@ from ..k8s.client import ApiError, KubeClient, object_path, resource_path
 from ..k8s.conditions import find_condition, invalid_spec, set_condition
 from ..k8s.diff import HASH_ANNOTATION, stamp
 from ..k8s.events import emit
-from ..k8s.status import ObjectGone, status_patch
+from ..k8s.status import StaleStatus, write_status
 from ..k8s.sync import ChildRejected, sync_children
 from ..podspec.gpu import gpu_count
 from ..runtime.cache import Cache
@@ -237,18 +237,13 @@ class TrainingJobReconciler:
     async def _write(self, body: dict, status: dict, events: list[lifecycle.Event], now: datetime) -> dict:
         """Writes the status if it changed, on condition that the job is still the body it was decided from
         (else Conflict), then posts the events of that transition. Returns the job as written."""
-        patch = status_patch(body.get("status"), status)
-        if patch is not None:
+        try:
+            written = await write_status(self.client, body, status, if_current=True)
+        except StaleStatus:
+            raise Conflict() from None
+        if written is not None:
             meta = body["metadata"]
-            try:
-                body = await self.client.merge_patch(object_path(body) + "/status", {
-                    "metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": patch})
-            except ApiError as err:
-                if err.status == 409:
-                    raise Conflict() from None
-                if err.status == 404:
-                    raise ObjectGone(meta.get("uid"), str(err)) from None
-                raise
+            body = written
             self._written[(meta["namespace"], meta["name"])] = body
         for type_, reason, message in events:
             await emit(self.client, body, type_, reason, message, now)
