@@ -7,6 +7,8 @@ import os
 
 from . import __version__
 
+MLSERVER_IMAGE = "seldonio/mlserver:1.7.1"
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -25,6 +27,8 @@ class Settings:
     # Seconds a replica's peering keep-alive is trusted: a replica killed without a goodbye is replaced by the
     # next in priority within about this long (kopf's default is 60).
     peering_lifetime: int = 60
+    # MLServer (Seldon's, Open Inference Protocol v2): the mlserver preset's image.
+    mlserver_image: str = MLSERVER_IMAGE
 
 
 def load() -> Settings:
@@ -35,6 +39,7 @@ def load() -> Settings:
         # No default: see serving/runtimes.py image_problems.
         triton_image=env("MLOPS_IMAGE_TRITON", ""),
         sklearn_image=env("MLOPS_IMAGE_SKLEARN", "kserve/sklearnserver:v0.14.0"),
+        mlserver_image=env("MLOPS_IMAGE_MLSERVER", MLSERVER_IMAGE),
         cluster_domain=env("MLOPS_CLUSTER_DOMAIN", "cluster.local"),
         workers=int(env("MLOPS_WORKERS", "16")),
         watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),
