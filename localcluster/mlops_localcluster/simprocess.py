@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import mlserver
 from .simstatus import Terminated
 
 Lookup = Callable[[str, str, str], "Mapping[str, str] | None"]  # (kind, namespace, name) -> decoded data
@@ -269,6 +270,9 @@ class Runner:
         mount_map = mounts(container, vol_dirs)
         own_env = container_env(pod, container, self.lookup, mount_map)
         words = argv(container, own_env, mount_map, self.entrypoint)
+        if mlserver.serves(container):  # the mlserver preset's image: its own venv, configured by env
+            words, extra = mlserver.launch(own_env, host_network=not self.network)
+            own_env.update(extra)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
         env.update(HOSTNAME=name, KUBECONFIG=str(self.kubeconfig),
                    PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -147,8 +147,9 @@ def is_run_to_completion(pod: Mapping[str, Any]) -> bool:
     return pod.get("spec", {}).get("restartPolicy", "Always") in RUN_TO_COMPLETION
 
 
-# Generic Python images whose servers run as processes too (restartPolicy Always); see simulator._run_local.
-PROCESS_SERVER_IMAGES = ("python",)
+# Generic Python images and MLServer (mlserver.py) whose servers run as processes too (restartPolicy Always); see
+# simulator._run_local.
+PROCESS_SERVER_IMAGES = ("python", "mlserver")
 
 
 def uses_local_processes(pod: Mapping[str, Any], settings: Settings) -> bool:
