@@ -71,7 +71,12 @@ def test_mlserver_serves_the_fetched_sklearn_model_on_its_node_port(kube, namesp
     assert [int(v) for v in output["data"]] == expected
     assert len(set(expected)) == 3  # the rows span all three classes: a constant answer would not pass
 
-    md = wait_for(lambda: _ready(kube, namespace), timeout=60, message="iris Ready")
+    # The pod's Ready is the simulator's (probes are not run here yet); the Deployment counts the pod ready.
+    dep = wait_for(lambda: _deployment_status(kube, namespace).get("ready_replicas") == 1, timeout=60,
+                   message="the iris Deployment's ready replica")
+    assert dep
+    md = client.CustomObjectsApi(kube).get_namespaced_custom_object("mlops.dev", "v1alpha1", namespace,
+                                                                    "modeldeployments", "iris")
     assert md["status"]["readyReplicas"] == 1
 
 
@@ -79,8 +84,6 @@ def _exists(kube, namespace: str) -> bool:
     return any(s.metadata.name == "iris" for s in client.CoreV1Api(kube).list_namespaced_service(namespace).items)
 
 
-def _ready(kube, namespace: str) -> dict | None:
-    md = client.CustomObjectsApi(kube).get_namespaced_custom_object("mlops.dev", "v1alpha1", namespace,
-                                                                    "modeldeployments", "iris")
-    ready = next((c for c in (md.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {})
-    return md if ready.get("status") == "True" else {"not ready": md.get("status")} and None
+def _deployment_status(kube, namespace: str) -> dict:
+    dep = client.AppsV1Api(kube).read_namespaced_deployment("iris", namespace)
+    return {"generation": dep.metadata.generation, **dep.status.to_dict()}
