@@ -25,12 +25,13 @@ def kubectl() -> str:
     return str(found)
 
 
+IRIS_MODEL = ROOT / ".cluster" / "demo-models" / "iris" / "model.joblib"
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]  # a setosa and a virginica from the iris data
 
 
 def iris_model(target: pathlib.Path) -> list[int]:
     """Trains a classifier on scikit-learn's bundled iris data, saves it with joblib, and returns its predictions
-    for IRIS_ROWS (what the served model must answer)."""
+    for IRIS_ROWS (what the served model answers)."""
     import joblib
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -61,7 +62,7 @@ def offline_quickstart(path: pathlib.Path, node_port: int | None = None) -> str:
         if model and "uri" in model:
             name = doc["metadata"]["name"]
             if name == "iris":
-                target = models / name / "model.joblib"
+                target = IRIS_MODEL
                 iris_model(target)
                 if node_port is not None:
                     spec["service"] = {"type": "NodePort", "nodePort": node_port}
@@ -74,14 +75,18 @@ def offline_quickstart(path: pathlib.Path, node_port: int | None = None) -> str:
 
 
 def curl_hint(node_port: int) -> str:
+    """The request to paste, and the answer the iris model written by offline_quickstart gives."""
     import json
 
+    import joblib
+
+    predicted = [int(v) for v in joblib.load(IRIS_MODEL).predict(IRIS_ROWS)]
     body = json.dumps(infer_request(IRIS_ROWS))
-    return (f"  # the iris model (MLServer, Open Inference Protocol v2), once `kubectl get mlops` shows it Ready:\n"
+    return (f"  # the iris model (MLServer, Open Inference Protocol v2), once its pods run (it loads in seconds):\n"
             f"  curl -s -H 'Content-Type: application/json' -d '{body}' \\\n"
             f"    http://127.0.0.1:{node_port}/v2/models/iris/infer\n"
             f"  # answers {{\"model_name\":\"iris\", ..., \"outputs\":[{{\"name\":\"predict\",\"shape\":[2,1],"
-            f"\"datatype\":\"INT64\", ...,\"data\":[0,2]}}]}}\n"
+            f"\"datatype\":\"INT64\", ...,\"data\":{json.dumps(predicted)}}}]}}\n"
             f"  # (classes: 0 setosa, 1 versicolor, 2 virginica)\n")
 
 
