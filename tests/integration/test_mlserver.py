@@ -71,17 +71,23 @@ def test_mlserver_serves_the_fetched_sklearn_model_on_its_node_port(kube, namesp
     assert [int(v) for v in output["data"]] == expected
     assert len(set(expected)) == 3  # the rows span all three classes: a constant answer would not pass
 
-    # The pod's Ready is the simulator's (probes are not run here yet); the Deployment counts the pod ready.
-    dep = wait_for(lambda: _deployment_status(kube, namespace).get("ready_replicas") == 1, timeout=60,
-                   message="the iris Deployment's ready replica")
-    assert dep
-    md = client.CustomObjectsApi(kube).get_namespaced_custom_object("mlops.dev", "v1alpha1", namespace,
-                                                                    "modeldeployments", "iris")
+    # The pod's Ready is the simulator's (probes are not run here yet). The ModelDeployment turns Ready once its
+    # Deployment has rolled out: a preset with no args must not be re-applied forever (an empty args list the API
+    # server drops) and stay RollingOut.
+    md = wait_for(lambda: _ready(kube, namespace), timeout=90,
+                  message=f"iris Ready; Deployment: {_deployment_status(kube, namespace)}")
     assert md["status"]["readyReplicas"] == 1
 
 
 def _exists(kube, namespace: str) -> bool:
     return any(s.metadata.name == "iris" for s in client.CoreV1Api(kube).list_namespaced_service(namespace).items)
+
+
+def _ready(kube, namespace: str) -> dict | None:
+    md = client.CustomObjectsApi(kube).get_namespaced_custom_object("mlops.dev", "v1alpha1", namespace,
+                                                                    "modeldeployments", "iris")
+    ready = next((c for c in (md.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {})
+    return md if ready.get("status") == "True" else None
 
 
 def _deployment_status(kube, namespace: str) -> dict:

@@ -391,3 +391,9 @@ def test_mlserver_pod_gets_the_fetched_model_file_in_its_env():
     assert env["MLSERVER_MODEL_URI"] == f"{storage.MODEL_DIR}/model.joblib"
     assert env["MLSERVER_MODEL_IMPLEMENTATION"] == "mlserver_sklearn.SKLearnModel"
     assert server(dep)["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_a_server_without_args_sends_no_empty_args_list():
+    # The API server drops an empty list; a desired "args": [] would differ from the live object on every reconcile.
+    dep = children(spec(model={"uri": "s3://m/iris.joblib"}, runtime={"preset": "mlserver"}))["stable"]
+    assert "args" not in server(dep)

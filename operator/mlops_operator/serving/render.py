@@ -65,7 +65,6 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
     container: dict[str, Any] = {
         "name": SERVER,
         "image": runtime.image,
-        "args": runtime.args,
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
         "readinessProbe": runtime.probe,
         "livenessProbe": runtime.liveness,
@@ -74,6 +73,8 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
     }
     if runtime.command:
         container["command"] = runtime.command
+    if runtime.args:  # the API server drops an empty list: sending one would differ from what it keeps, forever
+        container["args"] = runtime.args
     if runtime.env:
         container["env"] = runtime.env
     resources = gpu.container_resources(spec.resources)
