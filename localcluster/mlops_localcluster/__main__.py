@@ -8,7 +8,7 @@ import os
 import pathlib
 import sys
 
-from . import build, helm
+from . import build, helm, mlserver
 from .controlplane import LocalCluster, default_root
 from .errors import ClusterError
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             bins = build.ensure(cluster.layout.log("build"))
             print(f"Kubernetes binaries ({bins.source}): {bins.apiserver.parent}")
+            print(f"mlserver {mlserver.VERSION}: {mlserver.ensure(cluster.layout.log('mlserver'))}")
         elif args.cmd == "up":
             if use_existing_cluster():
                 print(f"USE_EXISTING_CLUSTER=true: using the cluster in KUBECONFIG={os.environ.get('KUBECONFIG', '')}")

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import mlserver
 from .simstatus import Terminated
 
 Lookup = Callable[[str, str, str], "Mapping[str, str] | None"]  # (kind, namespace, name) -> decoded data
@@ -400,6 +401,9 @@ class Runner:
         own_env = container_env(pod, container, self.lookup, mount_map)
         env = self.environment(pod, own_env)
         words = argv(container, own_env, mount_map, self.entrypoint)
+        if mlserver.serves(container):  # the mlserver preset's image: its own venv, configured by env
+            words, extra = mlserver.launch(own_env, host_network=not self.network)
+            env.update(extra)
         if self.network:  # pod network hook: the process runs in the pod's network namespace
             words = self.network.wrap(words, pod)
         cwd = pod_dir(self.state_dir, ns, name)

@@ -52,6 +52,8 @@ CONFIG_RECHECK_SECONDS = 2.0  # a pod waiting for a Secret or ConfigMap is looke
 PROCESS_IMAGES = {
     "mlops-operator": "the operator's image: `mlops-operator` is the console script of the project's virtualenv",
     "python": "generic Python images: `python`/`python3` is the project's interpreter, so a script really runs",
+    "mlserver": "the mlserver preset's image: MLServer from a virtualenv of its own (mlserver.py, pinned by "
+                "localcluster/mlserver-constraints.txt), configured by its MLSERVER_* environment",
 }
 
 

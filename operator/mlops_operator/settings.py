@@ -8,6 +8,8 @@ import os
 
 from . import __version__
 
+MLSERVER_IMAGE = "seldonio/mlserver:1.7.1"
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -26,6 +28,8 @@ class Settings:
     # Seconds a leader's lease is good for without renewal (runtime/leader.py): a leader killed without releasing
     # it is replaced by a standby within about this long (client-go's default is 15).
     lease_duration: int = 15
+    # MLServer (Seldon's, Open Inference Protocol v2): the mlserver preset's image.
+    mlserver_image: str = MLSERVER_IMAGE
 
 
 def load() -> Settings:
@@ -36,6 +40,7 @@ def load() -> Settings:
         # No default: see serving/runtimes.py image_problems.
         triton_image=env("MLOPS_IMAGE_TRITON", ""),
         sklearn_image=env("MLOPS_IMAGE_SKLEARN", "kserve/sklearnserver:v0.14.0"),
+        mlserver_image=env("MLOPS_IMAGE_MLSERVER", MLSERVER_IMAGE),
         cluster_domain=env("MLOPS_CLUSTER_DOMAIN", "cluster.local"),
         workers=int(env("MLOPS_WORKERS", "16")),
         watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),

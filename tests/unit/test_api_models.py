@@ -71,7 +71,7 @@ def _images(spec):
 def test_examples_cover_the_brief():
     quickstart = {doc["metadata"]["name"]: doc["spec"] for doc in documents(ROOT / "examples" / "quickstart.yaml")}
     presets = sorted(spec["runtime"]["preset"] for spec in quickstart.values())
-    assert presets == ["sklearn", "vllm"]
+    assert presets == ["mlserver", "vllm"]
     assert [s["resources"].get("gpu", {}).get("count") for s in quickstart.values()] == [None, 1]
     (training,) = documents(ROOT / "examples" / "training.yaml")
     assert training["spec"]["workers"] == 2 and training["spec"]["resources"]["gpu"]["count"] == 8

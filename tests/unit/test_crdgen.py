@@ -153,7 +153,7 @@ def test_defaults_come_from_the_models(crds):
 
 def test_enums_and_limits(crds):
     md, dm = crds["ModelDeployment"], crds["DriftMonitor"]
-    assert node(md, "spec.runtime.preset")["enum"] == ["vllm", "triton", "sklearn", "custom"]
+    assert node(md, "spec.runtime.preset")["enum"] == ["vllm", "triton", "sklearn", "mlserver", "custom"]
     weight = node(md, "spec.rollout.canary.steps[].weight")
     assert (weight["minimum"], weight["maximum"]) == (0, 100)
     assert node(dm, "spec.features[].test")["enum"] == [

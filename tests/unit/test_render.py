@@ -375,3 +375,25 @@ def test_the_promoted_template_is_the_stable_running_the_canary():
     assert promoted == after
     assert promoted != children(s)["stable"]["spec"]["template"]
     assert render.promoted_template(BODY, spec(), SETTINGS) is None
+
+
+def test_service_is_cluster_ip_unless_a_node_port_is_asked_for():
+    assert children(spec())["service"]["spec"]["type"] == "ClusterIP"
+    assert "nodePort" not in children(spec(service={"type": "NodePort"}))["service"]["spec"]["ports"][0]
+    svc = children(spec(service={"type": "NodePort", "nodePort": 30080}))["service"]["spec"]
+    assert svc["type"] == "NodePort" and svc["ports"][0]["nodePort"] == 30080
+
+
+def test_mlserver_pod_gets_the_fetched_model_file_in_its_env():
+    dep = children(spec(model={"uri": "https://models.example/iris/model.joblib", "format": "sklearn"},
+                        runtime={"preset": "mlserver"}))["stable"]
+    env = {e["name"]: e["value"] for e in server(dep)["env"]}
+    assert env["MLSERVER_MODEL_URI"] == f"{storage.MODEL_DIR}/model.joblib"
+    assert env["MLSERVER_MODEL_IMPLEMENTATION"] == "mlserver_sklearn.SKLearnModel"
+    assert server(dep)["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_a_server_without_args_sends_no_empty_args_list():
+    # The API server drops an empty list; a desired "args": [] would differ from the live object on every reconcile.
+    dep = children(spec(model={"uri": "s3://m/iris.joblib"}, runtime={"preset": "mlserver"}))["stable"]
+    assert "args" not in server(dep)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_operator.api.modeldeployment import Runtime, RuntimeOverrides
+from mlops_operator import settings
+from mlops_operator.api.modeldeployment import Model, Runtime, RuntimeOverrides
 from mlops_operator.podspec.storage import MODEL_DIR
 from mlops_operator.serving.runtimes import resolve
 from mlops_operator.settings import Settings
@@ -141,3 +142,46 @@ def test_the_operator_names_no_triton_image_by_default(monkeypatch):
 
     monkeypatch.delenv("MLOPS_IMAGE_TRITON", raising=False)
     assert load().triton_image == ""
+
+
+def _env(r) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in r.env}
+
+
+@pytest.mark.parametrize("fmt,implementation", [("sklearn", "mlserver_sklearn.SKLearnModel"),
+                                                ("xgboost", "mlserver_xgboost.XGBoostModel"),
+                                                ("lightgbm", "mlserver_lightgbm.LightGBMModel")])
+def test_mlserver_preset_is_configured_by_env_only(fmt, implementation):
+    model = Model.model_validate({"uri": "s3://models/iris/model.joblib", "format": fmt})
+    r = resolve(runtime(preset="mlserver"), "iris", SETTINGS, model=model)
+    assert (r.image, r.port, r.command, r.args) == ("seldonio/mlserver:1.7.1", 8080, None, [])
+    assert _env(r) == {
+        "MLSERVER_MODEL_NAME": "iris", "MLSERVER_MODEL_IMPLEMENTATION": implementation,
+        "MLSERVER_MODEL_URI": f"{MODEL_DIR}/model.joblib", "MLSERVER_MODELS_DIR": MODEL_DIR,
+        "MLSERVER_HTTP_PORT": "8080", "MLSERVER_GRPC_PORT": "8081", "MLSERVER_METRICS_PORT": "8082",
+        "MLSERVER_PARALLEL_WORKERS": "0",
+    }
+    assert r.probe["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert r.liveness["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+
+
+@pytest.mark.parametrize("uri,path", [("file:///data/iris", MODEL_DIR), ("https://h/m/iris.tar.gz", MODEL_DIR),
+                                      ("pvc://claim/models/iris.joblib", MODEL_DIR),
+                                      ("gs://b/iris.pkl", f"{MODEL_DIR}/iris.pkl")])
+def test_mlserver_model_uri_names_the_fetched_file_or_the_folder(uri, path):
+    r = resolve(runtime(preset="mlserver"), "iris", SETTINGS, model=Model.model_validate({"uri": uri}))
+    assert _env(r)["MLSERVER_MODEL_URI"] == path
+
+
+def test_mlserver_spec_env_and_port_win_over_the_preset():
+    r = resolve(runtime(preset="mlserver", port=9000, env=[{"name": "MLSERVER_PARALLEL_WORKERS", "value": "2"}]),
+                "iris", SETTINGS, model=Model.model_validate({"uri": "file:///m/model.joblib"}))
+    env = _env(r)
+    assert env["MLSERVER_PARALLEL_WORKERS"] == "2" and env["MLSERVER_HTTP_PORT"] == "9000"
+    assert [e["name"] for e in r.env].count("MLSERVER_PARALLEL_WORKERS") == 1
+    assert r.probe["httpGet"]["port"] == 9000
+
+
+def test_mlserver_image_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MLOPS_IMAGE_MLSERVER", "mirror/mlserver:1.7.1")
+    assert settings.load().mlserver_image == "mirror/mlserver:1.7.1"

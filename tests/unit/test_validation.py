@@ -58,7 +58,7 @@ def test_parse_errors_name_wire_paths():
     with pytest.raises(InvalidSpec) as caught:
         parse_spec("ModelDeployment", spec)
     assert caught.value.errors == [
-        "spec.runtime.preset: input should be 'vllm', 'triton', 'sklearn' or 'custom'",
+        "spec.runtime.preset: input should be 'vllm', 'triton', 'sklearn', 'mlserver' or 'custom'",
         "spec.runtime.env[0].name: field required",
         "spec.replicas: input should be greater than or equal to 0",
     ]
@@ -80,7 +80,8 @@ def test_a_duration_in_plain_seconds_is_fine_and_a_bad_one_says_how_to_write_it(
     ("sklearn", "sklearn", []),
     ("sklearn", "onnx", ["spec.model.format: the sklearn preset loads sklearn, not onnx; use preset triton"]),
     ("vllm", "huggingface", []),
-    ("vllm", "xgboost", ["spec.model.format: the vllm preset loads huggingface, not xgboost; use preset triton"]),
+    ("vllm", "xgboost", ["spec.model.format: the vllm preset loads huggingface, not xgboost; "
+                         "use preset triton or mlserver"]),
     ("sklearn", "huggingface", ["spec.model.format: the sklearn preset loads sklearn, not huggingface; "
                                 "use preset vllm"]),
     ("triton", "lightgbm", []),
@@ -402,3 +403,10 @@ def test_pod_annotations_with_restricted_profiles_are_fine():
         "container.apparmor.security.beta.kubernetes.io/server": "runtime/default",
         "seccomp.security.alpha.kubernetes.io/pod": "localhost/profiles/strict.json",
         "prometheus.io/scrape": "unconfined"})) == []
+
+
+def test_node_port_needs_a_node_port_service():
+    base = {"model": {"uri": "s3://m/iris.joblib"}, "runtime": {"preset": "mlserver"}}
+    assert errors_of("ModelDeployment", {**base, "service": {"nodePort": 30080}}) == [
+        "spec.service.nodePort: set only with service.type NodePort"]
+    assert errors_of("ModelDeployment", {**base, "service": {"type": "NodePort", "nodePort": 30080}}) == []

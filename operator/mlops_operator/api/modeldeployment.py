@@ -26,7 +26,7 @@ from .common import (
     Timestamp,
 )
 
-RUNTIME_PRESETS = ("vllm", "triton", "sklearn", "custom")
+RUNTIME_PRESETS = ("vllm", "triton", "sklearn", "mlserver", "custom")
 # What the model servers load. Each preset serves some of them (api/validation.py PRESET_FORMATS): a format the
 # chosen preset cannot load is an InvalidSpec naming the preset that can.
 MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "tensorflow", "tensorrt", "huggingface")
@@ -48,8 +48,9 @@ class Model(ApiModel):
         None,
         description=(
             "What the model is, checked against the runtime preset so a model the server cannot load is refused "
-            "when applied: sklearn (joblib or pickle; preset sklearn), xgboost and lightgbm (preset triton, FIL "
-            "backend), onnx, pytorch (TorchScript), tensorflow (SavedModel), tensorrt (preset triton), "
+            "when applied: sklearn (joblib or pickle; preset sklearn or mlserver), xgboost and lightgbm (preset "
+            "mlserver, or triton with the FIL backend), onnx, pytorch (TorchScript), tensorflow (SavedModel), "
+            "tensorrt (preset triton), "
             "huggingface (a Hugging Face folder with safetensors; preset vllm). custom accepts any format."
         ),
     )
@@ -69,8 +70,11 @@ class Model(ApiModel):
 class Runtime(ApiModel):
     """The model server. A preset gives image, port, probes and args; custom needs image and port."""
 
-    preset: Literal["vllm", "triton", "sklearn", "custom"] = Field(
-        description="Model server: vllm (LLMs, OpenAI API), triton, sklearn, or custom (bring image and port)."
+    preset: Literal["vllm", "triton", "sklearn", "mlserver", "custom"] = Field(
+        description=(
+            "Model server: vllm (LLMs, OpenAI API), triton, sklearn (KServe), mlserver (Seldon MLServer: "
+            "sklearn, xgboost, lightgbm; Open Inference Protocol v2), or custom (bring image and port)."
+        )
     )
     image: str | None = Field(None, min_length=1, description="Container image; overrides the preset's image.")
     args: list[str] = Field(default_factory=list, description="Extra arguments appended to the preset's arguments.")
@@ -187,6 +191,18 @@ class Monitoring(ApiModel):
     prediction_log: PredictionLog | None = Field(None, description="Log live inputs and predictions.")
 
 
+class ServiceSettings(ApiModel):
+    """How the model's Service is reached. ClusterIP (the default) inside the cluster only; NodePort also on every
+    node's address, at nodePort or at one the cluster picks."""
+
+    type: Literal["ClusterIP", "NodePort"] = Field("ClusterIP", description="ClusterIP or NodePort.")
+    node_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="The node port for type NodePort (within the cluster's node-port range); omit to let the "
+                    "cluster pick one (status of the Service shows it).",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a ModelDeployment."""
 
@@ -206,6 +222,9 @@ class ModelDeploymentSpec(ApiModel):
     pod_annotations: dict[str, str] = Field(
         default_factory=dict,
         description="Annotations added to the serving pods (for example for metrics scraping or a sidecar).",
+    )
+    service: ServiceSettings | None = Field(
+        None, description="The Service's type and node port; omit for a ClusterIP Service."
     )
 
 

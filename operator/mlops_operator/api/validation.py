@@ -245,6 +245,7 @@ PRESET_FORMATS: dict[str, tuple[str, ...]] = {
     "vllm": ("huggingface",),
     "triton": ("onnx", "pytorch", "tensorflow", "tensorrt", "xgboost", "lightgbm", "sklearn"),
     "sklearn": ("sklearn",),
+    "mlserver": ("sklearn", "xgboost", "lightgbm"),
 }
 
 
@@ -261,6 +262,8 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
     _check_uri(errors, f"{p}.model.uri", spec.model.uri, READ_SCHEMES)
     _check_format(errors, f"{p}.model", spec.model, spec.runtime.preset)
     _check_pod_annotations(errors, f"{p}.podAnnotations", spec.pod_annotations)
+    if spec.service is not None and spec.service.node_port is not None and spec.service.type != "NodePort":
+        errors.append(f"{p}.service.nodePort: set only with service.type NodePort")
     if spec.runtime.preset == "custom":
         if spec.runtime.image is None:
             errors.append(f"{p}.runtime.image: runtime preset custom needs an image")

@@ -9,6 +9,7 @@ instead of finding out through DiskPressure. The fetcher unpacks .tar.gz archive
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,16 @@ from .security import container_security_context
 
 MODEL_DIR = "/mnt/models"
 MODEL_VOLUME = "model"
+
+
+def model_path(uri: str) -> str:
+    """Where the server finds the fetched model: the file a one-file URI lands as (the fetcher keeps its name), else
+    the model folder (a folder, an unpacked archive, or a pvc:// mount)."""
+    parts = urlsplit(uri)
+    name = PurePosixPath(parts.path).name
+    if parts.scheme == "pvc" or not PurePosixPath(name).suffix or name.endswith((".tar.gz", ".tgz", ".zip")):
+        return MODEL_DIR
+    return f"{MODEL_DIR}/{name}"
 
 
 def ephemeral_storage(model: Model) -> dict[str, str]:

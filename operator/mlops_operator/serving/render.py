@@ -55,7 +55,7 @@ def _meta(body: dict, name: str, component: str, extra_labels: dict | None = Non
 def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides: RuntimeOverrides | None,
                  track: str, settings: Settings, annotations: dict[str, str]) -> dict[str, Any]:
     name = body["metadata"]["name"]
-    runtime = resolve(spec.runtime, name, settings, overrides)
+    runtime = resolve(spec.runtime, name, settings, overrides, model)
     volumes, init_containers, model_mount = model_storage(model, settings.operator_image)
     mounts = [model_mount]
     shm = gpu.shm(spec.resources)
@@ -65,7 +65,6 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
     container: dict[str, Any] = {
         "name": SERVER,
         "image": runtime.image,
-        "args": runtime.args,
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
         "readinessProbe": runtime.probe,
         "livenessProbe": runtime.liveness,
@@ -74,6 +73,8 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
     }
     if runtime.command:
         container["command"] = runtime.command
+    if runtime.args:  # the API server drops an empty list: sending one would differ from what it keeps, forever
+        container["args"] = runtime.args
     if runtime.env:
         container["env"] = runtime.env
     resources = gpu.container_resources(spec.resources)
@@ -124,11 +125,15 @@ def strategy(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
-def service(body: dict, port_name: str = "http") -> dict[str, Any]:
+def service(body: dict, spec: ModelDeploymentSpec | None = None, port_name: str = "http") -> dict[str, Any]:
     name = body["metadata"]["name"]
+    settings = spec.service if spec is not None else None  # None: ClusterIP
+    port: dict[str, Any] = {"name": "http", "port": HTTP_PORT, "targetPort": port_name, "protocol": "TCP"}
+    if settings is not None and settings.type == "NodePort" and settings.node_port:
+        port["nodePort"] = settings.node_port
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(body, name, "service"),
-            "spec": {"type": "ClusterIP", "selector": selector_labels(KIND, name, SERVER),
-                     "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": port_name, "protocol": "TCP"}]}}
+            "spec": {"type": settings.type if settings else "ClusterIP",
+                     "selector": selector_labels(KIND, name, SERVER), "ports": [port]}}
 
 
 def hpa(body: dict, spec: ModelDeploymentSpec, api_version: str) -> dict[str, Any]:
@@ -192,7 +197,7 @@ def desired(body: dict, spec: ModelDeploymentSpec, plan: CanaryPlan, versions: A
                              stable_annotations),
         "canary": deployment(body, spec, "canary", plan.canary_replicas, canary.model, canary.runtime, settings,
                              canary_annotations) if plan.deploy else None,
-        "service": service(body),
+        "service": service(body, spec),
         "hpa": hpa(body, spec, versions.hpa) if autoscaled else None,
         "pdb": pdb(body, versions.pdb) if min_stable > 1 else None,
     }
