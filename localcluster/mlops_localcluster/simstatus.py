@@ -52,6 +52,9 @@ CONFIG_RECHECK_SECONDS = 2.0  # a pod waiting for a Secret or ConfigMap is looke
 PROCESS_IMAGES = {
     "mlops-operator": "the operator's image: `mlops-operator` is the console script of the project's virtualenv",
     "python": "generic Python images: `python`/`python3` is the project's interpreter, so a script really runs",
+    "prometheus": "Prometheus (`prom/prometheus`): Debian's /usr/bin/prometheus plays the image's ENTRYPOINT",
+    "alertmanager": "Alertmanager (`prom/alertmanager`): Debian's /usr/bin/prometheus-alertmanager plays the "
+                    "image's ENTRYPOINT",
 }
 
 
