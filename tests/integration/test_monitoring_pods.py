@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from helpers import wait_for
 
@@ -77,7 +78,12 @@ def ready_pod(core, namespace: str, app: str):
         pods = core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
         ready_pods = [p for p in pods if any(c.type == "Ready" and c.status == "True"
                                              for c in p.status.conditions or [])]
-        endpoints = core.read_namespaced_endpoints(app, namespace)
+        try:
+            endpoints = core.read_namespaced_endpoints(app, namespace)
+        except ApiException as exc:
+            if exc.status == 404:  # the endpoints controller has not made them yet
+                return None
+            raise
         ips = [a.ip for s in endpoints.subsets or [] for a in s.addresses or []]
         return ready_pods[0] if len(ready_pods) == 1 and ips == [ready_pods[0].status.pod_ip] else None
     return wait_for(ready, timeout=120, interval=0.5, message=f"the {app} pod Ready and its endpoint")
