@@ -24,7 +24,8 @@ K8S_VERSION = "1.20.2"
 DEBIAN_PACKAGES = ["etcd-server", "golang-go", "rsync", "jq", "openssl", "dpkg-dev",
                    "golang-github-modern-go-reflect2-dev",
                    # Real peers for the tests: drift alerts go to a real Alertmanager on loopback, and a real
-                   # Prometheus scrapes the operator's /metrics.
+                   # Prometheus scrapes the operator's /metrics. Their binaries also run the pods of the upstream
+                   # prometheus and alertmanager images (simprocess.DEBIAN_IMAGES).
                    "prometheus", "prometheus-alertmanager",
                    # docs/gitops.md's Argo CD health checks run under Lua 5.1 (Argo CD's dialect) in the tests.
                    "lua5.1",

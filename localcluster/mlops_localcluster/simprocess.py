@@ -10,15 +10,19 @@ Calls: subprocess, the filesystem, and a `lookup(kind, namespace, name)` callbac
 
 Command: `command + args` as Kubernetes joins them (no command: the image's entrypoint, `mlops-operator`).
 `mlops-operator` is the console script next to `sys.executable` (the virtualenv's bin); `python`/`python3` is
-`sys.executable`. `$(VAR)` references are expanded as the kubelet does. KUBECONFIG is the cluster's kubeconfig;
-PYTHONUNBUFFERED=1 unless the pod sets it, so `kubectl logs -f` shows a Python server's lines as they come.
+`sys.executable`. Images in DEBIAN_IMAGES (Prometheus, Alertmanager) run Debian's binary as their ENTRYPOINT,
+with the upstream image's CMD when the container sets neither command nor args (`debian_image_argv`). `$(VAR)`
+references are expanded as the kubelet does. KUBECONFIG is the cluster's kubeconfig; PYTHONUNBUFFERED=1 unless
+the pod sets it, so `kubectl logs -f` shows a Python server's lines as they come.
 
 Path remapping: every volume of the pod (emptyDir or any other kind) is a host directory
 `<state-dir>/pods/<ns>/<pod>/volumes/<volume>` (configMap and secret volumes are filled with their keys, best
 effort). For a container, each volumeMount maps its mountPath (plus subPath) to that directory. An arg, an env
 value, or workingDir that equals a mountPath or starts with `<mountPath>/` gets the mountPath replaced by the host
 directory; so does the part after the first `=` of an arg like `--output=/data/model`. The longest mountPath
-wins. Nothing else is rewritten (paths inside files or config are not).
+wins. The folders of a DEBIAN_IMAGES image's own filesystem that no volume covers (`/prometheus`,
+`/etc/prometheus`) map the same way to `<state-dir>/pods/<ns>/<pod>/containers/<container>/<path>`, so two pods
+never share a data folder on the host. Nothing else is rewritten (paths inside files or config are not).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import mlserver
-from .simstatus import Terminated
+from .simstatus import Terminated, image_name
 
 Lookup = Callable[[str, str, str], "Mapping[str, str] | None"]  # (kind, namespace, name) -> decoded data
 DEFAULT_ENTRYPOINT = ("mlops-operator",)
@@ -167,10 +171,76 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: 
     return env
 
 
+@dataclasses.dataclass(frozen=True)
+class DebianImage:
+    """An upstream image played by a binary of a Debian package (build.DEBIAN_PACKAGES)."""
+    entrypoint: str  # the image's ENTRYPOINT, as a command may also name it
+    binary: str  # the Debian binary that runs in its place
+    cmd: tuple[str, ...]  # the image's CMD: the args when the container sets neither command nor args
+    dirs: tuple[str, ...]  # folders of the image's own filesystem (see prepare_image_dirs)
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)  # files the image ships in them
+
+
+# By the last path component of the repository, as PROCESS_IMAGES matches (`prom/prometheus:v2.42.0`).
+DEBIAN_IMAGES = {
+    "prometheus": DebianImage(
+        "/bin/prometheus", "/usr/bin/prometheus",
+        ("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"),
+        ("/etc/prometheus", "/prometheus"),
+        {"/etc/prometheus/prometheus.yml":
+         "scrape_configs: [{job_name: prometheus, static_configs: [{targets: ['localhost:9090']}]}]\n"}),
+    "alertmanager": DebianImage(
+        "/bin/alertmanager", "/usr/bin/prometheus-alertmanager",
+        ("--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"),
+        ("/etc/alertmanager", "/alertmanager"),
+        {"/etc/alertmanager/alertmanager.yml": "route: {receiver: web.hook}\n"
+         "receivers: [{name: web.hook, webhook_configs: [{url: 'http://127.0.0.1:5001/'}]}]\n"}),
+}
+
+
+def debian_image_argv(container: Mapping[str, Any]) -> list[str] | None:
+    """`command + args` of a DEBIAN_IMAGES container as Kubernetes joins them with the image's ENTRYPOINT and
+    CMD (no command: the ENTRYPOINT; no command and no args: ENTRYPOINT + CMD), the ENTRYPOINT written as the
+    Debian binary. None for other images."""
+    image = DEBIAN_IMAGES.get(image_name(container.get("image") or ""))
+    if image is None:
+        return None
+    command, args = list(container.get("command") or []), list(container.get("args") or [])
+    words = (command or [image.entrypoint]) + (args if command or args else list(image.cmd))
+    if words[0] in (image.entrypoint, image.entrypoint.rsplit("/", 1)[-1]):
+        words[0] = image.binary
+    return words
+
+
+def prepare_image_dirs(container: Mapping[str, Any], root: pathlib.Path) -> list[tuple[str, str]]:
+    """(path, host dir) pairs for the folders of a DEBIAN_IMAGES image's own filesystem, made under `root` with
+    the files the image ships (kept as they are when they exist: a restarted container finds its data)."""
+    image = DEBIAN_IMAGES.get(image_name(container.get("image") or ""))
+    if image is None:
+        return []
+    for path in image.dirs:
+        (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for path, text in image.files.items():
+        if not (root / path.lstrip("/")).exists():
+            (root / path.lstrip("/")).write_text(text)
+    return [(path, str(root / path.lstrip("/"))) for path in image.dirs]
+
+
+def path_map(pod: Mapping[str, Any], container: Mapping[str, Any], vol_dirs: Mapping[str, pathlib.Path],
+             state_dir: pathlib.Path) -> list[tuple[str, str]]:
+    """The container's path remapping: its volume mounts, longest first, then its image's own folders, so a
+    volume mounted over one of those wins."""
+    meta = pod["metadata"]
+    root = pod_dir(state_dir, meta.get("namespace", "default"), meta["name"]) / "containers" / container["name"]
+    return mounts(container, vol_dirs) + prepare_image_dirs(container, root)
+
+
 def argv(container: Mapping[str, Any], env: Mapping[str, str], mount_map: list[tuple[str, str]],
          entrypoint: Iterable[str] = DEFAULT_ENTRYPOINT, bin_dir: pathlib.Path | None = None) -> list[str]:
-    command = list(container.get("command") or entrypoint)
-    words = [remap_arg(expand(w, env), mount_map) for w in command + list(container.get("args") or [])]
+    words = debian_image_argv(container)
+    if words is None:
+        words = list(container.get("command") or entrypoint) + list(container.get("args") or [])
+    words = [remap_arg(expand(w, env), mount_map) for w in words]
     bin_dir = bin_dir or pathlib.Path(sys.executable).parent
     if words and words[0] == "mlops-operator":
         words[0] = str(bin_dir / "mlops-operator")
@@ -397,7 +467,7 @@ class Runner:
         container process is started."""
         meta = pod["metadata"]
         ns, name, uid = meta.get("namespace", "default"), meta["name"], meta.get("uid", "")
-        mount_map = mounts(container, vol_dirs)
+        mount_map = path_map(pod, container, vol_dirs, self.state_dir)
         own_env = container_env(pod, container, self.lookup, mount_map)
         env = self.environment(pod, own_env)
         words = argv(container, own_env, mount_map, self.entrypoint)
@@ -437,7 +507,7 @@ class Runner:
         """An exec probe: the command as the container's own process would run it (environment, path remapping,
         interpreter), output captured. Raises subprocess.TimeoutExpired after `timeout` seconds."""
         meta = pod["metadata"]
-        mount_map = mounts(container, vol_dirs)
+        mount_map = path_map(pod, container, vol_dirs, self.state_dir)
         own_env = container_env(pod, container, self.lookup, mount_map)
         words = argv({"command": command}, own_env, mount_map, self.entrypoint)
         if self.network:
