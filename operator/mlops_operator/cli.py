@@ -10,13 +10,17 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .handlers import Election
 
 LOG_FORMATS = ("plain", "full", "json")
 
 
-def _election(args: argparse.Namespace):
+def _election(args: argparse.Namespace) -> Election | None:
     """Where this replica competes for leadership (None: --standalone)."""
     import socket
 
@@ -106,7 +110,7 @@ def _agent(args: argparse.Namespace) -> int:
     return app.run(settings)
 
 
-def _add_agent(sub) -> None:
+def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .agent.config import add_arguments
 
     agent = sub.add_parser("agent", help="the inference sidecar: proxy, request metrics, prediction log")
@@ -161,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import kopf
 
@@ -44,6 +46,17 @@ CHILD_INDICES = {"deployments_idx": ("apps/v1", "Deployment"), "services_idx": (
 OWNER_LABELS = ("mlops.dev/modeldeployment", "mlops.dev/trainingjob", "mlops.dev/driftmonitor")
 
 
+ResourceKeys = Callable[[dict], list[tuple[str, str]]]  # a custom resource -> its (namespace, name)
+ChildKeys = Callable[[dict], list[tuple[str, str, str]]]  # a child -> (namespace, owner kind, owner name) per owner
+OnChange = Callable[[dict], None]
+
+
+class _WatchOptions(TypedDict):
+    watch_timeout: int
+    grace: float
+    namespaces: list[str] | None
+
+
 @dataclasses.dataclass(frozen=True)
 class Election:
     """Where the lease lives and who this replica is (runtime/leader.py)."""
@@ -52,7 +65,7 @@ class Election:
     identity: str
 
 
-def _resource_keys(scope: Scope):
+def _resource_keys(scope: Scope) -> ResourceKeys:
     def keys(obj: dict) -> list[tuple[str, str]]:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or ""
@@ -60,7 +73,7 @@ def _resource_keys(scope: Scope):
     return keys
 
 
-def _child_keys(scope: Scope):
+def _child_keys(scope: Scope) -> ChildKeys:
     def keys(obj: dict) -> list[tuple[str, str, str]]:
         meta = obj.get("metadata") or {}
         namespace, labels = meta.get("namespace") or "", meta.get("labels") or {}
@@ -70,7 +83,7 @@ def _child_keys(scope: Scope):
     return keys
 
 
-def _enqueue_own(manager: Manager, controller: str, keys):
+def _enqueue_own(manager: Manager, controller: str, keys: ResourceKeys) -> OnChange:
     """A custom resource changed: its own key goes on its controller's queue."""
     def changed(obj: dict) -> None:
         for key in keys(obj):
@@ -78,7 +91,7 @@ def _enqueue_own(manager: Manager, controller: str, keys):
     return changed
 
 
-def _enqueue_model_deployment(manager: Manager, keys):
+def _enqueue_model_deployment(manager: Manager, keys: ResourceKeys) -> OnChange:
     """A ModelDeployment changed: its key, and the DriftMonitors reading its prediction log (its creation or
     deletion changes their Ready)."""
     own = _enqueue_own(manager, "modeldeployment", keys)
@@ -91,7 +104,7 @@ def _enqueue_model_deployment(manager: Manager, keys):
     return changed
 
 
-def _enqueue_owners(manager: Manager, keys):
+def _enqueue_owners(manager: Manager, keys: ChildKeys) -> OnChange:
     """A child changed: each owner named by its labels goes on the owner's controller's queue."""
     def changed(obj: dict) -> None:
         for namespace, controller, owner in keys(obj):
@@ -110,7 +123,8 @@ async def build(settings: Settings, scope: Scope, election: Election | None) -> 
         lease_duration=settings.lease_duration)
     manager = Manager(leader)
     versions = await serving.api_versions(client)
-    timeouts = {"watch_timeout": settings.watch_timeout, "grace": WATCH_GRACE, "namespaces": scope.exact()}
+    timeouts: _WatchOptions = {"watch_timeout": settings.watch_timeout, "grace": WATCH_GRACE,
+                               "namespaces": scope.exact()}
 
     resource_keys, child_keys = _resource_keys(scope), _child_keys(scope)
     for index, kind in CUSTOM_RESOURCES.items():
@@ -125,11 +139,11 @@ async def build(settings: Settings, scope: Scope, election: Election | None) -> 
                                              on_change=_enqueue_owners(manager, child_keys),
                                              label_selector=selector, **timeouts))
 
-    for reconciler, workers in ((serving.ModelDeploymentReconciler, settings.workers),
-                                (training.TrainingJobReconciler, settings.workers),
-                                (monitoring.DriftMonitorReconciler, 4)):
-        kind = reconciler(client=client, cache=manager.cache, settings=settings)
-        manager.add_controller(kind.kind, kind.reconcile, workers)
+    for reconciler_type, workers in ((serving.ModelDeploymentReconciler, settings.workers),
+                                     (training.TrainingJobReconciler, settings.workers),
+                                     (monitoring.DriftMonitorReconciler, 4)):
+        reconciler = reconciler_type(client=client, cache=manager.cache, settings=settings)
+        manager.add_controller(reconciler.kind, reconciler.reconcile, workers)
     manager.add_task("inventory-metrics", lambda: inventory.run(manager.cache))
     return manager, [client, watch_client]
 
@@ -142,7 +156,7 @@ def registry(settings: Settings, scope: Scope, election: Election | None) -> kop
     kopf.on.login(registry=handlers)(kopf.login_with_kubeconfig)
 
     @kopf.on.startup(registry=handlers, id="startup")
-    async def startup(memo: kopf.Memo, **kwargs):
+    async def startup(memo: kopf.Memo, **kwargs: Any) -> None:
         kopf_settings: kopf.OperatorSettings = kwargs["settings"]
         kopf_settings.posting.enabled = False
         kopf_settings.scanning.disabled = True  # kopf watches no resource: nothing to discover
@@ -154,7 +168,7 @@ def registry(settings: Settings, scope: Scope, election: Election | None) -> kop
         log.info("mlops-operator started (%s): controllers %s", mode, ", ".join(manager.controllers))
 
     @kopf.on.cleanup(registry=handlers, id="cleanup")
-    async def cleanup(memo: kopf.Memo, **_):
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         manager = memo.get("manager")
         if manager is not None:
             await manager.stop()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -64,8 +66,9 @@ def drift_result(namespace: str, monitor: str, last_run: dict | None) -> None:
     _drift_series[key] = series
     DRIFT_DETECTED.labels(namespace, monitor).set(1 if last_run.get("datasetDrift") else 0)
     DRIFT_SHARE.labels(namespace, monitor).set(last_run.get("driftShare") or 0)
-    if last_run.get("time"):
-        DRIFT_LAST_RUN.labels(namespace, monitor).set(parse_time(last_run["time"]).timestamp())
+    last_time = parse_time(last_run.get("time"))
+    if last_time is not None:
+        DRIFT_LAST_RUN.labels(namespace, monitor).set(last_time.timestamp())
 
 
 def init_controller(name: str) -> None:
@@ -80,7 +83,10 @@ def init_controller(name: str) -> None:
     QUEUE_RETRIES.labels(name)
 
 
-def set_series(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+LabelsT = TypeVar("LabelsT", bound=tuple[str, ...])
+
+
+def set_series(gauge: Gauge, values: Mapping[LabelsT, float]) -> None:
     """Makes a labelled gauge hold exactly `values`: series that are gone are removed, not left at their last value."""
     for labels in _exported.get(id(gauge), set()) - set(values):
         with contextlib.suppress(KeyError):
@@ -98,7 +104,7 @@ def api_request(method: str, code: int) -> None:
 
 
 @contextlib.contextmanager
-def api_request_timer(method: str):
+def api_request_timer(method: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -84,7 +84,7 @@ def _quantity(value: Any) -> int | str:
     raise ValueError(_QUANTITY_HINT)
 
 
-def _duration(value: Any) -> int | str:
+def _duration(value: object) -> int | str:
     if isinstance(value, bool):
         raise ValueError('must be seconds or a duration such as 90, "90s", "5m", "1h30m"')
     if isinstance(value, int):
@@ -322,15 +322,19 @@ class PrinterColumn:
     priority: int = 0
 
 
+SpecT = TypeVar("SpecT", bound=ApiModel)
+
+
 @dataclass(frozen=True)
-class Kind:
-    """Everything the CRD generator and the controllers need to know about one custom resource kind."""
+class Kind(Generic[SpecT]):
+    """Everything the CRD generator and the controllers need to know about one custom resource kind, typed by its
+    spec model (so `validate_object(body, MODEL_DEPLOYMENT)` is a ModelDeploymentSpec)."""
 
     kind: str
     plural: str
     short_name: str
     description: str
-    spec: type[ApiModel]
+    spec: type[SpecT]
     status: type[StatusModel]
     printer_columns: tuple[PrinterColumn, ...]
 

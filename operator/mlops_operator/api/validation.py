@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, overload
 
 from croniter import croniter
 from kubernetes.utils.quantity import parse_quantity
@@ -28,6 +28,7 @@ from .common import (
     Kind,
     ObjectRef,
     Resources,
+    SpecT,
     duration_seconds,
 )
 from .driftmonitor import DriftMonitorSpec, interval_cron, retrain_name
@@ -89,9 +90,17 @@ def pydantic_errors(exc: ValidationError, prefix: str = "spec") -> list[str]:
     return errors
 
 
-def parse_spec(kind: Kind | str, spec: Mapping[str, Any] | None) -> ApiModel:
+@overload
+def parse_spec(kind: Kind[SpecT], spec: Mapping[str, Any] | None) -> SpecT: ...
+
+
+@overload
+def parse_spec(kind: str, spec: Mapping[str, Any] | None) -> ApiModel: ...
+
+
+def parse_spec(kind: Kind[Any] | str, spec: Mapping[str, Any] | None) -> ApiModel:
     """The spec model for a raw spec dict; raises InvalidSpec naming the fields that do not parse."""
-    model = (kind if isinstance(kind, Kind) else kind_for(kind)).spec
+    model: type[ApiModel] = (kind if isinstance(kind, Kind) else kind_for(kind)).spec
     if spec is None:
         raise InvalidSpec(["spec: required"])
     try:
@@ -100,7 +109,15 @@ def parse_spec(kind: Kind | str, spec: Mapping[str, Any] | None) -> ApiModel:
         raise InvalidSpec(pydantic_errors(exc)) from None
 
 
-def validate_object(body: Mapping[str, Any], kind: Kind | str | None = None) -> ApiModel:
+@overload
+def validate_object(body: Mapping[str, Any], kind: Kind[SpecT]) -> SpecT: ...
+
+
+@overload
+def validate_object(body: Mapping[str, Any], kind: str | None = None) -> ApiModel: ...
+
+
+def validate_object(body: Mapping[str, Any], kind: Kind[Any] | str | None = None) -> ApiModel:
     """Parse and check a whole custom resource (kopf body or dict): returns the spec model, or raises
     InvalidSpec with every error found (parse errors first; semantic checks only run on a parsed spec)."""
     kind = kind_for(kind or body.get("kind", "")) if not isinstance(kind, Kind) else kind
@@ -113,7 +130,7 @@ def validate_object(body: Mapping[str, Any], kind: Kind | str | None = None) -> 
             "63 characters) because it names Services and labels"
         )
     try:
-        spec = parse_spec(kind, body.get("spec"))
+        spec: ApiModel = parse_spec(kind, body.get("spec"))
     except InvalidSpec as exc:
         raise InvalidSpec(errors + exc.errors) from None
     errors += validate_spec(spec, namespace=metadata.get("namespace"))
@@ -411,7 +428,7 @@ def _cron_ok(schedule: str) -> bool:
     # Kubernetes CronJob syntax: five fields or a macro such as @hourly; croniter alone would also take seconds.
     if not (schedule.startswith("@") or len(schedule.split()) == 5):
         return False
-    return croniter.is_valid(schedule)
+    return bool(croniter.is_valid(schedule))
 
 
 _SPEC_CHECKS: tuple[tuple[type, _Check], ...] = (

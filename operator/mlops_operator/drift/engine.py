@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -212,8 +213,10 @@ def _check_test(test: str, ftype: str, name: str) -> str:
 
 def _run_test(test: str, ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> tuple[float, float | None]:
     if test == "ks":
+        assert ref.values is not None, "the KS test applies to numeric features"
         return stats.ks_2samp_sorted(ref.values, cur.sorted)
     if test == "wasserstein":
+        assert ref.values is not None and ref.std is not None, "the Wasserstein distance applies to numeric features"
         return stats.wasserstein_normed(ref.values, cur.sorted, ref.std), None
     if test == "psi":
         ref_p, cur_p = _binned_percents(ref, cur, ftype)
@@ -230,8 +233,10 @@ def _run_test(test: str, ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -
 def _is_drift(test: str, statistic: float, p_value: float | None, threshold: float) -> bool:
     # Evidently's comparisons differ per test: KS uses <=, chi-square and Z use <, distances use >=.
     if test == "ks":
+        assert p_value is not None, "the KS test gives a p-value"
         return bool(p_value <= threshold)
     if test in ("chisquare", "ztest"):
+        assert p_value is not None, "chi-square and Z tests give a p-value"
         return bool(p_value < threshold)
     return bool(statistic >= threshold)
 
@@ -254,11 +259,13 @@ def _binned_percents(ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> tu
     """Evidently ``get_binned_data`` without zero filling: Sturges bins over the pooled range when the
     feature is numerical with more than 20 distinct reference values, else one bin per value seen."""
     if ftype == NUMERICAL and ref.n_unique > HISTOGRAM_MIN_UNIQUE:
-        pooled = np.result_type(ref.values.dtype, cur.clean.dtype)
-        lo = min(ref.values[0], cur.min)
-        hi = max(ref.values[-1], cur.max)
+        ref_values = ref.values
+        assert ref_values is not None, "a numerical feature has its sorted values"
+        pooled = np.result_type(ref_values.dtype, cur.clean.dtype)
+        lo = min(ref_values[0], cur.min)
+        hi = max(ref_values[-1], cur.max)
         edges = stats.sturges_edges(lo, hi, ref.count + cur.clean.size, pooled)
-        ref_counts = stats.histogram_sorted(ref.values, edges)
+        ref_counts = stats.histogram_sorted(ref_values, edges)
         if cur.has_sorted:
             cur_counts = stats.histogram_sorted(cur.sorted, edges)
         else:
@@ -315,11 +322,11 @@ class _CurrentColumn:
         return self._sorted
 
     @property
-    def min(self):
+    def min(self) -> Any:
         return self._sorted[0] if self._sorted is not None else self.clean.min()
 
     @property
-    def max(self):
+    def max(self) -> Any:
         return self._sorted[-1] if self._sorted is not None else self.clean.max()
 
     def category_counts(self) -> tuple[np.ndarray, np.ndarray]:

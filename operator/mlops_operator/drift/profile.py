@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,12 @@ class FeatureProfile:
     def category_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique values and their counts (computed from the sorted values once, then cached)."""
         if self.categories is None:
+            assert self.values is not None, "a column without categories is numeric"
             cats, counts = sorted_value_counts(self.values)
             object.__setattr__(self, "categories", cats)
             object.__setattr__(self, "counts", counts)
+            return cats, counts
+        assert self.counts is not None, "categories come with their counts"
         return self.categories, self.counts
 
 
@@ -104,15 +108,16 @@ class ReferenceProfile:
         meta = []
         for i, f in enumerate(self.features.values()):
             meta.append(_feature_meta(f))
-            if f.numeric:
+            if f.values is not None:  # numeric
                 arrays[f"v{i}"] = f.values
             else:
+                assert f.counts is not None, "a column that is not numeric has its categories and counts"
                 arrays[f"c{i}"] = _categories_for_npz(f)
                 arrays[f"n{i}"] = f.counts
         header = {"version": FORMAT_VERSION, "rows": self.rows, "features": meta}
         arrays["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub takes **arrays for allow_pickle
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceProfile:
@@ -196,7 +201,7 @@ def clean_column(column: np.ndarray) -> np.ndarray:
     return column
 
 
-def _present(value) -> bool:
+def _present(value: object) -> bool:
     if value is None:
         return False
     if isinstance(value, float):
@@ -227,12 +232,14 @@ def _feature_meta(f: FeatureProfile) -> dict:
 
 
 def _feature_arrays_as_lists(f: FeatureProfile) -> dict:
-    if f.numeric:
+    if f.values is not None:  # numeric
         return {"values": f.values.tolist()}
+    assert f.categories is not None and f.counts is not None, "a column that is not numeric has its categories"
     return {"categories": f.categories.tolist(), "counts": f.counts.tolist()}
 
 
-def _feature_from_meta(item: Mapping, values, categories, counts) -> FeatureProfile:
+def _feature_from_meta(item: Mapping, values: np.ndarray | None, categories: np.ndarray | None,
+                       counts: np.ndarray | None) -> FeatureProfile:
     return FeatureProfile(
         name=item["name"],
         dtype=item["dtype"],
@@ -257,6 +264,7 @@ def _numeric_storage(dtype: str) -> np.dtype:
 
 def _categories_for_npz(f: FeatureProfile) -> np.ndarray:
     cats = f.categories
+    assert cats is not None, "a column that is not numeric has its categories"
     if cats.dtype.kind != "O":
         return cats
     if all(isinstance(v, str) for v in cats):
@@ -264,7 +272,7 @@ def _categories_for_npz(f: FeatureProfile) -> np.ndarray:
     raise ValueError(f"feature '{f.name}': only string object categories can be saved to npz")
 
 
-def _categories_array(items, dtype: str) -> np.ndarray:
+def _categories_array(items: list[Any], dtype: str) -> np.ndarray:
     if np.dtype(dtype).kind == "O":
         out = np.empty(len(items), dtype=object)
         out[:] = list(items)

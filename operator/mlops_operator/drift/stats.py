@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -184,7 +185,7 @@ def wasserstein_normed(ref_sorted: np.ndarray, cur_sorted: np.ndarray, ref_std: 
 # --- binning for PSI and Jensen-Shannon ------------------------------------------------------------------
 
 
-def sturges_edges(lo, hi, total: int, dtype: np.dtype) -> np.ndarray:
+def sturges_edges(lo: Any, hi: Any, total: int, dtype: np.dtype) -> np.ndarray:
     """``np.histogram_bin_edges(pooled, bins="sturges")`` from the pooled min, max, size and dtype only.
 
     Follows numpy's steps: range = (min, max) widened by 0.5 when empty; width = ptp / (log2(size) + 1),
@@ -209,7 +210,7 @@ def sturges_edges(lo, hi, total: int, dtype: np.dtype) -> np.ndarray:
     return np.linspace(first, last, n_bins + 1, endpoint=True, dtype=bin_type)
 
 
-def _range_width(hi, lo):
+def _range_width(hi: Any, lo: Any) -> Any:
     """hi - lo, in the unsigned counterpart for signed integers so the range cannot overflow."""
     dt = np.result_type(hi, lo)
     if np.issubdtype(dt, np.signedinteger):

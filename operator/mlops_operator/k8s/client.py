@@ -9,6 +9,7 @@ from kubeconfig.py and credentials.py (exec plugins run off the event loop).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import email.utils
 import json
@@ -115,7 +116,7 @@ def retry_delay(status: int, retry_after: str | None, attempt: int, max_retries:
         return None
     if asked is not None and asked > MAX_RETRY_AFTER:
         return None
-    backoff = min(0.2 * 2 ** attempt, 5.0)
+    backoff: float = min(0.2 * 2 ** attempt, 5.0)
     return max(asked or 0.0, backoff) * random.uniform(1.0, 1.2)
 
 
@@ -135,9 +136,9 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class KubeClient:
-    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool | Tls, auth, limit: int = 32,
+    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool | Tls, auth: Any, limit: int = 32,
                  user_agent: str = USER_AGENT, *, proxy: str | None = None, server_hostname: str | None = None,
-                 max_retries: int = MAX_RETRIES):
+                 max_retries: int = MAX_RETRIES) -> None:
         """`ssl_context`: a context, False (no verification), or the kubeconfig's Tls (which also builds contexts for
         an exec plugin's client certificates). `auth`: credentials (credentials.py: current() and refresh()), or a
         callable returning the Authorization header's value. `proxy`: an http(s) proxy URL (kubeconfig
@@ -160,7 +161,7 @@ class KubeClient:
         self._resources: dict[str, set[str]] = {}
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, **kwargs) -> KubeClient:
+    def from_environment(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeClient:
         """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config).
         What a kubeconfig may hold: docs/install.md, "Connecting to the API server"."""
         conn = kubeconfig_.load(kubeconfig)
@@ -187,7 +188,7 @@ class KubeClient:
 
     @contextlib.asynccontextmanager
     async def _send(self, method: str, path: str, *, headers: dict[str, str],
-                    **kwargs) -> AsyncIterator[aiohttp.ClientResponse]:
+                    **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request, after a credential refresh on a 401 (once) and the retries a throttling
         server asks for (retry_delay)."""
         session = await self._session_()
@@ -254,7 +255,8 @@ class KubeClient:
 
     async def get(self, path: str) -> dict | None:
         try:
-            return await self.request("GET", path)
+            obj: dict | None = await self.request("GET", path)
+            return obj
         except ApiError as err:
             if err.status == 404:
                 return None
@@ -262,21 +264,26 @@ class KubeClient:
 
     async def list(self, path: str, label_selector: str | None = None) -> list[dict]:
         params = {"labelSelector": label_selector} if label_selector else None
-        return (await self.request("GET", path, params=params))["items"]
+        items: builtins.list[dict] = (await self.request("GET", path, params=params))["items"]
+        return items
 
     async def apply(self, obj: dict, force: bool = True) -> dict:
         """Server-side apply under the operator's one field manager."""
         params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
-        return await self.request("PATCH", object_path(obj), params=params, body=obj, content_type=APPLY)
+        applied: dict = await self.request("PATCH", object_path(obj), params=params, body=obj, content_type=APPLY)
+        return applied
 
     async def patch_status(self, obj_path: str, status: dict) -> dict:
-        return await self.request("PATCH", obj_path + "/status", body={"status": status},
-                                  content_type="application/merge-patch+json",
-                                  params={"fieldManager": FIELD_MANAGER})
+        patched: dict = await self.request("PATCH", obj_path + "/status", body={"status": status},
+                                           content_type="application/merge-patch+json",
+                                           params={"fieldManager": FIELD_MANAGER})
+        return patched
 
     async def merge_patch(self, obj_path: str, patch: dict) -> dict:
-        return await self.request("PATCH", obj_path, body=patch, content_type="application/merge-patch+json",
-                                  params={"fieldManager": FIELD_MANAGER})
+        patched: dict = await self.request("PATCH", obj_path, body=patch,
+                                           content_type="application/merge-patch+json",
+                                           params={"fieldManager": FIELD_MANAGER})
+        return patched
 
     async def delete(self, obj_path: str, propagation: str = "Background") -> bool:
         try:
@@ -288,11 +295,13 @@ class KubeClient:
             raise
 
     async def create(self, collection_path: str, body: dict) -> dict:
-        return await self.request("POST", collection_path, body=body, params={"fieldManager": FIELD_MANAGER})
+        created: dict = await self.request("POST", collection_path, body=body,
+                                           params={"fieldManager": FIELD_MANAGER})
+        return created
 
     # -------------------------------------------------------------- discovery
 
-    async def group_versions(self, group: str) -> list[str]:
+    async def group_versions(self, group: str) -> builtins.list[str]:
         """Versions the API server serves for a group, preferred first (cached for the process)."""
         if group not in self._discovered:
             try:
@@ -318,7 +327,7 @@ class KubeClient:
                 self._resources[group_version] = set()
         return plural in self._resources[group_version]
 
-    async def pick_resource_version(self, group: str, plural: str, wanted: list[str]) -> str:
+    async def pick_resource_version(self, group: str, plural: str, wanted: builtins.list[str]) -> str:
         """The first of `wanted` whose group version serves `plural` (CronJob: batch/v1 only from 1.21)."""
         for version in wanted:
             if await self.serves(f"{group}/{version}", plural):
@@ -326,7 +335,7 @@ class KubeClient:
         raise ApiError(404, {"message": f"the API server serves {plural} in none of {group}/{wanted}"}, "GET",
                        f"/apis/{group}")
 
-    async def pick_version(self, group: str, wanted: list[str]) -> str:
+    async def pick_version(self, group: str, wanted: builtins.list[str]) -> str:
         """The first of `wanted` (newest first) the server serves, as 'group/version'."""
         served = await self.group_versions(group)
         for version in wanted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta, timezone
+from typing import IO
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -62,7 +63,7 @@ def read_table(uri: str, fmt: str | None = None) -> pa.Table:
         raise DataError("DataUnreadable", f"{uri}: {err}") from None
 
 
-def _read(source, kind: str) -> pa.Table:
+def _read(source: str | IO[bytes], kind: str) -> pa.Table:
     if kind == "csv":
         import pyarrow.csv as pacsv
 

@@ -19,7 +19,7 @@ from typing import Any
 from ..api import driftmonitor
 from ..api.common import duration_seconds
 from ..api.driftmonitor import DRIFT_MONITOR, RUN_NOW_ANNOTATION, DriftMonitorSpec
-from ..k8s.conditions import condition, find_condition, format_time, merge_conditions, parse_time
+from ..k8s.conditions import ConditionStatus, condition, find_condition, format_time, merge_conditions, parse_time
 from ..k8s.labels import labels
 
 Event = tuple[str, str, str]
@@ -74,23 +74,33 @@ def share_percent(last_run: dict | None) -> str | None:
     return None if share is None else f"{round(share * 100)}%"
 
 
+def _time(value: str) -> datetime:
+    """A time the operator wrote itself (a run's or a retraining's), so never empty."""
+    when = parse_time(value)
+    assert when is not None, f"not a time: {value!r}"
+    return when
+
+
 def retrain_name(dm_name: str, run_time: str) -> str:
-    return driftmonitor.retrain_name(dm_name, int(parse_time(run_time).timestamp()))
+    return driftmonitor.retrain_name(dm_name, int(_time(run_time).timestamp()))
 
 
 def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) -> dict:
     meta = body["metadata"]
+    retrain = spec.actions.retrain if spec.actions else None
+    assert retrain is not None, "a retraining is made only for spec.actions.retrain"
     return {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": name, "namespace": meta["namespace"],
                          "labels": labels(DRIFT_MONITOR.kind, meta["name"], "retrain"),
                          "annotations": {"mlops.dev/drift": drift_summary(last_run)[:1000]}},
-            "spec": spec.actions.retrain.template.to_dict()}
+            "spec": retrain.template.to_dict()}
 
 
 def _retrain_decision(body: dict, spec: DriftMonitorSpec, last_run: dict, retrains: list[dict],
                       now: datetime) -> tuple[dict | None, Event]:
-    policy = spec.actions.retrain
-    times = sorted(parse_time(r["time"]) for r in retrains)
+    policy = spec.actions.retrain if spec.actions else None
+    assert policy is not None, "a retraining is decided only for spec.actions.retrain"
+    times = sorted(_time(r["time"]) for r in retrains)
     cooldown = timedelta(seconds=duration_seconds(policy.cooldown))
     if times and now - times[-1] < cooldown:
         return None, ("Normal", "RetrainSkipped",
@@ -113,6 +123,8 @@ def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime,
     gen = body["metadata"].get("generation")
     last_run, attempt = old.get("lastRun"), old.get("lastAttempt")
 
+    ready: tuple[ConditionStatus, str, str]
+    drift: tuple[ConditionStatus, str, str]
     if source_problem is not None:
         ready = ("False", *source_problem)
     elif attempt is None:

@@ -110,6 +110,7 @@ class DriftMonitorReconciler:
             await report_invalid(client, body, err.errors, now)
             return None
         schedule = render.schedule(spec)
+        assert schedule is not None, "validation accepts only an interval a cron schedule can express"
 
         cron_version = await client.pick_resource_version("batch", "cronjobs", ["v1", "v1beta1"])
         desired = render.desired(body, spec, cron_version, settings)
@@ -134,8 +135,9 @@ class DriftMonitorReconciler:
         metrics.drift_result(namespace, name, reaction.status.get("lastRun"))
         _count_check(self._counted, key, reaction.status)
         resolve = None
-        if reaction.resolved and reactions.alert_url(spec):
-            resolve = (reactions.alert_url(spec), reactions.alert(body, spec, reaction.status["lastRun"]))
+        url = reactions.alert_url(spec) if reaction.resolved else None
+        if url:
+            resolve = (url, reactions.alert(body, spec, reaction.status["lastRun"]))
         return await self._sync_alert(key, body, reactions.firing_alert(body, spec, reaction.status), resolve, now,
                                       schedule)
 
@@ -170,6 +172,7 @@ class DriftMonitorReconciler:
             posts.append((*resolve, now))
         ends = None
         if want is not None:
+            assert schedule is not None, "a firing alert comes with the monitor's schedule"
             ends = alerts.ends_at(schedule, now)
             posts.append((*want, ends))
         if not posts:
@@ -190,7 +193,7 @@ class DriftMonitorReconciler:
                 await emit(self.client, body, "Warning", "AlertFailed",
                            f"could not post the drift alert (retrying with back-off): {err}", now)
             return alerts.retry_delay(failures)
-        if want is None:
+        if want is None or ends is None:  # ends is set whenever want is
             self._alerts.pop(key, None)
             return None
         delay = alerts.refresh_delay(now, ends, now)

@@ -24,7 +24,10 @@ def runner_name(name: str) -> str:
 
 
 def schedule(spec: DriftMonitorSpec) -> str | None:
-    return spec.schedule if spec.schedule else interval_cron(duration_seconds(spec.interval))
+    if spec.schedule:
+        return spec.schedule
+    assert spec.interval is not None, "validation requires schedule or interval"
+    return interval_cron(duration_seconds(spec.interval))
 
 
 def _meta(body: dict, name: str, component: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import logging
 import os
 import pathlib
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
@@ -25,6 +26,9 @@ from ..drift.engine import DriftInputError, InsufficientData, compute_drift, fea
 from ..drift.profile import ReferenceProfile, build_profile
 from ..k8s.conditions import format_time
 from . import data
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger("mlops_operator.drift_check")
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
@@ -37,7 +41,7 @@ class NotFound(Exception):
 class Api:
     """The few calls the runner makes, through the official client (in-cluster or kubeconfig)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from kubernetes import client, config
 
         try:
@@ -46,7 +50,8 @@ class Api:
             config.load_kube_config()
         self.client = client.ApiClient()
 
-    def _call(self, method: str, path: str, body=None, content_type="application/json"):
+    def _call(self, method: str, path: str, body: dict | None = None,
+              content_type: str = "application/json") -> Any:
         cfg = self.client.configuration
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
@@ -61,13 +66,14 @@ class Api:
         return json.loads(raw) if raw else None
 
     def get(self, path: str) -> dict:
-        return self._call("GET", path)
+        obj: dict = self._call("GET", path)
+        return obj
 
     def patch_status(self, path: str, status: dict) -> None:
         self._call("PATCH", path + "/status", {"status": status}, "application/merge-patch+json")
 
 
-def _profile(uri: str, fmt: str | None, table, names: list[str]) -> ReferenceProfile:
+def _profile(uri: str, fmt: str | None, table: pa.Table, names: list[str]) -> ReferenceProfile:
     cache = os.environ.get("MLOPS_PROFILE_CACHE")
     local = data._local_path(uri)
     key_path = None

@@ -23,8 +23,9 @@ def container_resources(resources: Resources | None) -> dict[str, Any]:
         return {}
     fixed = {k: str(v) for k, v in (("cpu", resources.cpu), ("memory", resources.memory)) if v is not None}
     limits = dict(fixed)
-    if gpu_count(resources):
-        limits[resources.gpu.resource] = str(resources.gpu.count)
+    gpu = resources.gpu
+    if gpu is not None and gpu.count:
+        limits[gpu.resource] = str(gpu.count)
     out: dict[str, Any] = {}
     if fixed:
         out["requests"] = fixed
@@ -38,9 +39,10 @@ def pod_scheduling(resources: Resources | None, scheduling: Scheduling | None) -
     scheduling = scheduling or Scheduling()
     selector = dict(scheduling.node_selector)
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in scheduling.tolerations]
-    if gpu_count(resources):
-        if resources.gpu.product:
-            selector[PRODUCT_LABEL] = resources.gpu.product
+    gpu = resources.gpu if resources else None
+    if gpu is not None and gpu.count:
+        if gpu.product:
+            selector[PRODUCT_LABEL] = gpu.product
         gpu_toleration = {"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}
         if gpu_toleration not in tolerations:
             tolerations.append(gpu_toleration)
@@ -58,7 +60,7 @@ def pod_scheduling(resources: Resources | None, scheduling: Scheduling | None) -
 
 def shm(resources: Resources | None) -> tuple[dict, dict] | None:
     """A memory-backed /dev/shm for GPU pods (NCCL and dataloaders need more than the default 64 MiB)."""
-    if not gpu_count(resources):
+    if resources is None or not gpu_count(resources):
         return None
     empty_dir: dict[str, Any] = {"medium": "Memory"}
     if resources.memory is not None:

@@ -9,14 +9,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import metrics
 from ..k8s.client import ApiError
 from ..k8s.status import ObjectGone
 from .workqueue import WorkQueue
 
-Reconcile = Callable[[Hashable], Awaitable[float | None]]
+# The key is whatever the controller's informers enqueue ((namespace, name) for the kinds), so the runtime takes a
+# reconcile of any key type.
+Reconcile = Callable[[Any], Awaitable[float | None]]
 
 
 class Leadership(Protocol):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
 from ..k8s.client import ApiError, KubeClient, resource_path
 
@@ -36,13 +36,13 @@ class Informer:
     """One resource kind: `get(key)` and `values()` read the index (the Cache's interface); `run()` fills it."""
 
     def __init__(self, client: KubeClient, api_version: str, kind: str, *, keys: Keys,
-                 on_change: Callable[[dict], None], namespaces: list[str] | None = None,
+                 on_change: Callable[[dict], None], namespaces: Sequence[str] | None = None,
                  label_selector: str | None = None, watch_timeout: int = 60, grace: float = 15):
         self._client, self.api_version, self.kind = client, api_version, kind
         # The server ends each watch after watch_timeout; silence for watch_timeout + grace is a hung watch.
         self._watch_timeout, self._grace = watch_timeout, grace
         self._keys, self._on_change = keys, on_change
-        self._namespaces = namespaces or [None]  # None: all namespaces
+        self._namespaces: Sequence[str | None] = namespaces or [None]  # None: all namespaces
         self._selector = label_selector
         self._objects: dict[str, dict] = {}  # uid -> object
         self._index: dict[Hashable, dict[str, dict]] = {}  # key -> uid -> object
@@ -120,7 +120,8 @@ class Informer:
         for uid, obj in list(self._objects.items()):
             if uid not in seen and (namespace is None or obj["metadata"].get("namespace") == namespace):
                 self._delete(obj)
-        return page["metadata"]["resourceVersion"]
+        resource_version: str = page["metadata"]["resourceVersion"]
+        return resource_version
 
     async def _watch(self, namespace: str | None, version: str) -> None:
         path = self._path(namespace)

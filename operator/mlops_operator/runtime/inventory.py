@@ -76,7 +76,7 @@ def export(cache: Cache) -> None:
 
 def _unique(pods: Iterable[dict]) -> Iterable[dict]:
     # A pod with two owner labels sits under two keys of the index: count it once.
-    seen: set[str] = set()
+    seen: set[str | int] = set()
     for pod in pods:
         uid = (pod.get("metadata") or {}).get("uid") or id(pod)
         if uid not in seen:

@@ -13,7 +13,7 @@ from .. import metrics
 class WorkQueue:
     def __init__(self, name: str):
         self.name = name
-        self._ready: asyncio.Queue = asyncio.Queue()
+        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
         self._waiting: set[Hashable] = set()
         self._processing: set[Hashable] = set()
         self._dirty: set[Hashable] = set()

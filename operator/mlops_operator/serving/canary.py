@@ -92,6 +92,8 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
     canary = spec.rollout.canary if spec.rollout else None
     prev = prev or {}
     prev_phase = prev.get("phase")
+    events: list[Event]
+    blocked: tuple[str, str] | None
     if canary is None or canary.model is None:
         events = []
         if prev_phase not in (None, "Promoted", "Aborted"):
@@ -136,7 +138,7 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
                           blocked=("Promoting", f"the stable Deployment is rolling out the canary {uri}"))
 
     steps = _steps(canary)
-    events: list[Event] = []
+    events = []
     started = None if reset else parse_time(prev.get("stepStartTime"))
     if reset:
         events.append(("Normal", "CanaryStarted", f"canary {uri} started at step 0: {weight_note(total, weight)}"))

@@ -97,7 +97,7 @@ def handover_replicas(spec: ModelDeploymentSpec, stable: dict | None) -> int | N
     handover has not happened yet (the HPA's bounds apply right away, as the HPA itself would)."""
     if spec.autoscaling is None or stable is None or dig(stable, "metadata", "annotations", HANDOVER_ANNOTATION):
         return None
-    live = dig(stable, "spec", "replicas", default=1)
+    live: int = dig(stable, "spec", "replicas", default=1)
     return min(max(live, spec.autoscaling.min_replicas), spec.autoscaling.max_replicas)
 
 
@@ -163,9 +163,10 @@ class ModelDeploymentReconciler:
         if rejected is not None and rejected[0] == sent:
             await report_invalid(client, body, [rejected[1]], now)
             return None
-        handover = handover_replicas(spec, live["stable"])
-        if handover is not None:
-            await apply_as_handover(client, _handover_body(live["stable"], handover))
+        stable = live["stable"]
+        handover = handover_replicas(spec, stable)
+        if handover is not None and stable is not None:  # no handover without a stable
+            await apply_as_handover(client, _handover_body(stable, handover))
         try:
             done = await sync_children(client, live, desired, owner=body)
         except ChildRejected as err:
@@ -174,12 +175,14 @@ class ModelDeploymentReconciler:
             await report_invalid(client, body, [f"spec: {err}"], now)
             return None
         self._rejected.pop(key, None)
-        if spec.autoscaling is None and dig(live["stable"] or {}, "metadata", "annotations", HANDOVER_ANNOTATION):
-            await apply_as_handover(client, _handover_body(live["stable"], None))  # the operator's apply owns it
+        stable = live["stable"]
+        if spec.autoscaling is None and stable and dig(stable, "metadata", "annotations", HANDOVER_ANNOTATION):
+            await apply_as_handover(client, _handover_body(stable, None))  # the operator's apply owns it
 
         for role in ("stable", "canary"):
-            if done.get(role) == UPDATED:
-                live[role] = not_yet_observed(live[role])
+            child = live[role]
+            if done.get(role) == UPDATED and child is not None:  # updated: it existed
+                live[role] = not_yet_observed(child)
         new_status, events = status.compute(body, live["stable"], live["canary"], pods, plan,
                                             render.url(key[1], key[0], settings), now, spec_warnings(spec))
         written = await write_status_if_current(client, body, new_status)

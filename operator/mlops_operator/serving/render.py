@@ -138,6 +138,7 @@ def service(body: dict, spec: ModelDeploymentSpec | None = None, port_name: str 
 
 def hpa(body: dict, spec: ModelDeploymentSpec, api_version: str) -> dict[str, Any]:
     scaling = spec.autoscaling
+    assert scaling is not None, "an HPA is rendered only with spec.autoscaling"
     if scaling.metric is not None:
         metric = {"type": "Pods", "pods": {"metric": {"name": scaling.metric.name},
                                            "target": {"type": "AverageValue",
@@ -186,18 +187,22 @@ def desired(body: dict, spec: ModelDeploymentSpec, plan: CanaryPlan, versions: A
         stable_model, stable_overrides, stable_annotations = canary.model, canary.runtime, canary_annotations
     else:
         stable_model, stable_overrides, stable_annotations = spec.model, None, spec.pod_annotations
-    autoscaled = spec.autoscaling is not None
-    if autoscaled:
-        stable_replicas = None if stable_exists else spec.autoscaling.min_replicas
+    autoscaling = spec.autoscaling
+    if autoscaling is not None:
+        stable_replicas = None if stable_exists else autoscaling.min_replicas
     else:
         stable_replicas = spec.replicas
-    min_stable = spec.autoscaling.min_replicas if autoscaled else spec.replicas
+    min_stable = autoscaling.min_replicas if autoscaling is not None else spec.replicas
+    canary_child = None
+    if plan.deploy:
+        assert canary is not None and canary.model is not None, "a canary plan deploys only a canary with a model"
+        canary_child = deployment(body, spec, "canary", plan.canary_replicas, canary.model, canary.runtime, settings,
+                                  canary_annotations)
     return {
         "stable": deployment(body, spec, "stable", stable_replicas, stable_model, stable_overrides, settings,
                              stable_annotations),
-        "canary": deployment(body, spec, "canary", plan.canary_replicas, canary.model, canary.runtime, settings,
-                             canary_annotations) if plan.deploy else None,
+        "canary": canary_child,
         "service": service(body, spec),
-        "hpa": hpa(body, spec, versions.hpa) if autoscaled else None,
+        "hpa": hpa(body, spec, versions.hpa) if autoscaling is not None else None,
         "pdb": pdb(body, versions.pdb) if min_stable > 1 else None,
     }

@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from ..k8s.conditions import condition, dig, find_condition, merge_conditions
+from ..k8s.conditions import ConditionStatus, condition, dig, find_condition, merge_conditions
 from ..k8s.diff import contains
 from .canary import CanaryObservation, CanaryPlan
 from .render import MODEL_URI_ANNOTATION, TRACK
@@ -114,7 +114,7 @@ def rolled_out(dep: dict | None) -> bool:
     if not dep:
         return False
     st, want = dep.get("status") or {}, dig(dep, "spec", "replicas", default=1)
-    return (st.get("observedGeneration", 0) >= dig(dep, "metadata", "generation", default=0)
+    return bool(st.get("observedGeneration", 0) >= dig(dep, "metadata", "generation", default=0)
             and st.get("updatedReplicas", 0) == want and st.get("readyReplicas", 0) == want
             and st.get("replicas", 0) == want)
 
@@ -154,6 +154,9 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
     want = dig(stable, "spec", "replicas", default=0) if stable else None
     problem = summarize(track(pods, "stable"))
 
+    ready_c: tuple[ConditionStatus, str, str]
+    available: tuple[ConditionStatus, str, str]
+    progressing: tuple[ConditionStatus, str, str]
     if stable is None:
         ready_c = ("False", "Creating", "the stable Deployment is being created")
     elif want == 0:

@@ -110,9 +110,10 @@ def _failed(pod: dict, rank: int, who: str, status: dict) -> WorkerFailure:
     disruption = POD_REASONS.get(pod_reason) or _disruption(pod)
     if status.get("phase") == "Unknown" and not disruption:
         disruption = "NodeLost"
-    terminated = [(cs.get("name"), dig(cs, "state", "terminated") or {})
-                  for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])]
-    ended = [t.get("finishedAt") for _, t in terminated if t.get("finishedAt")]
+    terminated: list[tuple[str | None, dict[str, Any]]] = [
+        (cs.get("name"), dig(cs, "state", "terminated") or {})
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])]
+    ended: list[str] = [t["finishedAt"] for _, t in terminated if t.get("finishedAt")]
     at = min(ended) if ended else ""
     if disruption:
         text = f"{who}: {disruption}" + (f": {message}" if message else "")

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..api.common import duration_seconds
 from ..api.trainingjob import TrainingJobSpec
-from ..k8s.conditions import condition, dig, find_condition, format_time, merge_conditions, parse_time
+from ..k8s.conditions import ConditionStatus, condition, dig, find_condition, format_time, merge_conditions, parse_time
 from ..podspec.gpu import gpu_count
 from . import failures, promotion, rendezvous
 from .admission import Admission
@@ -142,8 +142,10 @@ def counts(pods: list[dict], gone: int = 0) -> dict[str, int]:
 
 
 def gpus_text(spec: TrainingJobSpec) -> str:
-    n = gpu_count(spec.resources)
-    return f"{spec.workers} workers x {n} {spec.resources.gpu.resource}" if n else f"{spec.workers} workers (no GPUs)"
+    gpu = spec.resources.gpu
+    if gpu is None or not gpu.count:
+        return f"{spec.workers} workers (no GPUs)"
+    return f"{spec.workers} workers x {gpu.count} {gpu.resource}"
 
 
 def output_uri(pods: list[dict], spec: TrainingJobSpec) -> str | None:
@@ -153,7 +155,8 @@ def output_uri(pods: list[dict], spec: TrainingJobSpec) -> str | None:
         for container in dig(pod, "spec", "containers") or []:
             for var in container.get("env") or []:
                 if var.get("name") == "OUTPUT_MODEL_URI" and var.get("value"):
-                    return var["value"]
+                    uri: str = var["value"]
+                    return uri
     return spec.output.model_uri if spec.output else None
 
 
@@ -185,8 +188,9 @@ def decide(body: dict, spec: TrainingJobSpec, obs: Observation, now: datetime) -
     else:
         _observe(plan, body, spec, obs, current, others, attempt, now)
 
-    if st.get("phase") not in TERMINAL and not spec.suspend and spec.active_deadline_seconds and st.get("startTime"):
-        plan.after((parse_time(st["startTime"]) + timedelta(seconds=spec.active_deadline_seconds) - now)
+    if (st.get("phase") not in TERMINAL and not spec.suspend and spec.active_deadline_seconds
+            and (started := parse_time(st.get("startTime"))) is not None):
+        plan.after((started + timedelta(seconds=spec.active_deadline_seconds) - now)
                    .total_seconds())
     _finish_status(plan, body, spec, obs, old, now)
     return plan
@@ -378,6 +382,7 @@ def _finished(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, c
 
 
 def _promote(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observation, now: datetime) -> None:
+    assert spec.promote is not None
     st, target, as_ = plan.status, spec.promote.model_deployment.name, spec.promote.as_
     uri = st.get("modelUri")
     job = body["metadata"]["name"]
@@ -402,6 +407,11 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
     failure = st.get("failure") or {}
     pods = [p for p in obs.pods if attempt_of(p) == attempt]
 
+    running: tuple[ConditionStatus, str, str]
+    succeeded: tuple[ConditionStatus, str, str]
+    failed: tuple[ConditionStatus, str, str]
+    suspended: tuple[ConditionStatus, str, str]
+    ready: tuple[ConditionStatus, str, str]
     if phase == "Running":
         world, up = spec_world(pods, spec), sum(1 for p in pods if _running(p))
         done = sum(1 for p in pods if _phase(p) == "Succeeded")
@@ -434,9 +444,9 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
         succeeded = ("False", "InProgress", f"attempt {attempt} in progress" if attempt else "not started")
     if phase == "Failed":
         was = find_condition(old.get("conditions"), "Failed") or {}
-        failed = plan.failed or ((was["reason"], was.get("message", "")) if was.get("status") == "True" else
-                                 (failure.get("reason") or "Failed", failure.get("message") or "the job failed"))
-        failed = ("True", *failed)
+        why = plan.failed or ((was["reason"], was.get("message", "")) if was.get("status") == "True" else
+                              (failure.get("reason") or "Failed", failure.get("message") or "the job failed"))
+        failed = ("True", *why)
     elif failure:
         failed = ("False", "Retrying", f"attempt {failure.get('attempt')} failed ({failure.get('reason')}), "
                                        f"retried: {failure.get('message')}")
@@ -454,8 +464,8 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
     else:
         ready = ("False", running[1], running[2])
 
-    updates = [("Ready", ready), ("Running", running), ("Succeeded", succeeded), ("Failed", failed),
-               ("Suspended", suspended)]
+    updates: list[tuple[str, tuple[ConditionStatus, str, str]]] = [
+        ("Ready", ready), ("Running", running), ("Succeeded", succeeded), ("Failed", failed), ("Suspended", suspended)]
     if spec.promote is not None:
         updates.append(("Promoted", _promoted(st, spec, obs, phase)))
     conditions = merge_conditions(old.get("conditions"), [
@@ -476,7 +486,7 @@ def _finish_status(plan: Plan, body: dict, spec: TrainingJobSpec, obs: Observati
         plan.events.append(("Warning", "ModelDeploymentNotFound", promoted_now["message"]))
 
 
-def _promoted(st: dict, spec: TrainingJobSpec, obs: Observation, phase: str) -> tuple[str, str, str]:
+def _promoted(st: dict, spec: TrainingJobSpec, obs: Observation, phase: str) -> tuple[ConditionStatus, str, str]:
     """The Promoted condition. A missing target is reported from the first reconcile on: the job still runs
     (the ModelDeployment may be created while it trains) and promotes once the target exists."""
     assert spec.promote is not None
