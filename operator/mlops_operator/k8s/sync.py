@@ -11,7 +11,7 @@ Each action is logged at INFO, one line naming the owner and the child, so the o
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from .client import ApiError, KubeClient, object_path
 from .diff import stamp, up_to_date
@@ -62,3 +62,23 @@ async def sync_children(client: KubeClient, live: Mapping[str, dict | None], des
         done[role] = CREATED if have is None else UPDATED
         log.info("%s%s %s %s", _owner(owner), want["kind"], want["metadata"]["name"], done[role])
     return done
+
+
+async def delete_orphans(client: KubeClient, children: Iterable[dict | None], owner_kind: str,
+                         owner: tuple[str, str]) -> int:
+    """Deletes the children a deleted owner left (ownerReferences to an `owner_kind` that no longer exists, the
+    caller having found no live owner by that name). Kubernetes' garbage collector would too, but after an API
+    server restart it can back off for many minutes (docs/reliability.md); the operator, which saw the owner go,
+    need not wait. Returns how many it deleted."""
+    deleted = 0
+    for child in children:
+        meta = (child or {}).get("metadata") or {}
+        if not child or meta.get("deletionTimestamp"):
+            continue
+        if not any(ref.get("kind") == owner_kind for ref in meta.get("ownerReferences") or []):
+            continue  # not ours to judge
+        if await client.delete(object_path(child)):
+            deleted += 1
+            log.info("%s %s/%s: %s %s deleted (its owner is gone)", owner_kind, owner[0], owner[1],
+                     child.get("kind", ""), meta.get("name"))
+    return deleted

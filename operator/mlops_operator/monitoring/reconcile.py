@@ -24,7 +24,7 @@ from ..k8s.client import ApiError, KubeClient, object_path, resource_path
 from ..k8s.conditions import format_time
 from ..k8s.events import emit
 from ..k8s.status import StaleStatus, report_invalid, write_status
-from ..k8s.sync import sync_children
+from ..k8s.sync import delete_orphans, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
@@ -103,6 +103,10 @@ class DriftMonitorReconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.drift_result(namespace, name, None)
             self._counted.pop(key, None)
+            if body is None:  # deleted: the runner's objects go now, not when the garbage collector gets to them
+                cron_version = await client.pick_resource_version("batch", "cronjobs", ["v1", "v1beta1"])
+                found = [await client.get(path) for path in render.runner_paths(namespace, name, cron_version)]
+                await delete_orphans(client, found, "DriftMonitor", key)
             return await self._sync_alert(key, None, None, None, now)
         try:
             spec = validate_object(body, DRIFT_MONITOR)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..api.common import duration_seconds
 from ..api.driftmonitor import DRIFT_MONITOR, RUN_NOW_ANNOTATION, DriftMonitorSpec, interval_cron
+from ..k8s.client import resource_path
 from ..k8s.labels import labels
 from ..k8s.ownership import owner_reference
 from ..podspec import security
@@ -90,6 +91,15 @@ def cron_job(body: dict, spec: DriftMonitorSpec, api_version: str, settings: Set
                 "securityContext": security.pod_security_context(),
                 "containers": [container],
             }}}}}}
+
+
+def runner_paths(namespace: str, name: str, cron_api_version: str) -> list[str]:
+    """Where the runner's objects of monitor `name` are."""
+    runner = runner_name(name)
+    return [resource_path("v1", "ServiceAccount", namespace, runner),
+            resource_path("rbac.authorization.k8s.io/v1", "Role", namespace, runner),
+            resource_path("rbac.authorization.k8s.io/v1", "RoleBinding", namespace, runner),
+            resource_path(cron_api_version, "CronJob", namespace, runner)]
 
 
 def desired(body: dict, spec: DriftMonitorSpec, cron_api_version: str, settings: Settings) -> dict[str, dict]:

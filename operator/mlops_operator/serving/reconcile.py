@@ -32,7 +32,7 @@ from ..k8s.conditions import dig
 from ..k8s.diff import digest
 from ..k8s.events import emit
 from ..k8s.status import StaleStatus, report_invalid, write_status
-from ..k8s.sync import UPDATED, ChildRejected, sync_children
+from ..k8s.sync import UPDATED, ChildRejected, delete_orphans, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
@@ -138,7 +138,10 @@ class ModelDeploymentReconciler:
         body = cache.one("modeldeployments_idx", key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._rejected.pop(key, None)
-            return None  # deleted: the garbage collector removes the children through their owner references
+            if body is None:  # deleted: its children go now, not when the garbage collector gets to them
+                await delete_orphans(client, live_children(cache, key, await self.versions()).values(),
+                                     "ModelDeployment", key)
+            return None
         now = self.clock()
         try:
             spec = validate_object(body, MODEL_DEPLOYMENT)

@@ -37,7 +37,7 @@ from ..k8s.conditions import find_condition, invalid_spec, set_condition
 from ..k8s.diff import HASH_ANNOTATION, stamp
 from ..k8s.events import emit
 from ..k8s.status import StaleStatus, write_status
-from ..k8s.sync import ChildRejected, sync_children
+from ..k8s.sync import ChildRejected, delete_orphans, sync_children
 from ..podspec.gpu import gpu_count
 from ..runtime.cache import Cache
 from ..settings import Settings
@@ -145,7 +145,11 @@ class TrainingJobReconciler:
         body = self.current(key)
         for _ in range(MAX_CONFLICTS):
             if body is None or body["metadata"].get("deletionTimestamp"):
-                return None  # deleted: the garbage collector removes the pods and the Service (owner references)
+                if body is None:  # deleted: its pods and Service go now, not when the garbage collector gets to them
+                    owner = (key[0], OWNER, key[1])
+                    await delete_orphans(self.client, [*self.cache.all("pods_idx", owner),
+                                                       *self.cache.all("services_idx", owner)], "TrainingJob", key)
+                return None
             try:
                 return await self._reconcile(key, body)
             except Conflict:
