@@ -33,6 +33,7 @@ from kubernetes import client, config
 
 from conftest import OperatorProcess
 from helpers import AuditLog, apply, rbac_table, request, wait_for
+from mlops_localcluster.devrun import iris_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mlops-operator"
@@ -297,8 +298,11 @@ def test_every_example_reaches_its_expected_state_under_the_charts_rbac(kube, cl
     files = write_drift_data(tmp_path)
     for version in ("v1", "v2", "v3"):
         path = tmp_path / "models" / version / "model.joblib"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(f"model {version}".encode())
+        if version == "v3":  # the retraining's output: written by the job
+            path.parent.mkdir(parents=True)
+            path.write_bytes(f"model {version}".encode())
+        else:  # served for real by MLServer (the quickstart's iris): a real scikit-learn model
+            iris_model(path)
         files[version] = f"file://{path}"
     examples = load_examples()
     assert set(examples) == {"quickstart", "canary", "drift", "training"}, "a new example needs its expected state here"

@@ -100,7 +100,7 @@ def active_alerts(alertmanager: str, namespace: str, dm: str) -> list:
     return [a for a in firing if a["labels"].get("driftmonitor") == dm and a["labels"].get("namespace") == namespace]
 
 
-def wait_attempt(kube, namespace: str, name: str, after: str | None = None, timeout: float = 90) -> dict:
+def wait_attempt(kube, namespace: str, name: str, after: str | None = None, timeout: float = 180) -> dict:
     def check():
         dm = get_dm(kube, namespace, name)
         attempt = (dm.get("status") or {}).get("lastAttempt")
