@@ -17,8 +17,11 @@ import json
 import logging
 import os
 import pathlib
+import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+import urllib3
 
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
@@ -36,6 +39,9 @@ GROUP_PATH = "/apis/mlops.dev/v1alpha1"
 
 class NotFound(Exception):
     pass
+
+
+CONNECT_TIMEOUT, READ_TIMEOUT, TRIES = 5, 30, 4  # seconds, seconds, attempts per call
 
 
 class Api:
@@ -57,7 +63,17 @@ class Api:
         token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
         if token:
             headers["Authorization"] = token
-        resp = self.client.call_api(method, cfg.host + path, header_params=headers, body=body)
+        # Bounded: a connection that never answers fails after the timeout and the call is made again on a new
+        # one, instead of hanging the check until its Job's deadline.
+        for attempt in range(1, TRIES + 1):
+            try:
+                resp = self.client.call_api(method, cfg.host + path, header_params=headers, body=body,
+                                            _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                break
+            except urllib3.exceptions.HTTPError as err:
+                if attempt == TRIES:
+                    raise
+                print(f"drift-check: {method} {path}: {err}; trying again", file=sys.stderr, flush=True)
         raw = resp.read()
         if resp.status == 404:
             raise NotFound(f"{method} {path}: 404")
