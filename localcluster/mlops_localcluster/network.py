@@ -139,6 +139,11 @@ class ClusterNetwork:
         return f"mlb{self.cid}"
 
     @property
+    def bridge_mac(self) -> str:
+        """Fixed, locally administered, one per cluster (the cluster id is six hex digits)."""
+        return "02:6d:6c:" + ":".join(self.cid[i:i + 2] for i in (0, 2, 4))
+
+    @property
     def chain(self) -> str:
         return f"MLC-{self.cid}"
 
@@ -211,7 +216,10 @@ class ClusterNetwork:
             ["ip", "link", "set", "lo", "up"],
             ["ip", "addr", "add", f"{self.node_address}/30", "dev", self.uplink],
             ["ip", "link", "set", self.uplink, "up"],
-            ["ip", "link", "add", self.bridge, "type", "bridge"],
+            # A bridge whose address is not set takes its ports' lowest, which changes as pods come and go;
+            # pods would keep sending to the gateway's old address, and their connections through it (the API
+            # server, Services) would hang until their neighbour entry expired.
+            ["ip", "link", "add", self.bridge, "address", self.bridge_mac, "type", "bridge"],
             ["ip", "addr", "add", f"{POD_GATEWAY}/{POD_CIDR.prefixlen}", "dev", self.bridge],
             ["ip", "link", "set", self.bridge, "up"],
             ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],

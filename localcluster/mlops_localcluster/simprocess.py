@@ -455,6 +455,7 @@ class Runner:
         """The process's whole environment: the simulator's (minus in-cluster variables), then the container's."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
         env.update(HOSTNAME=pod["metadata"]["name"], KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1",
+                   PYTHONFAULTHANDLER="1",  # SIGABRT prints every thread's stack: how a hung process is read
                    PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         if self.network:
             env.update(self.network.env())  # the `kubernetes` Service's variables, as a kubelet sets them
