@@ -11,7 +11,7 @@ import pytest
 from mlops_operator.agent import config as agent_config
 from mlops_operator.api import InvalidSpec, validate_object
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
-from mlops_operator.serving import render, sidecar
+from mlops_operator.serving import render
 from mlops_operator.serving.canary import CanaryPlan
 from mlops_operator.settings import Settings, load
 
