@@ -30,6 +30,12 @@ class Settings:
     lease_duration: int = 15
     # MLServer (Seldon's, Open Inference Protocol v2): the mlserver preset's image.
     mlserver_image: str = MLSERVER_IMAGE
+    # The inference agent sidecar of serving pods (`mlops-operator agent`); empty: the operator's own image.
+    agent_image: str = ""
+
+    @property
+    def inference_agent_image(self) -> str:
+        return self.agent_image or self.operator_image
 
 
 def load() -> Settings:
@@ -41,6 +47,7 @@ def load() -> Settings:
         triton_image=env("MLOPS_IMAGE_TRITON", ""),
         sklearn_image=env("MLOPS_IMAGE_SKLEARN", "kserve/sklearnserver:v0.14.0"),
         mlserver_image=env("MLOPS_IMAGE_MLSERVER", MLSERVER_IMAGE),
+        agent_image=env("MLOPS_IMAGE_AGENT", ""),
         cluster_domain=env("MLOPS_CLUSTER_DOMAIN", "cluster.local"),
         workers=int(env("MLOPS_WORKERS", "16")),
         watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),

@@ -92,7 +92,8 @@ def test_model_deployment_defaults():
     assert spec.rollout is None and spec.autoscaling is None
     assert spec.to_dict() == {**MINIMAL_MD, "runtime": {"preset": "sklearn", "args": [], "env": []}, "replicas": 1,
                               "resources": {}, "scheduling": {"nodeSelector": {}, "tolerations": []},
-                              "podAnnotations": {}}
+                              "podAnnotations": {},
+                              "agent": {"enabled": True, "resources": {}}}
 
 
 def test_gpu_defaults():

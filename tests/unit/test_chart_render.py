@@ -224,6 +224,20 @@ def test_metrics_service_monitor_and_rules(render):
     assert not of_kind(render(), "ServiceMonitor") and not of_kind(render(), "PrometheusRule")
 
 
+def test_pod_monitor_scrapes_the_serving_pods_agents(render):
+    from mlops_operator.serving import sidecar
+
+    (monitor,) = of_kind(render("podMonitor.enabled=true", "podMonitor.labels.release=prom"), "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "mlops-operator",
+                                                          "app.kubernetes.io/component": "server"}
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == sidecar.METRICS_PORT_NAME
+    scoped = of_kind(render("podMonitor.enabled=true", "watchNamespaces={a,b}"), "PodMonitor")[0]
+    assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
+    assert not of_kind(render(), "PodMonitor")
+
+
 PROMTOOL_TESTS = """
 rule_files: [rules.yaml]
 evaluation_interval: 1m

@@ -7,7 +7,7 @@ import pytest
 
 from mlops_operator.api.modeldeployment import Model, ModelDeploymentSpec
 from mlops_operator.podspec import gpu, security, storage
-from mlops_operator.serving import render
+from mlops_operator.serving import render, sidecar
 from mlops_operator.serving.canary import CanaryPlan
 from mlops_operator.settings import Settings
 
@@ -90,7 +90,8 @@ def test_selectors_match_their_pods_and_the_service_spans_both_tracks():
     assert render.TRACK not in svc["spec"]["selector"]
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
-    assert server(stable)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # The Service's "http" is the agent's port; the server's is "server" (tests/unit/test_serving_sidecar.py).
+    assert server(stable)["ports"] == [{"name": "server", "containerPort": 8080, "protocol": "TCP"}]
 
 
 def test_url():
@@ -114,9 +115,9 @@ def test_canary_deployment_serves_the_canary_model_with_its_overrides():
     assert server(canary)["args"][-2:] == ["--dtype", "bfloat16"] and "half" not in server(canary)["args"]
     assert server(stable)["args"][-2:] == ["--dtype", "half"]
     assert canary["spec"]["template"]["metadata"]["annotations"] == {
-        "sidecar": "off", render.MODEL_URI_ANNOTATION: "hf://org/llama-v2"}
+        **sidecar.SCRAPE_ANNOTATIONS, "sidecar": "off", render.MODEL_URI_ANNOTATION: "hf://org/llama-v2"}
     assert stable["spec"]["template"]["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true", render.MODEL_URI_ANNOTATION: "s3://models/iris/v1"}
+        **sidecar.SCRAPE_ANNOTATIONS, "prometheus.io/scrape": "true", render.MODEL_URI_ANNOTATION: "s3://models/iris/v1"}
     fetcher = pod(canary)["initContainers"][0]
     assert "hf://org/llama-v2" in fetcher["command"]
 

@@ -26,6 +26,9 @@ from .common import (
     Timestamp,
 )
 
+# The inference agent's ports in every serving pod (serving/sidecar.py); the model server must use others.
+AGENT_PORT, AGENT_METRICS_PORT = 9081, 9091
+AGENT_CPU, AGENT_MEMORY = "250m", "256Mi"
 RUNTIME_PRESETS = ("vllm", "triton", "sklearn", "mlserver", "custom")
 # What the model servers load. Each preset serves some of them (api/validation.py PRESET_FORMATS): a format the
 # chosen preset cannot load is an InvalidSpec naming the preset that can.
@@ -182,7 +185,31 @@ class PredictionLog(ApiModel):
 
     uri: str = Field(min_length=1, description="Destination: s3://, gs://, pvc://claim/path or file:// URI.")
     sample_rate: float = Field(1.0, ge=0, le=1, description="Fraction of requests logged, 0 to 1.")
-    secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the destination.")
+    secret_ref: SecretRef | None = Field(
+        None,
+        description=(
+            "Secret with credentials for the destination (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS): its keys become environment variables of the "
+            "inference agent, never arguments."
+        ),
+    )
+    columns: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Feature names for a model whose input is one 2-D tensor (Open Inference Protocol v2) or lists "
+            "(KServe v1 instances): one log column each, in order. Omit to name them <input>_<i> (v2) or f<i> (v1)."
+        ),
+    )
+    log_payloads: bool = Field(
+        False, description="Also log the prompt and completion text of OpenAI-compatible calls (token counts always)."
+    )
+    flush_interval: Duration | None = Field(
+        None,
+        description=(
+            'Longest a logged row waits in the agent before its Parquet file is written: seconds or a duration '
+            'such as "30s" (default 60s). Files are also written every 10000 rows and when a pod stops.'
+        ),
+    )
 
 
 class Monitoring(ApiModel):
@@ -203,6 +230,30 @@ class ServiceSettings(ApiModel):
     )
 
 
+class AgentResources(ApiModel):
+    """Compute of the inference agent container; each value is both its request and its limit."""
+
+    cpu: Quantity | None = Field(
+        None, description='CPU of the agent (default "250m"); raise it for many hundred requests per second per pod.'
+    )
+    memory: Quantity | None = Field(
+        None, description='Memory of the agent (default "256Mi"; its log buffer holds at most 32 MiB of it).'
+    )
+
+
+class Agent(ApiModel):
+    """The inference agent: a sidecar of the operator's image in every serving pod. The Service sends requests to
+    it (port 9081); it forwards them to the model server on 127.0.0.1, exports request metrics per revision on
+    port 9091 (/metrics), writes monitoring.predictionLog, and takes ground truth at POST /v1/feedback."""
+
+    enabled: bool = Field(
+        True,
+        description="Run the agent in the serving pods. false: the Service targets the model server directly, "
+                    "and there are no request metrics, prediction log or feedback endpoint.",
+    )
+    resources: AgentResources = Field(default_factory=AgentResources, description="CPU and memory of the agent.")
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a ModelDeployment."""
 
@@ -215,7 +266,9 @@ class ModelDeploymentSpec(ApiModel):
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Where the pods may run.")
     autoscaling: Autoscaling | None = Field(None, description="Scale with an HPA instead of fixed replicas.")
     rollout: Rollout | None = Field(None, description="Canary rollout of a new model.")
-    monitoring: Monitoring | None = Field(None, description="Prediction logging for drift monitoring.")
+    monitoring: Monitoring | None = Field(
+        None, description="Prediction logging for drift monitoring (written by the inference agent, spec.agent)."
+    )
     service_account_name: str | None = Field(
         None, description="ServiceAccount of the serving pods; only then is its token mounted."
     )
@@ -225,6 +278,10 @@ class ModelDeploymentSpec(ApiModel):
     )
     service: ServiceSettings | None = Field(
         None, description="The Service's type and node port; omit for a ClusterIP Service."
+    )
+    agent: Agent = Field(
+        default_factory=Agent,
+        description="The inference agent sidecar (request metrics, prediction log, feedback); on unless disabled.",
     )
 
 

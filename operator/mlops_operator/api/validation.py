@@ -33,7 +33,7 @@ from .common import (
 )
 from .driftmonitor import DriftMonitorSpec, interval_cron, retrain_name
 from .kinds import kind_for
-from .modeldeployment import Model, ModelDeploymentSpec
+from .modeldeployment import AGENT_METRICS_PORT, AGENT_PORT, Model, ModelDeploymentSpec
 from .trainingjob import TrainingJobSpec, worker_hostname, workers_service_name
 
 # A MIG profile resource: nvidia.com/mig-<compute slices>g.<memory>gb, optionally +me (media extensions).
@@ -286,6 +286,9 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
             errors.append(f"{p}.runtime.image: runtime preset custom needs an image")
         if spec.runtime.port is None:
             errors.append(f"{p}.runtime.port: runtime preset custom needs a port")
+    if spec.agent.enabled and spec.runtime.port in (AGENT_PORT, AGENT_METRICS_PORT):
+        errors.append(f"{p}.runtime.port: {spec.runtime.port} is the inference agent's port in the same pod; "
+                      f"use another port, or set agent.enabled false")
 
     scaling = spec.autoscaling
     if scaling is not None:
@@ -318,6 +321,12 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
     log = spec.monitoring.prediction_log if spec.monitoring else None
     if log is not None:
         _check_uri(errors, f"{p}.monitoring.predictionLog.uri", log.uri, WRITE_SCHEMES)
+        for index, column in enumerate(log.columns):
+            if not column.strip() or "," in column:
+                errors.append(f"{p}.monitoring.predictionLog.columns[{index}]: {column!r} must be a non-empty "
+                              "name without commas")
+        if len(set(log.columns)) != len(log.columns):
+            errors.append(f"{p}.monitoring.predictionLog.columns: names must be unique")
 
 
 # Below this, a memory value is almost surely a unit left out ("512" is 512 bytes, not 512Mi).

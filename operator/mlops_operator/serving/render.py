@@ -5,6 +5,9 @@
 - HorizontalPodAutoscaler `<name>` when autoscaling is set (it then owns the stable's replica count);
 - PodDisruptionBudget `<name>` when more than one stable replica runs.
 
+Every serving pod runs the inference agent beside the model server unless spec.agent.enabled is false
+(serving/sidecar.py): the Service reaches the agent, which forwards to the server on 127.0.0.1.
+
 Rollout strategy from the GPU request: GPU pods replace one pod at a time (maxSurge 0, maxUnavailable 1), since a
 surge pod on a full GPU pool would wait forever for a GPU and stall the rollout; CPU pods surge one extra pod and
 never go below the ready count (maxSurge 1, maxUnavailable 0).
@@ -21,6 +24,7 @@ from ..k8s.ownership import owner_reference
 from ..podspec import gpu, security
 from ..podspec.storage import ephemeral_storage, model_storage
 from ..settings import Settings
+from . import sidecar
 from .canary import CanaryPlan
 from .runtimes import resolve
 
@@ -62,10 +66,12 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
     if shm:
         volumes.append(shm[0])
         mounts.append(shm[1])
+    with_agent = spec.agent.enabled
     container: dict[str, Any] = {
         "name": SERVER,
         "image": runtime.image,
-        "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
+        "ports": [{"name": sidecar.SERVER_PORT_NAME if with_agent else sidecar.PORT_NAME,
+                   "containerPort": runtime.port, "protocol": "TCP"}],
         "readinessProbe": runtime.probe,
         "livenessProbe": runtime.liveness,
         "volumeMounts": mounts,
@@ -83,20 +89,27 @@ def pod_template(body: dict, spec: ModelDeploymentSpec, model: Model, overrides:
         resources["requests"] = {**resources.get("requests", {}), **disk}
     if resources:
         container["resources"] = resources
+    containers = [container]
+    pod_annotations = {**annotations, MODEL_URI_ANNOTATION: model.uri}
+    if with_agent:
+        containers.append(sidecar.container(body, spec, model, track, runtime.port, settings))
+        volumes += sidecar.volumes(spec)
+        pod_annotations = {**sidecar.SCRAPE_ANNOTATIONS, **pod_annotations}  # the spec's own annotations win
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": bool(spec.service_account_name),  # "" names no account
         "securityContext": security.pod_security_context(),
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
         **gpu.pod_scheduling(spec.resources, spec.scheduling),
     }
+    if with_agent:
+        pod_spec["terminationGracePeriodSeconds"] = sidecar.TERMINATION_GRACE_SECONDS
     if init_containers:
         pod_spec["initContainers"] = init_containers
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
     return {
-        "metadata": {"labels": {**labels(KIND, name, SERVER), TRACK: track},
-                     "annotations": {**annotations, MODEL_URI_ANNOTATION: model.uri}},
+        "metadata": {"labels": {**labels(KIND, name, SERVER), TRACK: track}, "annotations": pod_annotations},
         "spec": pod_spec,
     }
 
@@ -125,10 +138,11 @@ def strategy(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
-def service(body: dict, spec: ModelDeploymentSpec | None = None, port_name: str = "http") -> dict[str, Any]:
+def service(body: dict, spec: ModelDeploymentSpec | None = None) -> dict[str, Any]:
+    """Targets each pod's port named http: the agent's, or the server's where no agent runs (serving/sidecar.py)."""
     name = body["metadata"]["name"]
     settings = spec.service if spec is not None else None  # None: ClusterIP
-    port: dict[str, Any] = {"name": "http", "port": HTTP_PORT, "targetPort": port_name, "protocol": "TCP"}
+    port: dict[str, Any] = {"name": "http", "port": HTTP_PORT, "targetPort": sidecar.PORT_NAME, "protocol": "TCP"}
     if settings is not None and settings.type == "NodePort" and settings.node_port:
         port["nodePort"] = settings.node_port
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(body, name, "service"),
