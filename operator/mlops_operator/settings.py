@@ -30,6 +30,8 @@ class Settings:
     lease_duration: int = 15
     # MLServer (Seldon's, Open Inference Protocol v2): the mlserver preset's image.
     mlserver_image: str = MLSERVER_IMAGE
+    # Where canary analysis queries Prometheus when a ModelDeployment names none (spec...analysis.prometheusUrl).
+    prometheus_url: str = ""
 
 
 def load() -> Settings:
@@ -45,6 +47,7 @@ def load() -> Settings:
         workers=int(env("MLOPS_WORKERS", "16")),
         watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),
         lease_duration=int(env("MLOPS_LEASE_DURATION", "15")),
+        prometheus_url=env("MLOPS_PROMETHEUS_URL", ""),
     )
 
 
