@@ -116,11 +116,12 @@ def analysis_due(spec: ModelDeploymentSpec, prev: dict | None, now: datetime) ->
     return due is not None and now >= due
 
 
-def _rolled_back(uri: str, step: int, recorded: dict) -> CanaryPlan:
+def _rolled_back(uri: str, step: int, recorded: dict, ever_ready: bool) -> CanaryPlan:
     why = (f"canary {uri} rolled back after {recorded.get('failed')} failed analyses, last: "
            f"{checks.failed_checks(recorded)}; the stable serves all traffic until the canary's model or runtime "
            "changes, or promote or abort is set")
-    return CanaryPlan(status={"modelUri": uri, "step": step, "phase": "RolledBack", "analysis": recorded},
+    return CanaryPlan(status={"modelUri": uri, "step": step, "phase": "RolledBack", "everReady": ever_ready,
+                              "analysis": recorded},
                       blocked=("CanaryRolledBack", why))
 
 
@@ -216,7 +217,7 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
                           blocked=("Promoting", f"the stable Deployment is rolling out the canary {uri}"))
 
     if decision == "Rollback" and recorded is not None:
-        return _rolled_back(uri, step, recorded)
+        return _rolled_back(uri, step, recorded, ever_ready)
     if prev_phase == "RolledBack":  # its model or runtime changed since: a new canary, from step 0
         reset, step, recorded = True, 0, None
         weight = _steps(canary)[0].weight
@@ -244,7 +245,7 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
             recorded, found = _count(analysis, canary, uri, recorded, measured, now)
             result.checked = measured
             if recorded.get("decision") == "Rollback":
-                rolled = _rolled_back(uri, step, recorded)
+                rolled = _rolled_back(uri, step, recorded, ever_ready)
                 rolled.events = [*events, ("Warning", "CanaryRolledBack", rolled.blocked[1] if rolled.blocked else "")]
                 rolled.checked = measured
                 return rolled
