@@ -5,6 +5,8 @@ in 20 ms and a canary that fails one in ten and takes 300 ms. No cluster needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import pathlib
 import shutil
 import threading
 import time
@@ -27,8 +29,8 @@ class FakeAgent:
     """An agent's /metrics whose counters grow with time as if RATE requests a second came in: each scrape first
     brings them up to date, so every scrape sees whole requests (errors exactly one in `fail_every`)."""
 
-    def __init__(self, revision: str, seconds: float, fail_every: int = 0):
-        self.metrics = AgentMetrics(AgentConfig(upstream_port=1, namespace="ml", model="iris", revision=revision))
+    def __init__(self, revision: str, seconds: float, fail_every: int = 0, namespace: str = "ml", model: str = "iris"):
+        self.metrics = AgentMetrics(AgentConfig(upstream_port=1, namespace=namespace, model=model, revision=revision))
         self.seconds, self.fail_every, self.answered, self.start = seconds, fail_every, 0, time.monotonic()
         self.lock = threading.Lock()
 
@@ -60,14 +62,14 @@ def serve(agent: FakeAgent) -> ThreadingHTTPServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory):
+@contextlib.contextmanager
+def scraping(root: pathlib.Path, *agents: FakeAgent):
+    """A real Prometheus scraping these agents every second; yields its URL; everything stopped afterwards."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("no Prometheus binary (make test installs Debian's prometheus)")
-    agents = [serve(FakeAgent("stable", 0.02)), serve(FakeAgent("canary", 0.3, fail_every=10))]
-    root = tmp_path_factory.mktemp("prometheus")
-    targets = ", ".join(f"'127.0.0.1:{a.server_address[1]}'" for a in agents)
+    servers = [serve(agent) for agent in agents]
+    targets = ", ".join(f"'127.0.0.1:{s.server_address[1]}'" for s in servers)
     (root / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s}\n"
         f"scrape_configs:\n  - job_name: agents\n    static_configs: [{{targets: [{targets}]}}]\n")
@@ -80,9 +82,16 @@ def prometheus(tmp_path_factory):
         with loopback_server("Prometheus", argv, root) as url:
             yield url
     finally:
-        for agent in agents:
-            agent.shutdown()
-            agent.server_close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    with scraping(tmp_path_factory.mktemp("prometheus"), FakeAgent("stable", 0.02),
+                  FakeAgent("canary", 0.3, fail_every=10)) as url:
+        yield url
 
 
 ANALYSIS = CanaryAnalysis.model_validate({
