@@ -7,6 +7,7 @@ the same entry point, so one image serves all of them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -62,7 +63,10 @@ def _run(args: argparse.Namespace) -> int:
     # kopf runs in the main thread, so SIGTERM and SIGINT are its own: it runs the cleanup handler (workers
     # stop, the lease is released) and returns. It watches no resource, so it runs standalone and cluster-wide
     # (which only means: no peering, no namespace to look for); the served namespaces are the informers'.
-    kopf.run(registry=handlers.registry(settings.load(), scope, _election(args)), standalone=True,
+    loaded = settings.load()
+    if args.prometheus_url is not None:
+        loaded = dataclasses.replace(loaded, prometheus_url=args.prometheus_url)
+    kopf.run(registry=handlers.registry(loaded, scope, _election(args)), standalone=True,
              clusterwide=True, liveness_endpoint=args.liveness)
     return 0
 
@@ -141,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics-bind-address", default="127.0.0.1:8080", metavar="HOST:PORT",
                      help="serve Prometheus metrics here (port 0: a free one; '0': off)")
+    run.add_argument("--prometheus-url", default=None, metavar="URL",
+                     help="Prometheus that canary analysis queries when a ModelDeployment names none "
+                          "(default: $MLOPS_PROMETHEUS_URL)")
     run.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("MLOPS_LOG_FORMAT", "plain"),
                      help="plain (the message), full (time, logger, level) or json, one object a line for log "
                           "pipelines (default: $MLOPS_LOG_FORMAT, else plain)")

@@ -47,6 +47,19 @@ DRIFT_CHECKS = Counter("mlops_drift_checks_total", "Drift check results seen, by
                        ["namespace", "monitor", "outcome"])
 _drift_series: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
+CANARY_CHECKS = Counter("mlops_canary_checks_total", "Canary analysis check results, by check and result.",
+                        ["namespace", "modeldeployment", "check", "result"])
+CANARY_INCONCLUSIVE = Gauge("mlops_canary_inconclusive_intervals",
+                            "Consecutive inconclusive analyses of the canary now (0 after a conclusive one).",
+                            ["namespace", "modeldeployment"])
+
+
+def canary_checks(namespace: str, name: str, checks: list[dict], consecutive_inconclusive: int) -> None:
+    """Counts one analysis interval's check results (result: successful, failed, inconclusive)."""
+    for check in checks:
+        CANARY_CHECKS.labels(namespace, name, check["name"], str(check["verdict"]).lower()).inc()
+    CANARY_INCONCLUSIVE.labels(namespace, name).set(consecutive_inconclusive)
+
 
 def drift_result(namespace: str, monitor: str, last_run: dict | None) -> None:
     """Exports the last result of a DriftMonitor (None: forget its series)."""

@@ -32,6 +32,8 @@ class Settings:
     mlserver_image: str = MLSERVER_IMAGE
     # The inference agent sidecar of serving pods (`mlops-operator agent`); empty: the operator's own image.
     agent_image: str = ""
+    # Where canary analysis queries Prometheus when a ModelDeployment names none (spec...analysis.prometheusUrl).
+    prometheus_url: str = ""
 
     @property
     def inference_agent_image(self) -> str:
@@ -52,6 +54,7 @@ def load() -> Settings:
         workers=int(env("MLOPS_WORKERS", "16")),
         watch_timeout=int(env("MLOPS_WATCH_TIMEOUT", "60")),
         lease_duration=int(env("MLOPS_LEASE_DURATION", "15")),
+        prometheus_url=env("MLOPS_PROMETHEUS_URL", ""),
     )
 
 

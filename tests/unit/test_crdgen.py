@@ -63,7 +63,7 @@ def test_names_scope_and_version(crds, kind, short):
 
 
 @pytest.mark.parametrize("kind, columns", [
-    ("ModelDeployment", ["Ready", "Reason", "Replicas", "Model", "Canary", "URL", "Age"]),
+    ("ModelDeployment", ["Ready", "Reason", "Replicas", "Model", "Canary", "Analysis", "URL", "Age"]),
     ("TrainingJob", ["Phase", "Ready", "Reason", "Workers", "GPUs", "Attempt", "Age"]),
     ("DriftMonitor", ["Ready", "Reason", "Drift", "Share", "Last Check", "Age"]),
 ])

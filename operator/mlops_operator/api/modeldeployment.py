@@ -131,13 +131,124 @@ class CanaryStep(ApiModel):
         None,
         description=(
             'How long to hold this step before the next one: seconds or a duration such as "30s", "5m". '
-            "Omit to hold until promote is set (or analysis passes)."
+            "Omit to hold until promote is set; with analysis, omit to advance after one successful analysis."
         ),
     )
 
 
+# --- canary analysis (serving/analysis.py decides, serving/prometheus.py measures) ---------------------------
+
+# A latency such as "500ms", "0.25s" or "2s" (RE2-compatible, as the API server reads the pattern).
+LATENCY_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s)$"
+
+
+def latency_seconds(value: str) -> float:
+    """Seconds in a latency string: "500ms" -> 0.5, "2s" -> 2.0."""
+    return float(value[:-2]) / 1000 if value.endswith("ms") else float(value[:-1])
+
+
+class SuccessRateCheck(ApiModel):
+    """The canary's share of answers that are not 5xx, per interval. Set min, maxDegradation, or both (both must
+    hold)."""
+
+    min_value: float | None = Field(
+        None, alias="min", ge=0, le=1, description="Lowest success rate the canary may have, e.g. 0.99."
+    )
+    max_degradation: float | None = Field(
+        None, ge=0, le=1,
+        description=(
+            "Relative to the stable over the same interval: the canary's success rate may be at most this much "
+            "lower (0.005: canary >= stable - 0.5%)."
+        ),
+    )
+
+
+class LatencyCheck(ApiModel):
+    """A quantile of the canary's request latency, per interval, from the agent's histogram. Set max,
+    maxIncrease, or both (both must hold)."""
+
+    quantile: float = Field(0.99, gt=0, lt=1, description="Which quantile: 0.99 is p99.")
+    max_value: str | None = Field(
+        None, alias="max", pattern=LATENCY_PATTERN,
+        description='Highest the quantile may be: "500ms", "0.25s", "2s".',
+    )
+    max_increase: float | None = Field(
+        None, ge=0,
+        description=(
+            "Relative to the stable over the same interval: the canary's quantile may be at most this share "
+            "higher (0.2: canary <= stable x 1.2)."
+        ),
+    )
+
+
+class CustomCheck(ApiModel):
+    """A PromQL query whose value (the first sample) must stay within min and max. Placeholders: {{namespace}},
+    {{name}} (the ModelDeployment), {{revision}} (canary), {{interval}} (e.g. 60s, for rate windows)."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$",
+                      description="Name of the check, shown in status, events and metrics.")
+    query: str = Field(min_length=1, description="PromQL giving one number (the first sample is used).")
+    min_value: float | None = Field(None, alias="min", description="Lowest value that passes.")
+    max_value: float | None = Field(None, alias="max", description="Highest value that passes.")
+
+
+class PredictionDriftCheck(ApiModel):
+    """The canary's predictions against the stable's over the same interval, from the prediction log (declared;
+    not evaluated yet, see docs/modeldeployment.md)."""
+
+    test: Literal["auto", "ks", "psi", "chisquare", "ztest", "wasserstein", "jensenshannon"] = Field(
+        "auto", description="The drift engine's test (as in a DriftMonitor's features)."
+    )
+    threshold: float | None = Field(None, ge=0, description="The test's threshold; omit for its default.")
+    columns: list[str] = Field(
+        default_factory=list, description="Prediction columns to compare; empty: every output column."
+    )
+
+
+class AccuracyCheck(ApiModel):
+    """The canary's accuracy on feedback labels against the stable's (declared; not evaluated yet, see
+    docs/modeldeployment.md)."""
+
+    max_degradation: float = Field(
+        ge=0, le=1, description="The canary's accuracy may be at most this much lower than the stable's."
+    )
+
+
 class CanaryAnalysis(ApiModel):
-    """Reserved for automated metric analysis that promotes or aborts the canary; no fields yet."""
+    """Checks of the canary's metrics every interval: a step advances only after its last analysis succeeded;
+    failed intervals beyond failureLimit roll the canary back (scaled to zero; spec untouched)."""
+
+    interval: Duration = Field("1m", description='Time between analyses, and the window each one measures: "1m".')
+    failure_limit: int = Field(
+        0, ge=0, le=INT32_MAX, description="Failed intervals tolerated; one more rolls the canary back."
+    )
+    inconclusive_limit: int = Field(
+        3, ge=1, le=INT32_MAX,
+        description=(
+            "Consecutive inconclusive intervals (too few requests, no data, Prometheus unreachable) after which a "
+            "Warning event says so. Inconclusive never promotes and never rolls back: the step holds."
+        ),
+    )
+    min_requests: int = Field(
+        10, ge=0, le=INT32_MAX,
+        description="Requests each revision must have answered in an interval for its checks to count.",
+    )
+    prometheus_url: str | None = Field(
+        None, min_length=1,
+        description="Prometheus to query (http:// or https://); omit for the operator's --prometheus-url.",
+    )
+    success_rate: SuccessRateCheck | None = Field(None, description="Share of answers that are not 5xx.")
+    latency: LatencyCheck | None = Field(None, description="A latency quantile.")
+    checks: list[CustomCheck] = Field(default_factory=list, description="Custom PromQL checks.")
+    prediction_drift: PredictionDriftCheck | None = Field(
+        None, description="Predictions of canary and stable compared (declared; not evaluated yet)."
+    )
+    accuracy: AccuracyCheck | None = Field(
+        None, description="Accuracy on feedback labels compared (declared; not evaluated yet)."
+    )
+    auto_promote: bool = Field(
+        False, description="Promote, as promote: true does, once the last step's pause is over and analysis passed."
+    )
 
 
 class Canary(ApiModel):
@@ -157,7 +268,9 @@ class Canary(ApiModel):
     steps: list[CanaryStep] = Field(
         default_factory=list, description="Traffic progression, weights not decreasing; use instead of weight."
     )
-    analysis: CanaryAnalysis | None = Field(None, description="Automated analysis (reserved; no fields yet).")
+    analysis: CanaryAnalysis | None = Field(
+        None, description="Automated analysis of the canary's metrics: advance, promote or roll back on them."
+    )
     pod_annotations: dict[str, str] | None = Field(
         None, description="Annotations of the canary pods, replacing spec.podAnnotations for them."
     )
@@ -295,6 +408,34 @@ class StableStatus(StatusModel):
     revision: str | None = Field(None, description="Revision (pod template hash) of the stable pods.")
 
 
+class CanaryCheckStatus(StatusModel):
+    """One check's result in the last analysis."""
+
+    name: str = Field(description="successRate, latency, or a custom check's name.")
+    verdict: Literal["Successful", "Failed", "Inconclusive"] = Field(description="What the check said.")
+    value: float | None = Field(None, description="The canary's value; empty when there was none.")
+    threshold: str | None = Field(None, description='What the value had to meet, e.g. ">= 0.99" or "<= 0.5".')
+    message: str | None = Field(None, description="Why, in words (the reason for an inconclusive result).")
+    time: Timestamp | None = Field(None, description="When it was measured.")
+
+
+class CanaryAnalysisStatus(StatusModel):
+    """The canary's analysis so far: counts since the canary started and the last interval's results."""
+
+    canary: str | None = Field(None, description="Digest of the canary's model and runtime the counts are for.")
+    verdict: Literal["Successful", "Failed", "Inconclusive"] | None = Field(
+        None, description="The last interval's verdict: Failed if a check failed, else Inconclusive if one was."
+    )
+    last_time: Timestamp | None = Field(None, description="When the last analysis ran; the next is an interval on.")
+    failed: int | None = Field(None, ge=0, description="Failed intervals of this canary.")
+    inconclusive: int | None = Field(None, ge=0, description="Inconclusive intervals of this canary.")
+    consecutive_inconclusive: int | None = Field(None, ge=0, description="Inconclusive intervals in a row, now.")
+    checks: list[CanaryCheckStatus] | None = Field(None, description="The last interval's result per check.")
+    decision: Literal["Promote", "Rollback"] | None = Field(
+        None, description="What the analysis decided for this canary: Promote (autoPromote) or Rollback."
+    )
+
+
 class CanaryStatus(StatusModel):
     """Progress of the canary."""
 
@@ -314,17 +455,19 @@ class CanaryStatus(StatusModel):
         None, description="A canary pod of this model has been Ready; a canary that never was is not promoted."
     )
     step: int | None = Field(None, ge=0, description="Index of the current step in spec.rollout.canary.steps.")
-    phase: Literal["Progressing", "Paused", "Promoted", "Aborted", "Failed"] | None = Field(
+    phase: Literal["Progressing", "Paused", "Promoted", "Aborted", "Failed", "RolledBack"] | None = Field(
         None,
         description=(
             "Progressing (the Progressing condition is True), Paused (waiting for promote or for a canary pod to "
-            "become Ready), Promoted, Aborted, or Failed (canary pods cannot run; the Progressing condition says "
-            "why, and the canary resumes when they can)."
+            "become Ready), Promoted, Aborted, Failed (canary pods cannot run; the Progressing condition says "
+            "why, and the canary resumes when they can), or RolledBack (analysis failed: the canary is scaled to "
+            "zero until its model or runtime changes, or promote or abort is set)."
         ),
     )
     step_start_time: Timestamp | None = Field(
         None, description="When the current step's canary pods were all ready; its pause counts from here."
     )
+    analysis: CanaryAnalysisStatus | None = Field(None, description="The canary's analysis, when it has one.")
 
 
 class ModelDeploymentStatus(StatusBase):
@@ -354,6 +497,7 @@ MODEL_DEPLOYMENT = Kind(
         PrinterColumn("Replicas", "integer", ".status.readyReplicas", "Pods ready to serve."),
         PrinterColumn("Model", "string", ".status.stable.modelUri", "Model the ready stable pods serve."),
         PrinterColumn("Canary", "integer", ".status.canary.weight", "Percent of traffic the canary gets now."),
+        PrinterColumn("Analysis", "string", ".status.canary.analysis.verdict", "The canary's last analysis verdict."),
         PrinterColumn("URL", "string", ".status.url", "In-cluster URL."),
         AGE_COLUMN,
     ),

@@ -33,7 +33,7 @@ from .common import (
 )
 from .driftmonitor import DriftMonitorSpec, interval_cron, retrain_name
 from .kinds import kind_for
-from .modeldeployment import AGENT_METRICS_PORT, AGENT_PORT, Model, ModelDeploymentSpec
+from .modeldeployment import AGENT_METRICS_PORT, AGENT_PORT, CanaryAnalysis, Model, ModelDeploymentSpec
 from .trainingjob import TrainingJobSpec, worker_hostname, workers_service_name
 
 # A MIG profile resource: nvidia.com/mig-<compute slices>g.<memory>gb, optionally +me (media extensions).
@@ -317,6 +317,8 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
         if canary.promote and canary.abort:
             errors.append(f"{c}: promote and abort are both set; choose one")
         _check_pod_annotations(errors, f"{c}.podAnnotations", canary.pod_annotations)
+        if canary.analysis is not None:
+            _check_canary_analysis(errors, f"{c}.analysis", canary.analysis, spec)
 
     log = spec.monitoring.prediction_log if spec.monitoring else None
     if log is not None:
@@ -327,6 +329,44 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
                               "name without commas")
         if len(set(log.columns)) != len(log.columns):
             errors.append(f"{p}.monitoring.predictionLog.columns: names must be unique")
+
+
+ANALYSIS_PLACEHOLDERS = ("namespace", "name", "revision", "interval")
+BUILTIN_CHECKS = ("successRate", "latency", "predictionDrift", "accuracy")
+
+
+def _check_canary_analysis(errors: list[str], a: str, analysis: CanaryAnalysis, spec: ModelDeploymentSpec) -> None:
+    if duration_seconds(analysis.interval) == 0:
+        errors.append(f"{a}.interval: must be longer than 0s")
+    url = analysis.prometheus_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        errors.append(f"{a}.prometheusUrl: {url!r} must be an http:// or https:// URL")
+    rate = analysis.success_rate
+    if rate is not None and rate.min_value is None and rate.max_degradation is None:
+        errors.append(f"{a}.successRate: set min, maxDegradation (relative to the stable), or both")
+    if analysis.latency is not None and analysis.latency.max_value is None and analysis.latency.max_increase is None:
+        errors.append(f"{a}.latency: set max, maxIncrease (relative to the stable), or both")
+    names: set[str] = set()
+    for index, check in enumerate(analysis.checks):
+        c = f"{a}.checks[{index}]"
+        if check.name in BUILTIN_CHECKS or check.name in names:
+            errors.append(f"{c}.name: {check.name!r} is already the name of another check")
+        names.add(check.name)
+        if check.min_value is None and check.max_value is None:
+            errors.append(f"{c}: set min, max, or both")
+        elif check.min_value is not None and check.max_value is not None and check.min_value > check.max_value:
+            errors.append(f"{c}.min: {check.min_value} is more than max {check.max_value}")
+        for placeholder in re.findall(r"\{\{\s*([^}]*?)\s*\}\}", check.query):
+            if placeholder not in ANALYSIS_PLACEHOLDERS:
+                errors.append(f"{c}.query: unknown placeholder {{{{{placeholder}}}}}; use "
+                              + ", ".join(f"{{{{{p}}}}}" for p in ANALYSIS_PLACEHOLDERS))
+    logged = spec.monitoring is not None and spec.monitoring.prediction_log is not None
+    for field, value in (("predictionDrift", analysis.prediction_drift), ("accuracy", analysis.accuracy)):
+        if value is not None and not logged:
+            errors.append(f"{a}.{field}: reads the prediction log; set spec.monitoring.predictionLog")
+    if (analysis.success_rate is None and analysis.latency is None and not analysis.checks
+            and analysis.prediction_drift is None and analysis.accuracy is None):
+        errors.append(f"{a}: set at least one check (successRate, latency, checks)")
 
 
 # Below this, a memory value is almost surely a unit left out ("512" is 512 bytes, not 512Mi).
@@ -345,6 +385,11 @@ def spec_warnings(spec: ApiModel, prefix: str = "spec") -> list[str]:
             if 0 < amount < SMALL_MEMORY:
                 warnings.append(f"{path}.memory: {node.memory} is {amount} bytes, too little to run a model server; "
                                 f'write a unit, e.g. "{node.memory}Mi"')
+        if isinstance(node, CanaryAnalysis):
+            for field, value in (("predictionDrift", node.prediction_drift), ("accuracy", node.accuracy)):
+                if value is not None:
+                    warnings.append(f"{path}.{field}: accepted but not evaluated yet by this operator version; "
+                                    "the other checks decide")
     return warnings
 
 

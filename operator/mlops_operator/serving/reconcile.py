@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from .. import metrics
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.validation import spec_warnings
@@ -36,7 +37,7 @@ from ..k8s.sync import UPDATED, ChildRejected, delete_orphans, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
-from . import canary, render, runtimes, status
+from . import analysis, canary, prometheus, render, runtimes, status
 
 log = logging.getLogger("mlops_operator.modeldeployment")
 OWNER = "modeldeployment"  # the mlops.dev/<kind> label value space the indices are keyed by
@@ -145,7 +146,8 @@ class ModelDeploymentReconciler:
         now = self.clock()
         try:
             spec = validate_object(body, MODEL_DEPLOYMENT)
-            problems = runtimes.image_problems(spec, settings)
+            problems = [*runtimes.image_problems(spec, settings),
+                        *analysis.settings_problems(spec, settings.prometheus_url)]
             if problems:
                 raise InvalidSpec(problems)
         except InvalidSpec as err:
@@ -157,8 +159,9 @@ class ModelDeploymentReconciler:
         pods = cache.all("pods_idx", (key[0], OWNER, key[1]))
         seen = status.observe_canary(live["canary"], pods, live["stable"],
                                      render.promoted_template(body, spec, settings))
-        plan = canary.plan(spec, (body.get("status") or {}).get("canary"), serving_total(spec, live["stable"]),
-                           seen, now)
+        prev_canary = (body.get("status") or {}).get("canary")
+        measured = await self.analyse(key, spec, prev_canary, now)
+        plan = canary.plan(spec, prev_canary, serving_total(spec, live["stable"]), seen, now, measured)
 
         desired = render.desired(body, spec, plan, versions, settings, stable_exists=live["stable"] is not None)
         sent = digest({role: child for role, child in desired.items() if child is not None})
@@ -193,4 +196,18 @@ class ModelDeploymentReconciler:
             return STALE_RETRY
         for type_, reason, message in events if written else []:
             await emit(client, body, type_, reason, message, now)
+        if written and plan.checked is not None:  # counted once: with the status write that recorded them
+            recorded = (plan.status or {}).get("analysis") or {}
+            metrics.canary_checks(key[0], key[1], plan.checked, int(recorded.get("consecutiveInconclusive") or 0))
         return plan.requeue_after
+
+    async def analyse(self, key: tuple[str, str], spec: ModelDeploymentSpec, prev_canary: dict | None,
+                      now: datetime) -> list[dict] | None:
+        """The canary's check results when an analysis is due now (else None): Prometheus asked at `now`."""
+        if not canary.analysis_due(spec, prev_canary, now):
+            return None
+        rollout = spec.rollout.canary if spec.rollout else None
+        assert rollout is not None and rollout.analysis is not None
+        url = analysis.prometheus_url(rollout.analysis, self.settings.prometheus_url)
+        answers = await prometheus.measure(rollout.analysis, url, key[0], key[1], now)
+        return analysis.judge(rollout.analysis, answers, now)

@@ -176,7 +176,7 @@ def compute(body: dict, stable: dict | None, canary: dict | None, pods: list[dic
         available = ("False", "NoReplicasReady", "no ready replica serves yet")
 
     canary_phase = (plan.status or {}).get("phase")
-    if plan.deploy and plan.status is not None:
+    if plan.status is not None and (plan.deploy or plan.blocked is not None):  # blocked: a rolled-back canary
         # The condition follows the phase, so the two never disagree.
         reason, message = plan.blocked or ("CanaryProgressing", f"canary step {plan.status['step']} in progress")
         if plan.note:
