@@ -138,21 +138,35 @@ class Source:
     fs: Any  # an fsspec filesystem
     files: list[dict]  # fsspec info dicts: name, size, and mtime or ETag when the storage tells
 
-    def _dataset(self, schema: pa.Schema | None = None) -> ds.FileSystemDataset:
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
+    @functools.cached_property
+    def _format(self) -> ds.FileFormat:
+        return ds.ParquetFileFormat() if self.fmt == "parquet" else ds.CsvFileFormat()
 
-        filesystem = PyFileSystem(FSSpecHandler(self.fs))
-        file_format = ds.ParquetFileFormat() if self.fmt == "parquet" else ds.CsvFileFormat()
-        fragments = [file_format.make_fragment(f["name"], filesystem, file_size=f.get("size") or None)
-                     for f in self.files]
-        # The newest file's schema: it is read anyway, and it is what the log looks like now.
-        schema = schema or fragments[-1].physical_schema
-        return ds.FileSystemDataset(fragments, schema, file_format, filesystem)
+    @functools.cached_property
+    def _filesystem(self) -> Any:
+        """pyarrow's own local filesystem for local files (no Python in each read), else the fsspec one."""
+        from fsspec.implementations.local import LocalFileSystem
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+        from pyarrow.fs import LocalFileSystem as ArrowLocalFileSystem
+
+        if type(self.fs) is LocalFileSystem:
+            return ArrowLocalFileSystem()
+        return PyFileSystem(FSSpecHandler(self.fs))
+
+    @functools.cached_property
+    def _fragments(self) -> list[ds.Fragment]:
+        return [self._format.make_fragment(f["name"], self._filesystem, file_size=f.get("size") or None)
+                for f in self.files]
+
+    def _dataset(self, schema: pa.Schema) -> ds.FileSystemDataset:
+        return ds.FileSystemDataset(self._fragments, schema, self._format, self._filesystem)
 
     @functools.cached_property
     def schema(self) -> pa.Schema:
+        """The newest file's schema: it is what the log looks like now, and a window reads that file anyway."""
         with _unreadable(self.uri):
-            return self._dataset().schema
+            schema: pa.Schema = self._fragments[-1].physical_schema
+            return schema
 
     def fingerprint(self) -> str:
         """Changes when any file of the dataset is added, removed or rewritten (by size, mtime or ETag)."""
