@@ -112,13 +112,16 @@ def may_hold(name: str, day: date | None, since: datetime) -> bool:
 
 def _walk(fs: Any, folder: str, extensions: tuple[str, ...], since: datetime | None, day: date | None,
           top: bool) -> Iterator[dict]:
-    for entry in sorted(fs.ls(folder, detail=True), key=lambda e: e["name"]):
-        name = entry["name"].rstrip("/").rpartition("/")[2]
-        if name.startswith(HIDDEN):
+    # Names first, pruned by name; only what is kept is looked at further (a stat on a local disk; object
+    # stores answer from the listing they just made).
+    for path in sorted(fs.ls(folder, detail=False)):
+        name = path.rstrip("/").rpartition("/")[2]
+        if name.startswith(HIDDEN) or (top and name == FEEDBACK):
             continue
+        if since is not None and not may_hold(name, day, since):
+            continue
+        entry = fs.info(path)
         if entry["type"] == "directory":
-            if (top and name == FEEDBACK) or (since is not None and not may_hold(name, day, since)):
-                continue
             partition = _partition(name)
             inner_day = _day(partition[1]) if partition and partition[0] == "date" else day
             yield from _walk(fs, entry["name"], extensions, since, inner_day, top=False)
