@@ -32,7 +32,7 @@ from pathlib import Path
 
 from fsspec.spec import AbstractFileSystem
 
-from bench.report import write_section
+from bench.report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Inference agent"
@@ -349,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         stall = stalled(max(rates), args.stall_seconds)
         stall["rate_asked"] = max(rates)
     lines = report(cells, stall, args, load_before)
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(HEADING, lines)
+    publish(HEADING, lines, write=not args.no_write)
     return 0
 
 

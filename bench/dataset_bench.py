@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from bench.report import machine, write_section
+from bench.report import machine, publish
 from mlops_operator.monitoring import data
 
 HEADING = "## DriftMonitor over a prediction log"
@@ -172,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {hours} h | {opened_count} of {args.hours} | {'yes' if exact else 'NO'} | {rows:,} | "
                      f"{t_window * 1000:.1f} ms | {t_alone * 1000:.1f} ms | {t_window / t_alone:.2f}x | "
                      f"{t_scan * 1000:.0f} ms |")
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(HEADING, lines)
+    publish(HEADING, lines, write=not args.no_write)
     return 0
 
 

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 from scipy import stats as ss
 
-from bench.report import machine, write_section
+from bench.report import machine, publish
 from mlops_operator.drift import build_profile, compute_drift
 
 HEADING = "## Drift statistics"
@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {rows:,} | {cols} | {t_win:.3f} s | {t_prof:.3f} s | {t_scipy:.2f} s | {ev} | {r1} | {r2} | {check} |"
         )
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(HEADING, lines)
+    publish(HEADING, lines, write=not args.no_write)
     return 0
 
 

@@ -26,6 +26,13 @@ def write_section(heading: str, lines: list[str]) -> None:
     print(f"wrote {DOC.relative_to(ROOT)}")
 
 
+def publish(heading: str, lines: list[str], write: bool) -> None:
+    """Prints a benchmark's section and, unless told not to (`--no-write`), writes it into docs/benchmarks.md."""
+    print("\n".join(lines))
+    if write:
+        write_section(heading, lines)
+
+
 def machine(*modules: str) -> list[str]:
     """Two lines for a section: the CPU, and the versions of python and of `modules`."""
     try:
