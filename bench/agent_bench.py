@@ -32,8 +32,9 @@ from pathlib import Path
 
 from fsspec.spec import AbstractFileSystem
 
+from bench.report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Inference agent"
 TICKS = os.sysconf("SC_CLK_TCK")
 # 4 instances of 16 features: about 600 bytes per request, 80 per answer.
@@ -325,17 +326,6 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def write_section(lines: list[str]) -> None:
-    section = HEADING + "\n\n" + "\n".join(lines).rstrip() + "\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Inference agent\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default="100,500,1000", help="requests per second, comma-separated")
@@ -359,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         stall = stalled(max(rates), args.stall_seconds)
         stall["rate_asked"] = max(rates)
     lines = report(cells, stall, args, load_before)
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(lines)
+    publish(HEADING, lines, write=not args.no_write)
     return 0
 
 

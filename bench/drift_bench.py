@@ -1,6 +1,6 @@
 """Drift statistics benchmark: this engine vs Evidently's DataDriftPreset vs per-column scipy calls.
 
-    python bench/drift_bench.py [--quick] [--sizes 100000x20,1000000x20] [--evidently-budget 480]
+    python -m bench drift [--quick] [--sizes 100000x20,1000000x20] [--evidently-budget 480]
 
 Data: reference and current windows of the same size, all numerical (standard normal; every other current
 column shifted by 0.15 std), so ``test: auto`` picks the normed Wasserstein distance everywhere (> 1000
@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
-import re
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-import scipy
 from scipy import stats as ss
 
+from bench.report import machine, publish
 from mlops_operator.drift import build_profile, compute_drift
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Drift statistics"
 RTOL = 1e-9
 DEFAULT_SIZES = "100000x20,1000000x20,100000x100,1000000x100"
@@ -116,36 +110,6 @@ def compare(ours: dict, other: dict) -> str:
     return f"equal to rtol 1e-9, flags identical (max rel diff {worst:.1e})"
 
 
-def machine() -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"scipy {scipy.__version__}"]
-    for mod in ("pandas", "evidently"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            versions.append(f"{mod} not installed")
-    return [f"- CPU: {cpu}, nproc {os.cpu_count()}", f"- {', '.join(versions)}"]
-
-
-def write_section(lines: list[str]) -> None:
-    section = HEADING + "\n\n" + "\n".join(lines).rstrip() + "\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Drift statistics\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK_SIZES}")
@@ -199,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "\"window\" is one `compute_drift` call against a prebuilt reference profile (best of "
         f"{args.repeat}); \"profile\" is the one-off `build_profile`. \"scipy loop\" calls "
         "`scipy.stats.wasserstein_distance` and `np.std` per column. Evidently: `Report([DataDriftPreset()])`.",
-        "Produced by `python bench/drift_bench.py`; single run each on a shared, noisy machine.",
+        "Produced by `python -m bench drift`; single run each on a shared, noisy machine.",
         "",
-        *machine(),
+        *machine("numpy", "scipy", "pandas", "evidently"),
         "",
         "| rows | cols | ours: window | ours: profile (once) | scipy loop | Evidently DataDriftPreset | "
         "Evidently / ours (window) | Evidently / ours (profile + window) | statistics |",
@@ -215,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {rows:,} | {cols} | {t_win:.3f} s | {t_prof:.3f} s | {t_scipy:.2f} s | {ev} | {r1} | {r2} | {check} |"
         )
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(lines)
-        print(f"wrote {DOC.relative_to(ROOT)}")
+    publish(HEADING, lines, write=not args.no_write)
     return 0
 
 

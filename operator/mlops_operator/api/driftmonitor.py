@@ -83,6 +83,13 @@ class CurrentData(ApiModel):
         "timestamp", min_length=1, description="Column with each row's time (RFC 3339 or a timestamp type), for window."
     )
     last_rows: int | None = Field(None, ge=1, description="Only the last N rows (applied after window).")
+    revision: Literal["stable", "canary", "all"] = Field(
+        "stable",
+        description=(
+            "Rows of which serving revision, by the prediction log's revision column: stable (a canary's rows are "
+            "another model's answers, judged by its rollout), canary, or all. Data without that column is read whole."
+        ),
+    )
     secret_ref: SecretRef | None = Field(None, description="Secret with credentials for the data's storage.")
 
 

@@ -6,8 +6,12 @@ It writes `status.lastRun` (only on success: a failed check never replaces a goo
 `status.lastAttempt` (always). Conditions, events, alerts and retraining are the operator's, which watches the
 status this writes.
 
+The current data is read as a dataset (monitoring/data.py): only the partitions of the window, only the monitored
+columns, only the rows of `spec.current.revision` (stable by default) when the data has a revision column.
+
 `MLOPS_PROFILE_CACHE` (a folder, e.g. on a volume that outlives the pod) keeps reference profiles between runs,
-keyed by the reference's URI and its size and modification time, so a large reference is profiled once.
+keyed by the reference's URI and its files' names, sizes and modification times (or ETags), so a large reference
+is profiled, and read, once.
 """
 
 from __future__ import annotations
@@ -19,19 +23,17 @@ import os
 import pathlib
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import urllib3
 
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
+from ..api.driftmonitor import CurrentData
 from ..drift.engine import DriftInputError, InsufficientData, compute_drift, feature_specs
 from ..drift.profile import ReferenceProfile, build_profile
 from ..k8s.conditions import format_time
 from . import data
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 log = logging.getLogger("mlops_operator.drift_check")
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
@@ -89,17 +91,17 @@ class Api:
         self._call("PATCH", path + "/status", {"status": status}, "application/merge-patch+json")
 
 
-def _profile(uri: str, fmt: str | None, table: pa.Table, names: list[str]) -> ReferenceProfile:
+def _profile(reference: data.Source, names: list[str]) -> ReferenceProfile:
+    """The reference's profile over `names`, from MLOPS_PROFILE_CACHE when its files are unchanged (then the
+    reference is not read at all)."""
     cache = os.environ.get("MLOPS_PROFILE_CACHE")
-    local = data._local_path(uri)
     key_path = None
-    if cache and local:
-        stat = pathlib.Path(local).stat()
-        key = hashlib.sha256(f"{uri}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(names)}".encode()).hexdigest()[:24]
+    if cache:
+        key = hashlib.sha256(f"{reference.fingerprint()}|{','.join(names)}".encode()).hexdigest()[:24]
         key_path = pathlib.Path(cache) / f"{key}.npz"
         if key_path.exists():
             return ReferenceProfile.load(key_path)
-    profile = build_profile(data.to_arrays(table, names))
+    profile = build_profile(data.to_arrays(reference.read(names), names))
     if key_path is not None:
         key_path.parent.mkdir(parents=True, exist_ok=True)
         profile.save(key_path)
@@ -114,25 +116,24 @@ def failed(stamp: str, reason: str, message: str) -> dict:
 def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
     """The status fields of one check of DriftMonitor `dm` (pure apart from reading the data)."""
     spec = parse_spec(DRIFT_MONITOR, dm.get("spec"))
-    current = spec.current
-    current_uri = current.uri if current and current.uri else prediction_log_uri
+    current = spec.current or CurrentData()
+    current_uri = current.uri or prediction_log_uri
     stamp = format_time(now)
     try:
         if not current_uri:
             raise data.DataError("DataUnreadable", "no current data: set spec.current.uri or the ModelDeployment's "
                                                    "spec.monitoring.predictionLog")
-        reference = data.read_table(spec.reference.uri, spec.reference.format)
-        live = data.read_table(current_uri, current.format if current else None)
         window = data.Window(
-            duration_seconds=duration_seconds(current.window) if current and current.window is not None else None,
-            timestamp_column=current.timestamp_column if current else "timestamp",
-            last_rows=current.last_rows if current else None)
-        live = data.apply_window(live, window, now)
+            duration_seconds=duration_seconds(current.window) if current.window is not None else None,
+            timestamp_column=current.timestamp_column, last_rows=current.last_rows)
+        reference = data.open_source(spec.reference.uri, spec.reference.format)
+        live = data.open_source(current_uri, current.format, window, now)
         wanted = [f.name for f in spec.features] or None
-        names = data.feature_columns(reference, live, wanted, skip=(window.timestamp_column,))
-        profile = _profile(spec.reference.uri, spec.reference.format, reference, names)
+        names = data.feature_columns(reference.schema, live.schema, wanted, skip=(window.timestamp_column,))
+        profile = _profile(reference, names)
+        table = live.read(names, window, now, current.revision)
         specs = feature_specs([f.to_dict() for f in spec.features]) if spec.features else None
-        result = compute_drift(profile, data.to_arrays(live, names), specs, spec.drift_share, spec.min_rows)
+        result = compute_drift(profile, data.to_arrays(table, names), specs, spec.drift_share, spec.min_rows)
     except data.DataError as err:
         return failed(stamp, err.reason, err.message)
     except InsufficientData as err:
