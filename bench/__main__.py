@@ -1,9 +1,10 @@
-"""`python -m bench [operator|drift|agent] [ARGS]`: the benchmarks, each writing its section of docs/benchmarks.md.
+"""`python -m bench [operator|drift|agent|quality] [ARGS]`: the benchmarks, each writing its section of docs/benchmarks.md.
 
     python -m bench                      # both, with their defaults
     python -m bench operator [--n 1000]  # the operator at scale (bench/operator_bench.py, its own local cluster)
     python -m bench drift [--quick]      # drift statistics (bench/drift_bench.py)
     python -m bench agent [--quick]      # the inference agent's overhead and a stalled sink (bench/agent_bench.py)
+    python -m bench quality [--quick]    # model-quality checks vs pandas, scikit-learn, NannyML (bench/quality_bench.py)
 
 Arguments after the name pass through to that benchmark.
 """
@@ -14,7 +15,7 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHES = {"operator": HERE / "operator_bench.py", "drift": HERE / "drift_bench.py",
-           "agent": HERE / "agent_bench.py"}
+           "agent": HERE / "agent_bench.py", "quality": HERE / "quality_bench.py"}
 
 
 def run(name: str, args: list[str]) -> None:

@@ -120,6 +120,9 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
     present, missing = _present(column)
     type_errors = _numbers_among_strings(present, ref)
     categories, _ = ref.category_counts()
+    if type_errors == 0 and present.dtype.kind == "O" and categories.dtype.kind in "OU" and _all_strings(categories):
+        present = present.astype(str)  # fixed-width text sorts in C, Python objects one comparison at a time
+        categories = categories.astype(str)
     new, examples = _new_categories(present, categories)
     return _verdict(ref.name, rows, missing, 0, new, type_errors, examples, limits)
 
@@ -151,7 +154,8 @@ def _present(column: np.ndarray) -> tuple[np.ndarray, int]:
     if column.dtype.kind == "f":
         keep = ~np.isnan(column)
     elif column.dtype.kind == "O":
-        keep = np.fromiter((not (v is None or (isinstance(v, float) and v != v)) for v in column), bool, column.size)
+        # elementwise in numpy's object loop: NaN is the value unequal to itself
+        keep = np.asarray(np.equal(column, column) & ~np.equal(column, None), dtype=bool)
     else:
         return column, 0
     return column[keep], int(column.size - np.count_nonzero(keep))
@@ -169,6 +173,10 @@ def _numbers_among_strings(present: np.ndarray, ref: FeatureProfile) -> int:
     if present.dtype.kind != "O":
         return int(present.size)
     return sum(1 for v in present if not isinstance(v, str))
+
+
+def _all_strings(values: np.ndarray) -> bool:
+    return all(isinstance(v, str) for v in values.tolist())
 
 
 def _new_categories(present: np.ndarray, categories: np.ndarray) -> tuple[int, tuple[str, ...]]:
