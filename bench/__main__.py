@@ -1,10 +1,11 @@
-"""`python -m bench [operator|drift|agent|quality] [ARGS]`: the benchmarks, each writing its section of docs/benchmarks.md.
+"""`python -m bench [operator|drift|agent|quality] [ARGS]`: the benchmarks, each writing its section of
+docs/benchmarks.md.
 
-    python -m bench                      # both, with their defaults
+    python -m bench                      # all, with their defaults
     python -m bench operator [--n 1000]  # the operator at scale (bench/operator_bench.py, its own local cluster)
     python -m bench drift [--quick]      # drift statistics (bench/drift_bench.py)
     python -m bench agent [--quick]      # the inference agent's overhead and a stalled sink (bench/agent_bench.py)
-    python -m bench quality [--quick]    # model-quality checks vs pandas, scikit-learn, NannyML (bench/quality_bench.py)
+    python -m bench quality [--quick]    # model checks vs pandas, scikit-learn, NannyML (bench/quality_bench.py)
 
 Arguments after the name pass through to that benchmark.
 """

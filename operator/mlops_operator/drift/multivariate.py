@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlops_operator.drift.engine import DriftInputError
+from mlops_operator.drift.quality import missing_mask
 
 VARIANCE_KEPT = 0.65  # NannyML's default n_components
 SAMPLING_ERROR_RANGE = 3
@@ -81,7 +82,7 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
             fill[name] = float(np.nanmean(values))
         else:
             categorical.append(name)
-            present = col[~_missing(col)]
+            present = col[~missing_mask(col)]
             if present.size == 0:
                 raise DriftInputError(f"column '{name}': no values in the reference")
             cats, counts = np.unique(present, return_counts=True)
@@ -145,7 +146,7 @@ def _encode(model: ReconstructionModel, data: Mapping[str, np.ndarray]) -> np.nd
         col = np.asarray(data[name])
         if name in model.frequencies:
             shares = model.frequencies[name]
-            missing = _missing(col)
+            missing = missing_mask(col)
             if missing.any():
                 col = col.copy()
                 col[missing] = model.fill[name]
@@ -164,10 +165,3 @@ def _row_errors(model: ReconstructionModel, z: np.ndarray) -> np.ndarray:
     residual = centred - projected
     return np.asarray(np.sqrt(np.einsum("ij,ij->i", residual, residual)), dtype=np.float64)
 
-
-def _missing(col: np.ndarray) -> np.ndarray:
-    if col.dtype.kind == "f":
-        return np.asarray(np.isnan(col), dtype=bool)
-    if col.dtype.kind == "O":
-        return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in col), bool, col.size)
-    return np.zeros(col.size, dtype=bool)

@@ -149,16 +149,22 @@ def _as_numbers(column: np.ndarray) -> tuple[np.ndarray, int, int]:
     return values, missing, type_errors
 
 
+def missing_mask(column: np.ndarray) -> np.ndarray:
+    """True where a value is missing: None or NaN (pandas' isna, without pandas)."""
+    if column.dtype.kind == "f":
+        return np.asarray(np.isnan(column), dtype=bool)
+    if column.dtype.kind == "O":
+        # elementwise in numpy's object loop: NaN is the value unequal to itself
+        return np.asarray(~np.equal(column, column) | np.equal(column, np.array(None, dtype=object)), dtype=bool)
+    return np.zeros(column.size, dtype=bool)
+
+
 def _present(column: np.ndarray) -> tuple[np.ndarray, int]:
     """Values that are not None/NaN, and how many were."""
-    if column.dtype.kind == "f":
-        keep = ~np.isnan(column)
-    elif column.dtype.kind == "O":
-        # elementwise in numpy's object loop: NaN is the value unequal to itself
-        keep = np.asarray(np.equal(column, column) & ~np.equal(column, None), dtype=bool)
-    else:
+    if column.dtype.kind not in "fO":
         return column, 0
-    return column[keep], int(column.size - np.count_nonzero(keep))
+    missing = missing_mask(column)
+    return column[~missing], int(np.count_nonzero(missing))
 
 
 def _numbers_among_strings(present: np.ndarray, ref: FeatureProfile) -> int:

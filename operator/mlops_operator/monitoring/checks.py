@@ -30,7 +30,7 @@ from ..drift.performance import (
     regression_metrics,
 )
 from ..drift.profile import ReferenceProfile, build_profile
-from ..drift.quality import QualityThresholds, data_quality
+from ..drift.quality import QualityThresholds, data_quality, missing_mask
 
 Columns = Mapping[str, np.ndarray]
 
@@ -129,7 +129,7 @@ def measured_performance(check: PerformanceCheck, reference: Columns, current: C
             delay = float(np.median(joined.delays))
     else:
         labels = _column(current, check.label_column, "current")
-        found = ~_missing(labels)
+        found = ~missing_mask(labels)
     labelled = int(found.sum())
     status: dict[str, Any] = {"labelledRows": labelled, "failed": False, "metrics": []}
     if delay is not None:
@@ -242,14 +242,6 @@ def _column(data: Columns, name: str, where: str) -> np.ndarray:
     if name not in data:
         raise PerformanceInputError(f"column '{name}': not in the {where} data")
     return np.asarray(data[name])
-
-
-def _missing(values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind == "f":
-        return np.asarray(np.isnan(values), dtype=bool)
-    if values.dtype.kind == "O":
-        return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in values), bool, values.size)
-    return np.zeros(values.size, dtype=bool)
 
 
 def _json(value: Any) -> Any:
