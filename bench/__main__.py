@@ -1,10 +1,12 @@
-"""`python -m bench [operator|drift|agent] [ARGS]`: the benchmarks, each writing its section of docs/benchmarks.md.
+"""`python -m bench [operator|drift|agent|dataset|quality] [ARGS]`: the benchmarks, each writing its section of
+docs/benchmarks.md.
 
     python -m bench                      # all, with their defaults
     python -m bench operator [--n 1000]  # the operator at scale (bench/operator_bench.py, its own local cluster)
     python -m bench drift [--quick]      # drift statistics (bench/drift_bench.py)
     python -m bench agent [--quick]      # the inference agent's overhead and a stalled sink (bench/agent_bench.py)
     python -m bench dataset [--hours N]  # a DriftMonitor window over a long prediction log (bench/dataset_bench.py)
+    python -m bench quality [--quick]    # model checks vs pandas, scikit-learn, NannyML (bench/quality_bench.py)
 
 Arguments after the name pass through to that benchmark.
 """
@@ -15,7 +17,8 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHES = {"operator": HERE / "operator_bench.py", "drift": HERE / "drift_bench.py",
-           "agent": HERE / "agent_bench.py", "dataset": HERE / "dataset_bench.py"}
+           "agent": HERE / "agent_bench.py", "dataset": HERE / "dataset_bench.py",
+           "quality": HERE / "quality_bench.py"}
 
 
 def run(name: str, args: list[str]) -> None:

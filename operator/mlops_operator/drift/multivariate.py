@@ -1,0 +1,167 @@
+"""Multivariate drift: one verdict for the whole window from PCA reconstruction error, as NannyML defines it.
+
+    model = fit_reconstruction(reference_columns)            # once per reference
+    result = reconstruction_error(model, current_columns)    # per window: mean error, its sampling error, verdict
+
+Fit (NannyML 0.13.1 ``DataReconstructionDriftCalculator``): missing values imputed (mean for numerical columns, most
+frequent value for categorical ones), categories replaced by their share in the reference (unknown ones by 0),
+every column standardised, PCA keeping the fewest components that explain 65% of the variance.  A row's error is
+the Euclidean distance between it and its projection back from those components; the window's value is the mean
+error.  When the relations between columns change, rows leave the reference's subspace and the error rises, even
+if no column drifts on its own.  Parity: tests/unit/test_multivariate_parity.py.  Pure numpy.
+
+The verdict: drift when the mean error exceeds ``upper`` (absolute), or, by default, the reference's mean error by
+more than 3 sampling errors of a window this size *and* by at least ``min_increase`` (relative, default 5%), so a
+huge window does not flag a harmless shift (docs/driftmonitor.md, "Large windows").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlops_operator.drift.engine import DriftInputError
+from mlops_operator.drift.quality import missing_mask
+
+VARIANCE_KEPT = 0.65  # NannyML's default n_components
+SAMPLING_ERROR_RANGE = 3
+DEFAULT_MIN_INCREASE = 0.05
+
+
+@dataclass(frozen=True)
+class ReconstructionModel:
+    numerical: tuple[str, ...]  # sorted, as NannyML orders them
+    categorical: tuple[str, ...]
+    columns: tuple[str, ...]  # encoding order (the caller's column order)
+    fill: dict[str, Any]  # imputed value per column
+    frequencies: dict[str, dict[object, float]]  # category -> share in the reference
+    mean: np.ndarray  # standardisation
+    scale: np.ndarray
+    pca_mean: np.ndarray
+    components: np.ndarray  # (k, columns)
+    reference_error: float  # mean error over the reference rows
+    reference_std: float  # std (ddof=1) of the per-row error over the reference
+
+
+@dataclass(frozen=True)
+class MultivariateResult:
+    value: float
+    sampling_error: float
+    lower: float
+    upper_band: float
+    reference_value: float
+    threshold: float
+    drifted: bool
+    components: int
+
+    def to_status(self) -> dict:
+        return {"method": "pcaReconstruction", "value": self.value, "samplingError": self.sampling_error,
+                "lower": self.lower, "upper": self.upper_band, "reference": self.reference_value,
+                "threshold": self.threshold, "drifted": self.drifted, "components": self.components}
+
+
+def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str] | None = None,
+                       variance: float = VARIANCE_KEPT) -> ReconstructionModel:
+    names = tuple(names if names is not None else reference)
+    if len(names) < 2:
+        raise DriftInputError("multivariate drift needs at least two columns")
+    numerical: list[str] = []
+    categorical: list[str] = []
+    fill: dict[str, Any] = {}
+    freqs: dict[str, dict[object, float]] = {}
+    for name in names:
+        if name not in reference:
+            raise DriftInputError(f"column '{name}': not in the reference data")
+        col = np.asarray(reference[name])
+        if col.dtype.kind in "iuf":
+            numerical.append(name)
+            values = col.astype(np.float64)
+            fill[name] = float(np.nanmean(values))
+        else:
+            categorical.append(name)
+            present = col[~missing_mask(col)]
+            if present.size == 0:
+                raise DriftInputError(f"column '{name}': no values in the reference")
+            cats, counts = np.unique(present, return_counts=True)
+            fill[name] = cats[np.argmax(counts)]  # the smallest of the most frequent, as SimpleImputer
+            filled_counts = counts.copy()
+            filled_counts[np.argmax(counts)] += col.size - present.size
+            freqs[name] = {c: n / col.size for c, n in zip(cats.tolist(), filled_counts.tolist())}
+    partial = ReconstructionModel(
+        numerical=tuple(sorted(numerical)), categorical=tuple(sorted(categorical)), columns=names, fill=fill,
+        frequencies=freqs, mean=np.zeros(0), scale=np.zeros(0), pca_mean=np.zeros(0), components=np.zeros((0, 0)),
+        reference_error=0.0, reference_std=0.0)
+    x = _encode(partial, reference)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0  # StandardScaler leaves constant columns at 0
+    z = (x - mean) / scale
+    pca_mean = z.mean(axis=0)
+    centred = z - pca_mean
+    cov = centred.T @ centred / (z.shape[0] - 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues = np.clip(eigenvalues[order], 0.0, None)
+    ratio = np.cumsum(eigenvalues / eigenvalues.sum())
+    k = int(np.searchsorted(ratio, variance, side="right")) + 1
+    components = eigenvectors[:, order[:k]].T
+    model = ReconstructionModel(**{**partial.__dict__, "mean": mean, "scale": scale, "pca_mean": pca_mean,
+                                   "components": components})
+    errors = _row_errors(model, z)
+    return ReconstructionModel(**{**model.__dict__, "reference_error": float(errors.mean()),
+                                  "reference_std": float(np.std(errors, ddof=1))})
+
+
+def reconstruction_error(model: ReconstructionModel, current: Mapping[str, np.ndarray], upper: float | None = None,
+                         min_increase: float = DEFAULT_MIN_INCREASE) -> MultivariateResult:
+    for name in model.columns:
+        if name not in current:
+            raise DriftInputError(f"column '{name}': not in the current data")
+    z = (_encode(model, current) - model.mean) / model.scale
+    errors = _row_errors(model, z)
+    n = errors.size
+    if n < 2:
+        raise DriftInputError(f"multivariate drift needs at least 2 rows in the window, got {n}")
+    value = float(errors.mean())
+    sampling_error = float(np.std(errors, ddof=1) / np.sqrt(n))
+    if upper is None:
+        reference_error = model.reference_std / np.sqrt(n)
+        upper = max(model.reference_error + SAMPLING_ERROR_RANGE * reference_error,
+                    model.reference_error * (1 + min_increase))
+    return MultivariateResult(
+        value=value, sampling_error=sampling_error,
+        lower=max(value - SAMPLING_ERROR_RANGE * sampling_error, 0.0),
+        upper_band=value + SAMPLING_ERROR_RANGE * sampling_error,
+        reference_value=model.reference_error, threshold=float(upper), drifted=bool(value > upper),
+        components=int(model.components.shape[0]))
+
+
+def _encode(model: ReconstructionModel, data: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Columns in ``model.columns`` order: numbers with the mean imputed, categories as their reference share."""
+    out = []
+    for name in model.columns:
+        col = np.asarray(data[name])
+        if name in model.frequencies:
+            shares = model.frequencies[name]
+            missing = missing_mask(col)
+            if missing.any():
+                col = col.copy()
+                col[missing] = model.fill[name]
+            values, inverse = np.unique(col, return_inverse=True)
+            out.append(np.asarray([shares.get(v, 0.0) for v in values.tolist()], dtype=np.float64)[inverse])
+        else:
+            numbers = col.astype(np.float64)
+            numbers[np.isnan(numbers)] = model.fill[name]
+            out.append(numbers)
+    return np.column_stack(out)
+
+
+def _row_errors(model: ReconstructionModel, z: np.ndarray) -> np.ndarray:
+    centred = z - model.pca_mean
+    projected = (centred @ model.components.T) @ model.components
+    residual = centred - projected
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", residual, residual)), dtype=np.float64)
+
