@@ -2,8 +2,9 @@
 
 torchrun starts it with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the rendezvous the operator wires
 (examples/ddp/trainingjob.yaml). Each rank trains on its own seeded synthetic data, so its local gradients
-differ from its peer's: only DDP's all-reduce keeps the ranks' parameters equal. At the end every rank gathers every rank's
-parameter checksum and exits 1 unless all are equal, so a job that Succeeds proves the all-reduce happened.
+differ from its peer's: only DDP's all-reduce keeps the ranks' parameters equal. At the end every rank gathers
+every rank's parameter checksum and exits 1 unless all are equal, so a job that Succeeds proves the all-reduce
+happened.
 
 Environment: STEPS (default 30) training steps; STEP_SECONDS (default 0) pause after each step, to make a run
 long enough to watch or to kill a rank mid-run; NO_SYNC=1 trains without the all-reduce (the check then fails).
@@ -58,6 +59,7 @@ def main() -> int:
     equal = all(s == sums[0] for s in sums)
     log(f"checksum {checksum.item():.17g}; all ranks {' '.join(f'{s:.17g}' for s in sums)}; "
         f"{'equal' if equal else 'DIFFERENT'}")
+    dist.barrier()  # no rank tears its connections down while a peer still uses them
     dist.destroy_process_group()
     return 0 if equal else 1
 
