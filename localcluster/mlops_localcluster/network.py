@@ -51,6 +51,10 @@ NETNS_ETC = pathlib.Path("/etc/netns")
 NETNS_RUN = pathlib.Path("/run/netns")  # where `ip netns add` keeps a namespace's handle
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)  # setns(2); Python 3.11 has no os.setns
+# A kubelet gives a pod's processes the pod's hostname (spec.hostname, else its name), which the pod's hosts file
+# maps to its address: programs that find their own address through their hostname (gloo, which PyTorch's DDP
+# uses on CPUs) need both. A UTS namespace of its own per process, so the host's name never changes.
+SET_HOSTNAME = ("unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"')
 
 
 def cluster_id(root: pathlib.Path) -> str:
@@ -349,7 +353,8 @@ def _host_number(ip: str) -> int:
 def _pod_info(pod: Mapping[str, Any], netns: str, ip: str) -> dict[str, str]:
     meta, spec = pod["metadata"], pod.get("spec", {})
     return {"netns": netns, "ip": ip, "namespace": meta.get("namespace", "default"), "name": meta["name"],
-            "hostname": spec.get("hostname") or meta["name"], "subdomain": spec.get("subdomain") or ""}
+            "hostname": (spec.get("hostname") or meta["name"])[:63].rstrip("-."),  # as a kubelet cuts it
+            "subdomain": spec.get("subdomain") or ""}
 
 
 class PodNetwork:
@@ -398,10 +403,13 @@ class PodNetwork:
             _run(*cmd, netns=ns)
 
     def wrap(self, argv: list[str], pod: Mapping[str, Any]) -> list[str]:
-        """argv run inside the pod's namespace (its /etc/hosts mounted), or unchanged for a pod without one."""
+        """argv run inside the pod's namespace (its /etc/hosts mounted) with the pod's hostname, or unchanged for a
+        pod without one."""
         with self._lock:
             info = self._pods.get(pod["metadata"].get("uid", ""))
-        return ["ip", "netns", "exec", info["netns"], *argv] if info else list(argv)
+        if not info:
+            return list(argv)
+        return ["ip", "netns", "exec", info["netns"], *SET_HOSTNAME, info["hostname"], *argv]
 
     def connector(self, pod: Mapping[str, Any]) -> Callable[..., socket.socket] | None:
         """`connect(address, timeout)` from inside the pod's namespace, for HTTP and TCP probes (from the host's

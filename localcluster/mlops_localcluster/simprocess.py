@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import mlserver
+from . import mlserver, torchimage
 from .simstatus import Terminated, image_name
 
 Lookup = Callable[[str, str, str], "Mapping[str, str] | None"]  # (kind, namespace, name) -> decoded data
@@ -475,6 +475,14 @@ class Runner:
         if mlserver.serves(container):  # the mlserver preset's image: its own venv, configured by env
             words, extra = mlserver.launch(own_env, host_network=not self.network)
             env.update(extra)
+        image_error = ""
+        if torchimage.serves(container):  # a pytorch image: its own venv, made on first use as an image is pulled
+            try:
+                torchimage.ensure(self.state_dir / "torch-image.log")
+                words, extra = torchimage.launch(words, env)
+                env.update(extra)
+            except RuntimeError as exc:
+                image_error = str(exc)
         if self.network:  # pod network hook: the process runs in the pod's network namespace
             words = self.network.wrap(words, pod)
         cwd = pod_dir(self.state_dir, ns, name)
@@ -486,10 +494,12 @@ class Runner:
         started = time.time()
         out = open(log, "ab")
         try:
+            if image_error:
+                raise OSError(image_error)
             proc = subprocess.Popen(words, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
-            error = f"cannot start {words[0] if words else '(no command)'}: {exc}"
+            error = image_error or f"cannot start {words[0] if words else '(no command)'}: {exc}"
             out.write(cri_line(time.time(), "stderr", error.encode()))
             out.close()
             return Started(None, started, log, error)

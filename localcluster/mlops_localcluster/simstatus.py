@@ -54,6 +54,8 @@ PROCESS_IMAGES = {
     "python": "generic Python images: `python`/`python3` is the project's interpreter, so a script really runs",
     "mlserver": "the mlserver preset's image: MLServer from a virtualenv of its own (mlserver.py, pinned by "
                 "localcluster/mlserver-constraints.txt), configured by its MLSERVER_* environment",
+    "pytorch": "PyTorch images (`pytorch/pytorch`): `python`, `python3` and `torchrun` from a virtualenv of its own "
+               "with PyTorch's CPU build (torchimage.py), made on first use",
     "prometheus": "Prometheus (`prom/prometheus`): Debian's /usr/bin/prometheus plays the image's ENTRYPOINT",
     "alertmanager": "Alertmanager (`prom/alertmanager`): Debian's /usr/bin/prometheus-alertmanager plays the "
                     "image's ENTRYPOINT",
