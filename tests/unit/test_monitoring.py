@@ -135,6 +135,17 @@ def test_a_new_drifted_result_alerts_and_retrains_once():
     assert reactions.firing_alert(body(), spec(), again.status) is not None  # still firing while drift holds
 
 
+def test_a_failed_model_check_without_input_drift_alerts_and_retrains_too():
+    last = {**run("2026-11-26T11:59:00Z", False), "failedChecks": ["performance"]}
+    status = {"lastRun": last, "lastAttempt": {"time": "2026-11-26T11:59:00Z", "succeeded": True}}
+    r = reactions.react(body(status), spec(), "0 * * * *", NOW)
+    drift = cond(r.status, "DriftDetected")
+    assert (drift["status"], drift["reason"]) == ("True", "ModelCheckFailed")
+    assert "model checks failed: performance" in drift["message"]
+    assert [e[1] for e in r.events] == ["ModelCheckFailed", "RetrainStarted"] and r.retrain is not None
+    assert reactions.firing_alert(body(), spec(), r.status) is not None
+
+
 def test_cooldown_and_daily_cap_hold_retraining():
     retrains = [{"trainingJob": "fraud-retrain-1", "time": "2026-11-26T11:30:00Z"}]
     status = {"lastRun": run("2026-11-26T11:59:00Z", True), "retrains": retrains,

@@ -240,3 +240,42 @@ def test_the_runner_reads_the_prediction_log_window_of_the_stable_revision(tmp_p
     dm["spec"]["current"]["revision"] = "canary"
     canary = runner.check(dm, f"file://{log}", NOW)["lastRun"]
     assert canary["rows"]["current"] == 500 and [f["drifted"] for f in canary["features"] if f["name"] == "x"] == [True]
+
+
+def test_labels_posted_as_feedback_join_the_log_and_a_label_flip_with_unchanged_inputs_fails_performance(tmp_path):
+    """The runner reads `<log>/feedback/` (the agent's /v1/feedback rows) and the model checks; inputs do not
+    drift, the labels say the predictions became wrong: `performance` fails and the operator raises the alarm."""
+    from mlops_operator.monitoring import reactions
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, 2000)
+    truth = (x > 0).astype(float)
+    pq.write_table(pa.table({"x": x, "prediction": truth, "label": truth}), tmp_path / "ref.parquet")
+    log = tmp_path / "log"
+    rows, start = 400, NOW.replace(minute=0)
+    live_x = list(rng.normal(0, 1, rows))
+    log_file(log, start, rows, x=live_x, prediction=[float(v > 0) for v in live_x])
+    (log / "feedback").mkdir()
+    dm = {"metadata": {"name": "fraud", "namespace": "ml"},
+          "spec": {"modelDeployment": {"name": "fraud"}, "reference": {"uri": f"file://{tmp_path}/ref.parquet"},
+                   "current": {"window": "1h"}, "schedule": "0 * * * *", "features": [{"name": "x"}],
+                   "performance": {"task": "classification", "labelColumn": "label",
+                                   "predictionColumn": "prediction", "minLabelledRows": 100,
+                                   "metrics": [{"name": "accuracy", "min": 0.9}]}}}
+
+    def check_with_labels(flip: bool) -> dict:
+        labels = [float((v > 0) != flip) for v in live_x]  # a flipped world: the same inputs, the other class
+        pq.write_table(to_table([{"request_id": f"r{i}", "label": labels[i]} for i in range(rows)]),
+                       log / "feedback" / "stable-p0-000001.parquet")
+        status = runner.check(dm, f"file://{log}", NOW)
+        assert status["lastAttempt"]["succeeded"] is True, status
+        return status["lastRun"]
+
+    good = check_with_labels(flip=False)
+    assert good["failedChecks"] == [] and good["performance"]["labelledRows"] == rows
+    assert good["performance"]["metrics"][0]["value"] == 1.0
+    flipped = check_with_labels(flip=True)
+    assert flipped["datasetDrift"] is False  # input drift alone misses it
+    assert flipped["failedChecks"] == ["performance"] and flipped["performance"]["metrics"][0]["value"] == 0.0
+    assert reactions.alarming(flipped) and not reactions.alarming(good)
+    assert "model checks failed: performance" in reactions.drift_summary(flipped)

@@ -36,12 +36,18 @@ class Reaction:
     resolved: bool = False  # this result ended drift: resolve the alert
 
 
+def alarming(last_run: dict) -> bool:
+    """Input drift, or a model check (quality, performance, ...) out of its bounds: both raise the alarm."""
+    return bool(last_run.get("datasetDrift") or last_run.get("failedChecks"))
+
+
 def drift_summary(last_run: dict) -> str:
     features = last_run.get("features") or []
     drifted = [f["name"] for f in features if f.get("drifted")]
     shown = ", ".join(drifted[:10]) + (f" and {len(drifted) - 10} more" if len(drifted) > 10 else "")
+    failed = last_run.get("failedChecks") or []
     return (f"{len(drifted)}/{len(features)} features drifted (share {last_run.get('driftShare', 0):.2f})"
-            + (f": {shown}" if drifted else ""))
+            + (f": {shown}" if drifted else "") + (f"; model checks failed: {', '.join(failed)}" if failed else ""))
 
 
 def alert(body: dict, spec: DriftMonitorSpec, last_run: dict) -> dict:
@@ -59,7 +65,7 @@ def alert(body: dict, spec: DriftMonitorSpec, last_run: dict) -> dict:
 def firing_alert(body: dict, spec: DriftMonitorSpec, status: dict) -> tuple[str, dict] | None:
     """(Alertmanager URL, alert) while the last result says drift and the spec asks for alerts, else None."""
     actions, last_run = spec.actions, status.get("lastRun") or {}
-    if not (actions and actions.alert and actions.alert.alertmanager and last_run.get("datasetDrift")):
+    if not (actions and actions.alert and actions.alert.alertmanager and alarming(last_run)):
         return None
     return actions.alert.alertmanager.url, alert(body, spec, last_run)
 
@@ -137,6 +143,8 @@ def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime,
         drift = ("Unknown", "NoResult", "no check has succeeded yet")
     elif last_run.get("datasetDrift"):
         drift = ("True", "DatasetDrift", drift_summary(last_run))
+    elif last_run.get("failedChecks"):
+        drift = ("True", "ModelCheckFailed", drift_summary(last_run))
     else:
         drift = ("False", "NoDrift", drift_summary(last_run))
 
@@ -161,8 +169,9 @@ def react(body: dict, spec: DriftMonitorSpec, schedule: str, now: datetime,
 
     status["actedOn"] = last_run["time"]
     actions = spec.actions
-    if last_run.get("datasetDrift"):
-        result.events.append(("Warning", "DriftDetected", drift_summary(last_run)))
+    if alarming(last_run):
+        reason = "DriftDetected" if last_run.get("datasetDrift") else "ModelCheckFailed"
+        result.events.append(("Warning", reason, drift_summary(last_run)))
         if actions and actions.retrain:
             job, event = _retrain_decision(body, spec, last_run, old.get("retrains") or [], now)
             result.events.append(event)

@@ -57,7 +57,7 @@ def _count_check(counted: dict[tuple[str, str], str], key: tuple[str, str], stat
         if not attempt.get("succeeded"):
             outcome = "failed"
         else:
-            outcome = "drift" if (status.get("lastRun") or {}).get("datasetDrift") else "no_drift"
+            outcome = "drift" if reactions.alarming(status.get("lastRun") or {}) else "no_drift"
         metrics.DRIFT_CHECKS.labels(key[0], key[1], outcome).inc()
 
 

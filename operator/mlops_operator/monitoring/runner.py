@@ -29,11 +29,12 @@ import urllib3
 
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
-from ..api.driftmonitor import CurrentData
+from ..api.driftmonitor import CurrentData, DriftMonitorSpec
 from ..drift.engine import DriftInputError, InsufficientData, compute_drift, feature_specs
+from ..drift.performance import PerformanceInputError
 from ..drift.profile import ReferenceProfile, build_profile
 from ..k8s.conditions import format_time
-from . import data
+from . import checks, data
 
 log = logging.getLogger("mlops_operator.drift_check")
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
@@ -131,17 +132,37 @@ def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
         wanted = [f.name for f in spec.features] or None
         names = data.feature_columns(reference.schema, live.schema, wanted, skip=(window.timestamp_column,))
         profile = _profile(reference, names)
-        table = live.read(names, window, now, current.revision)
+        model_checks = any(c is not None for c in (spec.quality, spec.performance, spec.estimated_performance,
+                                                    spec.multivariate, spec.prediction_drift))
+        ref_cols, cur_cols = checks.needed_columns(spec, names) if model_checks else (set(names), set(names))
+        table = live.read(sorted(cur_cols), window, now, current.revision)
         specs = feature_specs([f.to_dict() for f in spec.features]) if spec.features else None
         result = compute_drift(profile, data.to_arrays(table, names), specs, spec.drift_share, spec.min_rows)
+        extra: dict = {}
+        if model_checks:
+            feedback = _feedback(current_uri, spec) if spec.performance is not None else None
+            extra = checks.evaluate(spec, data.to_arrays(reference.read(sorted(ref_cols)), sorted(ref_cols)),
+                                    data.to_arrays(table, sorted(cur_cols)), names, feedback, profile,
+                                    window.timestamp_column)
     except data.DataError as err:
         return failed(stamp, err.reason, err.message)
     except InsufficientData as err:
         return failed(stamp, "InsufficientData", str(err))
-    except DriftInputError as err:
+    except (DriftInputError, PerformanceInputError) as err:
         return failed(stamp, "InvalidData", str(err))
-    return {"lastRun": {"time": stamp, **result.to_status()},
+    return {"lastRun": {"time": stamp, **result.to_status(), **extra},
             "lastAttempt": {"time": stamp, "succeeded": True}}
+
+
+def _feedback(current_uri: str, spec: DriftMonitorSpec) -> checks.Feedback | None:
+    """The labels posted to the agent's /v1/feedback (`<log>/feedback/`), or None when there are none: the
+    performance check then takes labels from the current window's own label column."""
+    try:
+        table = data.open_source(current_uri.rstrip("/") + "/feedback", "parquet").read(["request_id", "label"])
+    except data.DataError:
+        return None
+    columns = data.to_arrays(table, ["request_id", "label"])
+    return checks.Feedback(request_ids=columns["request_id"], labels=columns["label"])
 
 
 def run(namespace: str, name: str) -> int:
