@@ -340,3 +340,9 @@ def test_values_schema_is_valid_json_and_covers_every_value():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) == set(schema["properties"])
+
+
+def test_the_canary_analysis_prometheus_url_reaches_the_operator_only_when_set(render):
+    assert "MLOPS_PROMETHEUS_URL" not in env_of(render())
+    url = "http://prometheus.monitoring.svc:9090"
+    assert env_of(render(f"settings.prometheusUrl={url}"))["MLOPS_PROMETHEUS_URL"] == url

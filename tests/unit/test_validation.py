@@ -410,3 +410,11 @@ def test_node_port_needs_a_node_port_service():
     assert errors_of("ModelDeployment", {**base, "service": {"nodePort": 30080}}) == [
         "spec.service.nodePort: set only with service.type NodePort"]
     assert errors_of("ModelDeployment", {**base, "service": {"type": "NodePort", "nodePort": 30080}}) == []
+
+
+def test_an_env_name_set_twice_is_named_instead_of_failing_every_pod_apply():
+    tj = {**copy.deepcopy(TJ), "env": [{"name": "STEPS", "value": "1"}, {"name": "A", "value": "2"},
+                                        {"name": "STEPS", "value": "3"}]}
+    assert errors_of("TrainingJob", tj) == ["spec.env[2].name: 'STEPS' is set twice"]
+    runtime = {**copy.deepcopy(MD["runtime"]), "env": [{"name": "X", "value": "1"}, {"name": "X", "value": "2"}]}
+    assert errors_of("ModelDeployment", md(runtime=runtime)) == ["spec.runtime.env[1].name: 'X' is set twice"]

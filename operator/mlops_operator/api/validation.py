@@ -279,6 +279,7 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
     _check_uri(errors, f"{p}.model.uri", spec.model.uri, READ_SCHEMES)
     _check_format(errors, f"{p}.model", spec.model, spec.runtime.preset)
     _check_pod_annotations(errors, f"{p}.podAnnotations", spec.pod_annotations)
+    _check_unique_env(errors, f"{p}.runtime.env", spec.runtime.env)
     if spec.service is not None and spec.service.node_port is not None and spec.service.type != "NodePort":
         errors.append(f"{p}.service.nodePort: set only with service.type NodePort")
     if spec.runtime.preset == "custom":
@@ -393,8 +394,18 @@ def spec_warnings(spec: ApiModel, prefix: str = "spec") -> list[str]:
     return warnings
 
 
+def _check_unique_env(errors: list[str], path: str, env: list) -> None:
+    """The API server refuses a pod whose container repeats an env name (a 500 on every apply), so say it here."""
+    seen: set[str] = set()
+    for index, var in enumerate(env):
+        if var.name in seen:
+            errors.append(f"{path}[{index}].name: {var.name!r} is set twice")
+        seen.add(var.name)
+
+
 def _check_training_job(errors: list[str], p: str, spec: TrainingJobSpec, namespace: str | None) -> None:
     _check_pod_annotations(errors, f"{p}.podAnnotations", spec.pod_annotations)
+    _check_unique_env(errors, f"{p}.env", spec.env)
     if spec.dataset is not None:
         _check_uri(errors, f"{p}.dataset.uri", spec.dataset.uri, READ_SCHEMES)
     if spec.output is not None:
