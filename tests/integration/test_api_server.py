@@ -639,7 +639,7 @@ def test_kubectl_get_prints_the_printer_columns(kube, namespace, cluster, tmp_pa
     assert result.returncode == 0, result.stderr
     tables = _tables(result.stdout)
     assert [table[0] for table in tables] == [_expected_header(kind) for kind in KINDS] == [
-        ["NAME", "READY", "REASON", "REPLICAS", "MODEL", "CANARY", "URL", "AGE"],
+        ["NAME", "READY", "REASON", "REPLICAS", "MODEL", "CANARY", "ANALYSIS", "URL", "AGE"],
         ["NAME", "PHASE", "READY", "REASON", "WORKERS", "GPUS", "ATTEMPT", "AGE"],
         ["NAME", "READY", "REASON", "DRIFT", "SHARE", "LAST CHECK", "AGE"],
     ]

@@ -96,7 +96,8 @@ def schema_strategy(schema: dict, name: str = "", model_uri: str = "", empty: bo
         items = schema_strategy(schema["items"], name, model_uri, empty)
         keys = schema.get("x-kubernetes-list-map-keys")
         unique = (lambda item: tuple(item.get(k) for k in keys)) if keys else None
-        return st.lists(items, max_size=3, unique_by=unique)
+        least = schema.get("minItems", 0)  # the schema refuses fewer: that is the API server's check, not ours
+        return st.lists(items, min_size=least, max_size=max(3, least), unique_by=unique)
     if kind == "string":
         if name == "uri" and model_uri:
             return st.one_of(st.just(model_uri), st.sampled_from(["s3://b/k", "pvc://claim/p", "gs://", "ftp://x"]),
