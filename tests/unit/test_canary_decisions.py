@@ -162,6 +162,9 @@ def test_auto_promote_at_the_last_step_is_decided_once_in_status():
     assert still.stable_from_canary and still.events == []
     done = plan(s, promoting.status, 4, CanaryObservation(stable_promoted=True), at(120))
     assert done.status["phase"] == "Promoted" and kinds(done.events) == [("Normal", "CanaryPromoted")]
+    # The spec still names the canary (autoPromote edits nothing): it stays promoted, it does not start over.
+    after = plan(s, done.status, 4, CanaryObservation(stable_promoted=True), at(180))
+    assert after.status["phase"] == "Promoted" and after.events == [] and after.stable_from_canary
 
 
 def test_a_restart_resumes_from_the_status():

@@ -176,7 +176,11 @@ def plan(spec: ModelDeploymentSpec, prev: dict | None, total: int, seen: CanaryO
                            f"canary {prev.get('modelUri')} removed from the spec; the stable serves all traffic"))
         return CanaryPlan(events=events)
     uri = canary.model.uri
-    reset = prev.get("modelUri") != uri or prev_phase in (None, "Aborted", "Promoted")
+    # autoPromote's decision lives in status, not in the spec: a canary it promoted stays promoted (the spec still
+    # names the canary) instead of starting over from step 0.
+    auto_promoted = (prev_phase == "Promoted" and prev.get("modelUri") == uri
+                     and (prev.get("analysis") or {}).get("decision") == "Promote")
+    reset = not auto_promoted and (prev.get("modelUri") != uri or prev_phase in (None, "Aborted", "Promoted"))
     step = 0 if reset else min(int(prev.get("step") or 0), len(_steps(canary)) - 1)
     recorded = None if reset else _analysis_of(canary, prev)
     decision = (recorded or {}).get("decision")
