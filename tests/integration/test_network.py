@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kconfig
 
-from helpers import wait_for
+from helpers import request, wait_for
 from mlops_localcluster import LocalCluster
 
 # Answers every GET with the pod's name and the CLUSTER_MARK it was given: tells pods and clusters apart.
@@ -86,6 +86,19 @@ def ready_endpoints(core, namespace: str, name: str, count: int) -> None:
     wait_for(ready, timeout=60, message=f"{count} ready endpoints of {name}")
 
 
+def ready_slices(kube, namespace: str, name: str, count: int) -> None:
+    """`count` ready endpoints in the Service's EndpointSlices (what kube-proxy reads, unlike Endpoints; served as
+    discovery.k8s.io/v1beta1 by the cached Kubernetes 1.20 build)."""
+    path = f"/apis/discovery.k8s.io/v1beta1/namespaces/{namespace}/endpointslices"
+
+    def ready():
+        code, body = request(kube, "GET", path, query={"labelSelector": f"kubernetes.io/service-name={name}"})
+        assert code == 200, body
+        return sum(1 for s in body["items"] for e in s.get("endpoints") or []
+                   if (e.get("conditions") or {}).get("ready")) == count
+    wait_for(ready, timeout=60, message=f"{count} ready endpoints in the EndpointSlices of {name}")
+
+
 def in_pod(network, pod_ip: str, code: str, *args: str) -> str:
     proc = subprocess.run(["ip", "netns", "exec", network.pod_netns(pod_ip), sys.executable, "-c", code, *args],
                           capture_output=True, text=True, timeout=60, check=False)
@@ -93,13 +106,14 @@ def in_pod(network, pod_ip: str, code: str, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def names_reached(fetch, want: set[str], tries: int = 40) -> set[str]:
-    """Pod names answering `fetch()` over at most `tries` requests, stopping once all of `want` answered."""
+def names_reached(fetch, want: set[str], within: float = 30) -> set[str]:
+    """Pod names answering `fetch()`, asked again and again until all of `want` answered or `within` seconds passed.
+    kube-proxy writes its rules a moment after the EndpointSlices change (at least its 1 s minSyncPeriod, more on
+    a busy machine), so the first answers may all come from the endpoint that was ready first."""
     seen: set[str] = set()
-    for _ in range(tries):
+    deadline = time.monotonic() + within
+    while not want <= seen and time.monotonic() < deadline:
         seen.add(fetch().split()[0])
-        if want <= seen:
-            break
     return seen
 
 
@@ -123,7 +137,9 @@ def webs(kube, namespace, net):
     core.create_namespaced_service(namespace, service("web", {"app": "web"}))
     core.create_namespaced_service(namespace, service("web-np", {"app": "web"}, kind="NodePort"))
     ips = running_ips(core, namespace, ["web-0", "web-1"])
-    ready_endpoints(core, namespace, "web", 2)
+    # kube-proxy programs each Service from that Service's own EndpointSlices: wait for both Services'.
+    ready_slices(kube, namespace, "web", 2)
+    ready_slices(kube, namespace, "web-np", 2)
     return ips
 
 

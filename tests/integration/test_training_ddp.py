@@ -128,7 +128,12 @@ def test_without_the_all_reduce_the_ranks_differ_and_the_job_fails(kube, ddp_ns)
     status = wait_status(kube, ddp_ns, "ddp", lambda st: st.get("phase") in ("Succeeded", "Failed"), "finished")
     assert status["phase"] == "Failed", status
     assert status["failure"]["reason"] == "Error" and status["failure"]["attempt"] == 1, status
-    pod = worker_pods(kube, ddp_ns, "ddp", 1)[status["failure"]["worker"]]
+    # The failed rank's pod stays for its log; the other rank, still running or failing a moment later, may have
+    # been deleted when the attempt failed: pick the failed one by its rank, not its place in the list.
+    failed = [p for p in worker_pods(kube, ddp_ns, "ddp", 1)
+              if int(p.metadata.labels["mlops.dev/rank"]) == status["failure"]["worker"]]
+    assert len(failed) == 1, status
+    pod = failed[0]
     summed = CHECKSUM.search(log_of(kube, ddp_ns, pod.metadata.name))
     assert summed and summed.group(5) == "DIFFERENT" and summed.group(3) != summed.group(4)
 
