@@ -7,7 +7,7 @@ Generates (once per run, in a temporary folder) a prediction log in the inferenc
 columns timestamp, revision and three float features, plus a `feedback/` partition. Then, per window (1 hour and
 24 hours, ending at NOW, an hour's end, so that they cover exactly 1 and 24 partitions):
 
-- the DriftMonitor's read (`monitoring.data.open_source` + `Source.read`: listing with partition pruning, the
+- the DriftMonitor's read (`datasets.open_source` + `Source.read`: listing with partition pruning, the
   timestamp and revision filter, the three feature columns) through a filesystem that counts the files opened;
 - the same hours' files alone: pyarrow reading exactly those paths (no listing, nothing to prune), same columns;
 - a scan of the whole log by pyarrow's own dataset discovery with the same timestamp filter (what a reader
@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from bench.report import machine, publish
-from mlops_operator.monitoring import data
+from mlops_operator import datasets as data
 
 HEADING = "## DriftMonitor over a prediction log"
 NOW = datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc)  # an hour's end: a window of N hours is N partitions
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f"A DriftMonitor's read of a prediction log of {args.hours:,} hourly files holding {total:,} rows "
         f"({args.rows_per_file:,} rows, 3 float features, timestamp and revision a file; a `feedback/` partition "
         "beside them), generated in the inference agent's layout `date=/hour=` in "
-        f"{generated:.0f} s. \"window read\" is `monitoring.data` (list with partition pruning, filter on "
+        f"{generated:.0f} s. \"window read\" is `datasets` (list with partition pruning, filter on "
         "timestamp and revision, the 3 features; the files it opens counted in a separate run through an fsspec "
         "filesystem that counts); "
         "\"its files alone\" reads exactly those hours' files with pyarrow, same columns, nothing listed; "

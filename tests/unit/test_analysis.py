@@ -238,7 +238,7 @@ def test_validation_names_the_field():
         f"{a}.checks[1]: set min, max, or both",
         f"{a}.predictionDrift: reads the prediction log; set spec.monitoring.predictionLog",
     ]
-    assert errors_of(md({})) == [f"{a}: set at least one check (successRate, latency, checks)"]
+    assert errors_of(md({})) == [f"{a}: set at least one check (successRate, latency, checks, accuracy)"]
     assert errors_of(md({"latency": {"max": "500"}}))[0].startswith(f"{a}.latency.max: ")
     assert errors_of(md({"successRate": {"min": 1.5}}))[0].startswith(f"{a}.successRate.min: ")
 
@@ -250,15 +250,15 @@ def test_a_valid_analysis_parses_with_defaults():
     assert (parsed.latency.quantile, parsed.auto_promote, parsed.prometheus_url) == (0.99, False, None)
 
 
-def test_prediction_drift_and_accuracy_are_accepted_with_a_warning():
+def test_prediction_drift_is_accepted_with_a_warning_and_accuracy_is_evaluated():
     body = md({"predictionDrift": {"test": "psi"}, "accuracy": {"maxDegradation": 0.02}},
               monitoring={"predictionLog": {"uri": "s3://logs/iris"}})
     spec = validate_object(body)
     assert spec_warnings(spec) == [
         "spec.rollout.canary.analysis.predictionDrift: accepted but not evaluated yet by this operator version; "
-        "the other checks decide",
-        "spec.rollout.canary.analysis.accuracy: accepted but not evaluated yet by this operator version; "
         "the other checks decide"]
+    parsed = spec.rollout.canary.analysis.accuracy
+    assert (parsed.prediction_column, parsed.min_labelled) == ("output_predict", 20)
 
 
 def test_an_analysis_needs_a_prometheus_url_somewhere():

@@ -65,6 +65,13 @@ def test_no_canary_plans_nothing():
     assert (result.status, result.events, result.requeue_after, result.blocked) == (None, [], None, None)
 
 
+def test_a_canary_policy_without_a_model_plans_nothing():
+    raw = {"model": {"uri": STABLE_URI}, "runtime": {"preset": "sklearn"}, "replicas": 4,
+           "rollout": {"canary": {"steps": STEPS}}}
+    result = plan(ModelDeploymentSpec.model_validate(raw), None, 4, CanaryObservation(), T0)
+    assert (result.deploy, result.canary_replicas, result.status, result.events) == (False, 0, None, [])
+
+
 def test_removing_a_running_canary_says_so_once():
     prev = {"modelUri": CANARY_URI, "step": 1, "phase": "Progressing"}
     result = plan(spec(), prev, 4, CanaryObservation(), T0)

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mlops_operator import datasets as data
 from mlops_operator.api import DRIFT_MONITOR, InvalidSpec, parse_spec, validate_object
-from mlops_operator.monitoring import alerts, data, reactions, reconcile, render, runner
+from mlops_operator.monitoring import alerts, reactions, reconcile, render, runner
 from mlops_operator.settings import load
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
@@ -127,6 +128,10 @@ def test_a_new_drifted_result_alerts_and_retrains_once():
     assert "ownerReferences" not in r.retrain["metadata"]
     assert r.retrain["metadata"]["labels"]["mlops.dev/driftmonitor"] == "fraud"
     assert r.retrain["spec"]["image"] == "trainer:1"
+    # each retraining writes a model of its own, under the template's output, and names the result it answers
+    assert r.retrain["spec"]["output"]["modelUri"] == f"s3://m/next/{r.retrain['metadata']['name']}/"
+    assert r.retrain["metadata"]["annotations"]["mlops.dev/drift-result"] == "2026-11-26T11:59:00Z"
+    assert spec().actions.retrain.template.output.model_uri == "s3://m/next"  # the spec itself is untouched
     assert r.status["actedOn"] == "2026-11-26T11:59:00Z"
     assert [e[1] for e in r.events] == ["DriftDetected", "RetrainStarted"]
     # The same result seen again (a restart, a retry): nothing more.
@@ -291,3 +296,45 @@ def test_the_runner_reports_a_small_window_as_insufficient_data(tmp_path):
     assert "34 rows" in status["lastAttempt"]["message"]
     dm["spec"]["minRows"] = 30
     assert runner.check(dm, None, NOW)["lastAttempt"]["succeeded"] is True
+
+
+def test_a_reference_from_the_model_follows_the_model_the_stable_pods_serve(tmp_path):
+    """reference.fromModel reads the training data saved next to the served model: before a promotion the old
+    model's (drift), after it the new one's (no drift), recorded in lastRun.referenceUri."""
+    rng = np.random.default_rng(7)
+    for version, mean in (("v1", 0.0), ("v2", 3.0)):
+        (tmp_path / version).mkdir()
+        pq.write_table(pa.table({"x": rng.normal(mean, 1, 500)}), tmp_path / version / "reference.parquet")
+    pq.write_table(pa.table({"x": rng.normal(3.0, 1, 500)}), tmp_path / "cur.parquet")
+    dm = {"spec": {"modelDeployment": {"name": "fraud"}, "reference": {"fromModel": "reference.parquet"},
+                   "current": {"uri": f"file://{tmp_path}/cur.parquet"}, "schedule": "0 * * * *"}}
+    md = {"spec": {"model": {"uri": f"file://{tmp_path}/v1/model.joblib"}}}
+    before = runner.check(dm, md, NOW)["lastRun"]
+    assert before["datasetDrift"] is True and before["referenceUri"] == f"file://{tmp_path}/v1/reference.parquet"
+    md["status"] = {"stable": {"modelUri": f"file://{tmp_path}/v2/"}}  # promoted: the stable pods serve v2
+    after = runner.check(dm, md, NOW)["lastRun"]
+    assert after["datasetDrift"] is False and after["referenceUri"] == f"file://{tmp_path}/v2/reference.parquet"
+    # no model named at all: no verdict, said plainly
+    status = runner.check(dm, {"spec": {}}, NOW)
+    assert "lastRun" not in status and "names no model" in status["lastAttempt"]["message"]
+
+
+@pytest.mark.parametrize("model, path", [
+    ("s3://b/models/v1/", "s3://b/models/v1/reference.parquet"),
+    ("s3://b/models/v1", "s3://b/models/v1/reference.parquet"),
+    ("s3://b/models/v1.2", "s3://b/models/v1.2/reference.parquet"),
+    ("file:///m/model.joblib", "file:///m/reference.parquet"),
+])
+def test_a_file_next_to_the_model_is_in_its_folder(model, path):
+    assert runner.model_file(model, "reference.parquet") == path
+
+
+@pytest.mark.parametrize("reference, error", [
+    ({}, "spec.reference: set exactly one of uri or fromModel"),
+    ({"uri": "s3://b/ref.parquet", "fromModel": "reference.parquet"}, "spec.reference: set exactly one"),
+    ({"fromModel": "../other/reference.parquet"}, "spec.reference.fromModel: '../other/reference.parquet' must stay"),
+])
+def test_the_reference_is_named_once_and_stays_in_the_model_folder(reference, error):
+    with pytest.raises(InvalidSpec) as err:
+        validate_object(manifest(reference=reference))
+    assert error in str(err.value)

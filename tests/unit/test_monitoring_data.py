@@ -13,11 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from mlops_operator import datasets as data
 from mlops_operator.agent.sink import to_table
-from mlops_operator.monitoring import data, runner
+from mlops_operator.monitoring import runner
 
 NOW = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
 DAY = date(2026, 11, 26)
+
+
+def runner_md(log_uri: str) -> dict:
+    """A ModelDeployment as the runner reads it, logging its predictions at `log_uri`."""
+    return {"spec": {"monitoring": {"predictionLog": {"uri": log_uri}}}}
 
 
 class CountingFS(LocalFileSystem):
@@ -232,13 +238,13 @@ def test_the_runner_reads_the_prediction_log_window_of_the_stable_revision(tmp_p
     log_file(log, hour, 500, "canary", "p1", step=timedelta(seconds=1), x=list(rng.normal(5, 1, 500)))
     dm = {"spec": {"modelDeployment": {"name": "fraud"}, "reference": {"uri": f"file://{tmp_path}/ref.parquet"},
                    "current": {"window": "30m"}, "schedule": "0 * * * *"}}
-    status = runner.check(dm, f"file://{log}", NOW)
+    status = runner.check(dm, runner_md(f"file://{log}"), NOW)
     assert status["lastAttempt"]["succeeded"] is True, status
     last = status["lastRun"]
     assert last["rows"]["current"] == 120 and {f["name"] for f in last["features"]} == {"x", "y"}
     assert last["datasetDrift"] is False  # the canary's shifted inputs stay out of the stable check
     dm["spec"]["current"]["revision"] = "canary"
-    canary = runner.check(dm, f"file://{log}", NOW)["lastRun"]
+    canary = runner.check(dm, runner_md(f"file://{log}"), NOW)["lastRun"]
     assert canary["rows"]["current"] == 500 and [f["drifted"] for f in canary["features"] if f["name"] == "x"] == [True]
 
 
@@ -267,7 +273,7 @@ def test_labels_posted_as_feedback_join_the_log_and_a_label_flip_with_unchanged_
         labels = [float((v > 0) != flip) for v in live_x]  # a flipped world: the same inputs, the other class
         pq.write_table(to_table([{"request_id": f"r{i}", "label": labels[i]} for i in range(rows)]),
                        log / "feedback" / "stable-p0-000001.parquet")
-        status = runner.check(dm, f"file://{log}", NOW)
+        status = runner.check(dm, runner_md(f"file://{log}"), NOW)
         assert status["lastAttempt"]["succeeded"] is True, status
         return status["lastRun"]
 

@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_agent_proxy import ModelServer, agent_config, run, running, v2_body
-from test_monitoring_data import log_file
+from test_monitoring_data import log_file, runner_md
 
-from mlops_operator.monitoring import data, runner
+from mlops_operator import datasets as data
+from mlops_operator.monitoring import runner
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -97,12 +98,12 @@ def test_the_agents_s3_log_is_read_by_the_drift_runner_with_the_same_environment
     assert [k for k in keys if "/feedback/date=" in k], "the agent wrote feedback beside the predictions"
     dm = {"spec": {"modelDeployment": {"name": "iris"}, "reference": {"uri": f"s3://{BUCKET}/reference/train.parquet"},
                    "current": {"window": "1h"}, "schedule": "0 * * * *"}}
-    status = runner.check(dm, log, datetime.now(timezone.utc))
+    status = runner.check(dm, runner_md(log), datetime.now(timezone.utc))
     assert status["lastAttempt"]["succeeded"] is True, status
     last = status["lastRun"]
     assert last["rows"]["current"] == 300 and last["datasetDrift"] is False  # the stable rows only
     dm["spec"]["current"]["revision"] = "canary"
-    canary = runner.check(dm, log, datetime.now(timezone.utc))["lastRun"]
+    canary = runner.check(dm, runner_md(log), datetime.now(timezone.utc))["lastRun"]
     assert canary["rows"]["current"] == 100 and canary["datasetDrift"] is True
 
 

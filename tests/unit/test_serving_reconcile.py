@@ -125,7 +125,7 @@ def test_events_follow_only_a_status_write_that_happened():
 
 def test_an_invalid_spec_touches_no_child():
     client = FakeClient()
-    reconcile(cache_with(md(replicas=2, rollout={"canary": {"weight": 10}})), client)
+    reconcile(cache_with(md(replicas=2, rollout={"canary": {"model": {"uri": "s3://m/2"}}})), client)
     assert client.applied() == []
     assert "InvalidSpec" in str(client.writes) and ("Warning", "InvalidSpec") in client.events()
 

@@ -251,12 +251,37 @@ def test_invalid_config_fails_without_retry():
     ({"model": {"uri": "a"}}, "stable", {"spec": {"model": {"uri": "new"}}}),
     ({"model": {"uri": "a"}}, "canary",
      {"spec": {"rollout": {"canary": {"model": {"uri": "new"}, "weight": promotion.DEFAULT_CANARY_WEIGHT}}}}),
-    ({"model": {"uri": "a"}, "rollout": {"canary": {"model": {"uri": "b"}, "steps": [{"weight": 20}],
-                                                     "promote": True}}}, "canary",
-     {"spec": {"rollout": {"canary": {"model": {"uri": "new"}, "promote": None}}}}),
+    # the previous canary promoted by a person: it becomes the stable model, or the stable would fall back to "a"
+    ({"model": {"uri": "a"}, "rollout": {"canary": {"model": {"uri": "b", "format": "sklearn"},
+                                                     "steps": [{"weight": 20}], "promote": True}}}, "canary",
+     {"spec": {"model": {"uri": "b", "format": "sklearn"},
+               "rollout": {"canary": {"model": {"uri": "new"}, "promote": None}}}}),
+    # a policy without a model yet: steps and analysis kept, the model filled in
+    ({"model": {"uri": "a"}, "rollout": {"canary": {"steps": [{"weight": 50}], "analysis": {"autoPromote": True}}}},
+     "canary", {"spec": {"rollout": {"canary": {"model": {"uri": "new"}}}}}),
+    # an aborted canary is not the stable's model
+    ({"model": {"uri": "a"}, "rollout": {"canary": {"model": {"uri": "b"}, "weight": 10, "abort": True}}}, "canary",
+     {"spec": {"rollout": {"canary": {"model": {"uri": "new"}, "abort": None}}}}),
 ])
 def test_promotion_patches_just_the_model_field(md_spec, as_, expected):
     assert promotion.patch({"spec": md_spec}, as_, "new") == expected
+
+
+@pytest.mark.parametrize("seen, moved", [
+    ({"phase": "Promoted", "modelUri": "b"}, True),  # analysis promoted b: status says so, the spec does not
+    ({"phase": "Promoted", "modelUri": "older"}, False),  # status about another canary
+    ({"phase": "RolledBack", "modelUri": "b"}, False),  # rolled back: the stable never served b
+    ({"phase": "Progressing", "modelUri": "b"}, False),
+])
+def test_a_canary_promoted_by_analysis_becomes_the_stable_model_with_the_next_promotion(seen, moved):
+    md = {"spec": {"model": {"uri": "a"}, "rollout": {"canary": {"model": {"uri": "b"}, "steps": [{"weight": 50}]}}},
+          "status": {"canary": seen}}
+    patch = promotion.patch(md, "canary", "new")
+    assert patch["spec"]["rollout"]["canary"] == {"model": {"uri": "new"}}
+    assert patch["spec"].get("model") == ({"uri": "b"} if moved else None)
+    # a repeated patch (after a conflict: the spec names "new" already) writes the same canary again
+    md["spec"]["rollout"]["canary"]["model"]["uri"] = "new"
+    assert promotion.patch(md, "canary", "new") == {"spec": {"rollout": {"canary": {"model": {"uri": "new"}}}}}
 
 
 def ran(s: TrainingJobSpec, rank: int, start: int, end: int | None = None, phase: str | None = None,

@@ -180,9 +180,11 @@ def test_metadata_name_must_fit_service_names():
 # --- ModelDeployment ----------------------------------------------------------------------------------------
 
 
-def test_canary_without_a_model():
-    errors = errors_of("ModelDeployment", md(rollout={"canary": {"weight": 10}}))
-    assert errors == ["spec.rollout.canary.model.uri: a canary needs a model"]
+def test_a_canary_without_a_model_is_a_policy_for_the_next_one():
+    """Steps and analysis written ahead, the model filled in later (by a person or a TrainingJob's promotion)."""
+    assert errors_of("ModelDeployment", md(rollout={"canary": {"weight": 10}})) == []
+    errors = errors_of("ModelDeployment", md(rollout={"canary": {"steps": [{"weight": 20}, {"weight": 10}]}}))
+    assert errors == ["spec.rollout.canary.steps[1].weight: weights must not decrease from step to step"]
 
 
 @pytest.mark.parametrize("canary, expected", [
@@ -370,8 +372,8 @@ def test_retrain_template_semantic_errors_are_prefixed():
 
 
 def test_validate_spec_on_models_directly():
-    spec = ModelDeploymentSpec.model_validate(md(rollout={"canary": {"weight": 5}}))
-    assert validate_spec(spec) == ["spec.rollout.canary.model.uri: a canary needs a model"]
+    spec = ModelDeploymentSpec.model_validate(md(rollout={"canary": {"weight": 5, "steps": [{"weight": 5}]}}))
+    assert validate_spec(spec) == ["spec.rollout.canary: set weight (a fixed share) or steps (a progression), not both"]
     # the object's namespace unknown: a ref's namespace cannot be compared, so it is not an error
     monitor = DriftMonitorSpec.model_validate(dm(modelDeployment={"name": "iris", "namespace": "b"}))
     assert validate_spec(monitor) == []

@@ -58,9 +58,22 @@ def retrain_name(monitor: str, unix_time: int) -> str:
 
 
 class ReferenceData(ApiModel):
-    """The data the model was trained on (or any data known to be good)."""
+    """The data the model was trained on (or any data known to be good): at `uri`, or next to the model the
+    ModelDeployment's stable pods serve (`fromModel`), so the reference follows each promotion."""
 
-    uri: str = Field(min_length=1, description="Where the data is: s3://, gs://, hf://, pvc://, http(s):// or file://.")
+    uri: str | None = Field(
+        None, min_length=1,
+        description="Where the data is: s3://, gs://, hf://, pvc://, http(s):// or file://. Set uri or fromModel.",
+    )
+    from_model: str | None = Field(
+        None, min_length=1, pattern=r"^[^/].*$",
+        description=(
+            "A path inside the model folder the ModelDeployment's stable pods serve (status.stable.modelUri, else "
+            "spec.model.uri), e.g. reference.parquet: the training data the trainer saved next to its model. Each "
+            "check reads the reference of the model in service, so retraining on drifted data and promoting the "
+            "new model clears the drift. Set uri or fromModel."
+        ),
+    )
     format: Literal["parquet", "csv"] | None = Field(
         None, description="parquet or csv; inferred from the file extension when omitted."
     )
@@ -433,6 +446,7 @@ class LastRun(StatusModel):
         description="Checks whose verdict calls for action: quality, performance, estimatedPerformance, "
                     "multivariate, predictionDrift.",
     )
+    reference_uri: str | None = Field(None, description="The reference data this check compared with.")
 
 
 class Attempt(StatusModel):

@@ -206,11 +206,19 @@ class PredictionDriftCheck(ApiModel):
 
 
 class AccuracyCheck(ApiModel):
-    """The canary's accuracy on feedback labels against the stable's (declared; not evaluated yet, see
-    docs/modeldeployment.md)."""
+    """The canary's accuracy on feedback labels against the stable's, each interval: the prediction log's rows of
+    the interval joined by request id with the labels posted to the agents' /v1/feedback."""
 
     max_degradation: float = Field(
         ge=0, le=1, description="The canary's accuracy may be at most this much lower than the stable's."
+    )
+    prediction_column: str = Field(
+        "output_predict", min_length=1,
+        description="The prediction log's column with the model's answer (an output `predict` is output_predict).",
+    )
+    min_labelled: int = Field(
+        20, ge=1, le=10**9,
+        description="Fewer labelled answers of a revision in the interval give no verdict (Inconclusive).",
     )
 
 
@@ -244,7 +252,7 @@ class CanaryAnalysis(ApiModel):
         None, description="Predictions of canary and stable compared (declared; not evaluated yet)."
     )
     accuracy: AccuracyCheck | None = Field(
-        None, description="Accuracy on feedback labels compared (declared; not evaluated yet)."
+        None, description="Accuracy on feedback labels, canary against stable, from the prediction log."
     )
     auto_promote: bool = Field(
         False, description="Promote, as promote: true does, once the last step's pause is over and analysis passed."
@@ -256,7 +264,10 @@ class Canary(ApiModel):
     the replica ratio (no service mesh). Set weight for a fixed share or steps for a progression; set promote
     or abort to finish."""
 
-    model: Model | None = Field(None, description="The canary's model; required.")
+    model: Model | None = Field(
+        None, description=("The canary's model. Without one the block is the policy for the next canary (steps, "
+                           "analysis), filled in by a person or a TrainingJob's promotion; nothing runs meanwhile."),
+    )
     runtime: RuntimeOverrides | None = Field(None, description="Runtime changes for the canary only.")
     weight: int | None = Field(
         None, ge=0, le=100,

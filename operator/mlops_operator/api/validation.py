@@ -303,9 +303,7 @@ def _check_model_deployment(errors: list[str], p: str, spec: ModelDeploymentSpec
     canary = spec.rollout.canary if spec.rollout else None
     if canary is not None:
         c = f"{p}.rollout.canary"
-        if canary.model is None:
-            errors.append(f"{c}.model.uri: a canary needs a model")
-        else:
+        if canary.model is not None:  # without a model the block is the policy for the next canary: nothing runs
             _check_uri(errors, f"{c}.model.uri", canary.model.uri, READ_SCHEMES)
             _check_format(errors, f"{c}.model", canary.model, spec.runtime.preset)
         if canary.weight is not None and canary.steps:
@@ -367,7 +365,7 @@ def _check_canary_analysis(errors: list[str], a: str, analysis: CanaryAnalysis, 
             errors.append(f"{a}.{field}: reads the prediction log; set spec.monitoring.predictionLog")
     if (analysis.success_rate is None and analysis.latency is None and not analysis.checks
             and analysis.prediction_drift is None and analysis.accuracy is None):
-        errors.append(f"{a}: set at least one check (successRate, latency, checks)")
+        errors.append(f"{a}: set at least one check (successRate, latency, checks, accuracy)")
 
 
 # Below this, a memory value is almost surely a unit left out ("512" is 512 bytes, not 512Mi).
@@ -387,10 +385,9 @@ def spec_warnings(spec: ApiModel, prefix: str = "spec") -> list[str]:
                 warnings.append(f"{path}.memory: {node.memory} is {amount} bytes, too little to run a model server; "
                                 f'write a unit, e.g. "{node.memory}Mi"')
         if isinstance(node, CanaryAnalysis):
-            for field, value in (("predictionDrift", node.prediction_drift), ("accuracy", node.accuracy)):
-                if value is not None:
-                    warnings.append(f"{path}.{field}: accepted but not evaluated yet by this operator version; "
-                                    "the other checks decide")
+            if node.prediction_drift is not None:
+                warnings.append(f"{path}.predictionDrift: accepted but not evaluated yet by this operator version; "
+                                "the other checks decide")
     return warnings
 
 
@@ -435,7 +432,12 @@ def training_job_name_problem(job: str, workers: int) -> str | None:
 
 
 def _check_drift_monitor(errors: list[str], p: str, spec: DriftMonitorSpec, namespace: str | None) -> None:
-    _check_uri(errors, f"{p}.reference.uri", spec.reference.uri, READ_SCHEMES)
+    if (spec.reference.uri is None) == (spec.reference.from_model is None):
+        errors.append(f"{p}.reference: set exactly one of uri or fromModel")
+    if spec.reference.uri is not None:
+        _check_uri(errors, f"{p}.reference.uri", spec.reference.uri, READ_SCHEMES)
+    if spec.reference.from_model is not None and ".." in spec.reference.from_model.split("/"):
+        errors.append(f"{p}.reference.fromModel: {spec.reference.from_model!r} must stay inside the model folder")
     if spec.current is not None:
         _check_uri(errors, f"{p}.current.uri", spec.current.uri, READ_SCHEMES)
 

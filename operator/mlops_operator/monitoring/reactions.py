@@ -95,11 +95,16 @@ def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) 
     meta = body["metadata"]
     retrain = spec.actions.retrain if spec.actions else None
     assert retrain is not None, "a retraining is made only for spec.actions.retrain"
+    job_spec = retrain.template.to_dict()
+    output = job_spec.get("output")
+    if output:  # each retraining writes its own model: a later one never overwrites the model a canary serves
+        output["modelUri"] = output["modelUri"].rstrip("/") + f"/{name}/"
     return {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": name, "namespace": meta["namespace"],
                          "labels": labels(DRIFT_MONITOR.kind, meta["name"], "retrain"),
-                         "annotations": {"mlops.dev/drift": drift_summary(last_run)[:1000]}},
-            "spec": retrain.template.to_dict()}
+                         "annotations": {"mlops.dev/drift": drift_summary(last_run)[:1000],
+                                         "mlops.dev/drift-result": last_run.get("time") or ""}},
+            "spec": job_spec}
 
 
 def _retrain_decision(body: dict, spec: DriftMonitorSpec, last_run: dict, retrains: list[dict],

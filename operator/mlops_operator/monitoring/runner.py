@@ -6,7 +6,7 @@ It writes `status.lastRun` (only on success: a failed check never replaces a goo
 `status.lastAttempt` (always). Conditions, events, alerts and retraining are the operator's, which watches the
 status this writes.
 
-The current data is read as a dataset (monitoring/data.py): only the partitions of the window, only the monitored
+The current data is read as a dataset (datasets.py): only the partitions of the window, only the monitored
 columns, only the rows of `spec.current.revision` (stable by default) when the data has a revision column.
 
 `MLOPS_PROFILE_CACHE` (a folder, e.g. on a volume that outlives the pod) keeps reference profiles between runs,
@@ -27,6 +27,7 @@ from typing import Any
 
 import urllib3
 
+from .. import datasets as data
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
 from ..api.driftmonitor import CurrentData, DriftMonitorSpec
@@ -34,7 +35,7 @@ from ..drift.engine import DriftInputError, InsufficientData, compute_drift, fea
 from ..drift.performance import PerformanceInputError
 from ..drift.profile import ReferenceProfile, build_profile
 from ..k8s.conditions import format_time
-from . import checks, data
+from . import checks
 
 log = logging.getLogger("mlops_operator.drift_check")
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
@@ -114,20 +115,22 @@ def failed(stamp: str, reason: str, message: str) -> dict:
     return {"lastAttempt": {"time": stamp, "succeeded": False, "reason": reason, "message": message}}
 
 
-def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
-    """The status fields of one check of DriftMonitor `dm` (pure apart from reading the data)."""
+def check(dm: dict, md: dict | None, now: datetime) -> dict:
+    """The status fields of one check of DriftMonitor `dm` against ModelDeployment `md` (None when the check
+    needs nothing of it), pure apart from reading the data."""
     spec = parse_spec(DRIFT_MONITOR, dm.get("spec"))
     current = spec.current or CurrentData()
-    current_uri = current.uri or prediction_log_uri
+    current_uri = current.uri or prediction_log_uri(md)
     stamp = format_time(now)
     try:
+        reference_uri = spec.reference.uri or model_file(served_model(md), spec.reference.from_model or "")
         if not current_uri:
             raise data.DataError("DataUnreadable", "no current data: set spec.current.uri or the ModelDeployment's "
                                                    "spec.monitoring.predictionLog")
         window = data.Window(
             duration_seconds=duration_seconds(current.window) if current.window is not None else None,
             timestamp_column=current.timestamp_column, last_rows=current.last_rows)
-        reference = data.open_source(spec.reference.uri, spec.reference.format)
+        reference = data.open_source(reference_uri, spec.reference.format)
         live = data.open_source(current_uri, current.format, window, now)
         wanted = [f.name for f in spec.features] or None
         names = data.feature_columns(reference.schema, live.schema, wanted, skip=(window.timestamp_column,))
@@ -150,7 +153,7 @@ def check(dm: dict, prediction_log_uri: str | None, now: datetime) -> dict:
         return failed(stamp, "InsufficientData", str(err))
     except (DriftInputError, PerformanceInputError) as err:
         return failed(stamp, "InvalidData", str(err))
-    return {"lastRun": {"time": stamp, **result.to_status(), **extra},
+    return {"lastRun": {"time": stamp, **result.to_status(), **extra, "referenceUri": reference_uri},
             "lastAttempt": {"time": stamp, "succeeded": True}}
 
 
@@ -171,7 +174,7 @@ def run(namespace: str, name: str) -> int:
     dm = api.get(path)
     now = datetime.now(timezone.utc)
     try:
-        status = check(dm, prediction_log(api, namespace, dm), now)
+        status = check(dm, model_deployment(api, namespace, dm), now)
     except InvalidSpec as err:
         status = failed(format_time(now), "InvalidSpec", err.message)
     except NotFound as err:
@@ -181,22 +184,46 @@ def run(namespace: str, name: str) -> int:
     if attempt["succeeded"]:
         last = status["lastRun"]
         print(f"drift-check {namespace}/{name}: datasetDrift={last['datasetDrift']} "
-              f"share={last['driftShare']:.3f} rows={last['rows']}")
+              f"share={last['driftShare']:.3f} rows={last['rows']} reference={last['referenceUri']}")
         return 0
     print(f"drift-check {namespace}/{name}: {attempt['reason']}: {attempt['message']}")
     return 1
 
 
-def prediction_log(api: Api, namespace: str, dm: dict) -> str | None:
-    """The URI of the ModelDeployment's prediction log when the current data comes from it, else None; raises
-    NotFound (with a message naming it) when that ModelDeployment does not exist."""
+def model_deployment(api: Api, namespace: str, dm: dict) -> dict | None:
+    """The monitored ModelDeployment when the check needs it (its prediction log is the current data, or the
+    reference lies next to its served model), else None; raises NotFound (with a message naming it) when that
+    ModelDeployment does not exist."""
     spec = dm.get("spec") or {}
-    if ((spec.get("current") or {}).get("uri")):
+    if (spec.get("current") or {}).get("uri") and not (spec.get("reference") or {}).get("fromModel"):
         return None
     md_name = (spec.get("modelDeployment") or {}).get("name")
     try:
-        md = api.get(f"{GROUP_PATH}/namespaces/{namespace}/modeldeployments/{md_name}")
+        return api.get(f"{GROUP_PATH}/namespaces/{namespace}/modeldeployments/{md_name}")
     except NotFound:
-        raise NotFound(f"ModelDeployment {md_name!r} (whose prediction log is the current data) does not exist in "
-                       f"namespace {namespace!r}") from None
-    return (((md.get("spec") or {}).get("monitoring") or {}).get("predictionLog") or {}).get("uri")
+        raise NotFound(f"ModelDeployment {md_name!r} (whose prediction log or served model the check reads) does "
+                       f"not exist in namespace {namespace!r}") from None
+
+
+def prediction_log_uri(md: dict | None) -> str | None:
+    return ((((md or {}).get("spec") or {}).get("monitoring") or {}).get("predictionLog") or {}).get("uri")
+
+
+def served_model(md: dict | None) -> str:
+    """The model the ModelDeployment's Ready stable pods serve (status.stable.modelUri), else its spec's."""
+    md = md or {}
+    served = ((md.get("status") or {}).get("stable") or {}).get("modelUri")
+    return served or ((md.get("spec") or {}).get("model") or {}).get("uri") or ""
+
+
+def model_file(model_uri: str, relative: str) -> str:
+    """`relative` inside the model folder `model_uri` (a file URI's own folder when it names a file)."""
+    if not model_uri:
+        raise data.DataError("DataUnreadable", "reference.fromModel: the ModelDeployment names no model")
+    last = model_uri.rstrip("/").rsplit("/", 1)
+    folder = last[0] if not model_uri.endswith("/") and last[-1].endswith(MODEL_FILES) else model_uri.rstrip("/")
+    return folder + "/" + relative.lstrip("/")
+
+
+MODEL_FILES = (".joblib", ".pkl", ".pickle", ".json", ".ubj", ".bst", ".onnx", ".pt", ".pth", ".safetensors")
+"""The endings of a model URI that names one file (the runtimes' formats), not a folder."""

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from ..api.common import duration_seconds
 from ..api.modeldeployment import Canary, CanaryAnalysis, ModelDeploymentSpec, latency_seconds
 from ..k8s.conditions import format_time, parse_time
+from . import accuracy
 
 REQUESTS = "mlops_agent_requests_total"
 LATENCY_BUCKETS = "mlops_agent_request_duration_seconds_bucket"
@@ -187,11 +188,13 @@ def _custom(analysis: CanaryAnalysis, index: int, answers: dict[str, Answer], no
 
 def check_names(analysis: CanaryAnalysis) -> list[str]:
     names = [name for name, rule in zip(BUILTIN, (analysis.success_rate, analysis.latency)) if rule is not None]
-    return names + [check.name for check in analysis.checks]
+    return names + [check.name for check in analysis.checks] + ([accuracy.NAME] if analysis.accuracy else [])
 
 
-def judge(analysis: CanaryAnalysis, answers: dict[str, Answer], now: datetime) -> list[dict]:
-    """Each check's result for one interval (status.canary.analysis.checks items), in the spec's order."""
+def judge(analysis: CanaryAnalysis, answers: dict[str, Answer], now: datetime,
+          labelled: accuracy.Labelled | None = None) -> list[dict]:
+    """Each check's result for one interval (status.canary.analysis.checks items), in the spec's order, accuracy
+    last (from `labelled`, the prediction log's counts of the interval)."""
     requests = answers.get("requests") or Answer(error="no answer")
     if requests.error is not None:
         return [_result(name, INCONCLUSIVE, None, None, f"Prometheus: {requests.error}", now)
@@ -207,6 +210,9 @@ def judge(analysis: CanaryAnalysis, answers: dict[str, Answer], now: datetime) -
     if analysis.latency is not None:
         results.append(_latency(analysis, answers, now))
     results += [_custom(analysis, i, answers, now) for i in range(len(analysis.checks))]
+    if analysis.accuracy is not None:
+        results.append(accuracy.judge(analysis.accuracy, labelled or accuracy.Labelled(error="not read"),
+                                      window(analysis), now))
     return results
 
 

@@ -20,6 +20,7 @@ spec.replicas again (forced, so it takes the field back), then the second manage
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -37,7 +38,7 @@ from ..k8s.sync import UPDATED, ChildRejected, delete_orphans, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
-from . import analysis, canary, prometheus, render, runtimes, status
+from . import accuracy, analysis, canary, prometheus, render, runtimes, status
 
 log = logging.getLogger("mlops_operator.modeldeployment")
 OWNER = "modeldeployment"  # the mlops.dev/<kind> label value space the indices are keyed by
@@ -210,4 +211,10 @@ class ModelDeploymentReconciler:
         assert rollout is not None and rollout.analysis is not None
         url = analysis.prometheus_url(rollout.analysis, self.settings.prometheus_url)
         answers = await prometheus.measure(rollout.analysis, url, key[0], key[1], now)
-        return analysis.judge(rollout.analysis, answers, now)
+        labelled = None
+        log = spec.monitoring.prediction_log if spec.monitoring else None
+        if rollout.analysis.accuracy is not None and log is not None:
+            # file or object-store reads: off the event loop
+            labelled = await asyncio.to_thread(accuracy.labelled, log.uri, rollout.analysis.accuracy,
+                                               analysis.interval_seconds(rollout.analysis), now)
+        return analysis.judge(rollout.analysis, answers, now, labelled)
