@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock deps cluster-up cluster-down cluster-status crds run test unit integration bench verify kind-up kind-e2e clean
+.PHONY: help venv lock deps cluster-up cluster-down cluster-status crds run demo test unit integration bench verify kind-up kind-e2e clean
 
 help:
 	@echo "make run            local cluster (or \$$KUBECONFIG) + CRDs + quickstart, operator in the foreground"
+	@echo "make demo           the closed loop on the local cluster: drift, retrain, canary, promote or roll back"
 	@echo "make test           unit and integration tests against a real control plane"
 	@echo "make cluster-up     start the local control plane and simulated GPU nodes (.cluster/kubeconfig)"
 	@echo "make cluster-down   stop it; make cluster-status: show it"
@@ -60,6 +61,10 @@ crds: venv
 
 run: deps
 	$(PY) -m mlops_localcluster.devrun
+
+# The closed loop on the local cluster: drift -> retrain -> canary -> analysis -> promote or roll back (docs/loop.md).
+demo: deps
+	$(PY) -m mlops_localcluster.demo
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

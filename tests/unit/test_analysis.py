@@ -250,15 +250,14 @@ def test_a_valid_analysis_parses_with_defaults():
     assert (parsed.latency.quantile, parsed.auto_promote, parsed.prometheus_url) == (0.99, False, None)
 
 
-def test_prediction_drift_is_accepted_with_a_warning_and_accuracy_is_evaluated():
+def test_the_model_checks_parse_with_defaults_and_warn_of_nothing():
     body = md({"predictionDrift": {"test": "psi"}, "accuracy": {"maxDegradation": 0.02}},
               monitoring={"predictionLog": {"uri": "s3://logs/iris"}})
     spec = validate_object(body)
-    assert spec_warnings(spec) == [
-        "spec.rollout.canary.analysis.predictionDrift: accepted but not evaluated yet by this operator version; "
-        "the other checks decide"]
-    parsed = spec.rollout.canary.analysis.accuracy
-    assert (parsed.prediction_column, parsed.min_labelled) == ("output_predict", 20)
+    assert spec_warnings(spec) == []
+    parsed = spec.rollout.canary.analysis
+    assert (parsed.accuracy.prediction_column, parsed.accuracy.min_labelled) == ("output_predict", 20)
+    assert (parsed.prediction_drift.test, parsed.prediction_drift.columns) == ("psi", [])
 
 
 def test_an_analysis_needs_a_prometheus_url_somewhere():

@@ -193,8 +193,8 @@ class CustomCheck(ApiModel):
 
 
 class PredictionDriftCheck(ApiModel):
-    """The canary's predictions against the stable's over the same interval, from the prediction log (declared;
-    not evaluated yet, see docs/modeldeployment.md)."""
+    """The canary's predictions against the stable's over the same interval, from the prediction log: the stable's
+    are the reference, the canary's the current data of the drift engine."""
 
     test: Literal["auto", "ks", "psi", "chisquare", "ztest", "wasserstein", "jensenshannon"] = Field(
         "auto", description="The drift engine's test (as in a DriftMonitor's features)."
@@ -249,7 +249,7 @@ class CanaryAnalysis(ApiModel):
     latency: LatencyCheck | None = Field(None, description="A latency quantile.")
     checks: list[CustomCheck] = Field(default_factory=list, description="Custom PromQL checks.")
     prediction_drift: PredictionDriftCheck | None = Field(
-        None, description="Predictions of canary and stable compared (declared; not evaluated yet)."
+        None, description="Predictions of canary and stable compared with the drift engine, from the prediction log."
     )
     accuracy: AccuracyCheck | None = Field(
         None, description="Accuracy on feedback labels, canary against stable, from the prediction log."

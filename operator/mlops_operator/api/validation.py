@@ -384,10 +384,6 @@ def spec_warnings(spec: ApiModel, prefix: str = "spec") -> list[str]:
             if 0 < amount < SMALL_MEMORY:
                 warnings.append(f"{path}.memory: {node.memory} is {amount} bytes, too little to run a model server; "
                                 f'write a unit, e.g. "{node.memory}Mi"')
-        if isinstance(node, CanaryAnalysis):
-            if node.prediction_drift is not None:
-                warnings.append(f"{path}.predictionDrift: accepted but not evaluated yet by this operator version; "
-                                "the other checks decide")
     return warnings
 
 

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from ..api.common import duration_seconds
 from ..api.modeldeployment import Canary, CanaryAnalysis, ModelDeploymentSpec, latency_seconds
 from ..k8s.conditions import format_time, parse_time
-from . import accuracy
+from . import accuracy, predictiondrift
 
 REQUESTS = "mlops_agent_requests_total"
 LATENCY_BUCKETS = "mlops_agent_request_duration_seconds_bucket"
@@ -188,13 +188,16 @@ def _custom(analysis: CanaryAnalysis, index: int, answers: dict[str, Answer], no
 
 def check_names(analysis: CanaryAnalysis) -> list[str]:
     names = [name for name, rule in zip(BUILTIN, (analysis.success_rate, analysis.latency)) if rule is not None]
-    return names + [check.name for check in analysis.checks] + ([accuracy.NAME] if analysis.accuracy else [])
+    return (names + [check.name for check in analysis.checks]
+            + ([predictiondrift.NAME] if analysis.prediction_drift else [])
+            + ([accuracy.NAME] if analysis.accuracy else []))
 
 
 def judge(analysis: CanaryAnalysis, answers: dict[str, Answer], now: datetime,
-          labelled: accuracy.Labelled | None = None) -> list[dict]:
-    """Each check's result for one interval (status.canary.analysis.checks items), in the spec's order, accuracy
-    last (from `labelled`, the prediction log's counts of the interval)."""
+          labelled: accuracy.Labelled | None = None,
+          predicted: predictiondrift.Predictions | None = None) -> list[dict]:
+    """Each check's result for one interval (status.canary.analysis.checks items), in the spec's order, then the
+    model's: predictionDrift (from `predicted`) and accuracy (from `labelled`), read from the prediction log."""
     requests = answers.get("requests") or Answer(error="no answer")
     if requests.error is not None:
         return [_result(name, INCONCLUSIVE, None, None, f"Prometheus: {requests.error}", now)
@@ -210,6 +213,10 @@ def judge(analysis: CanaryAnalysis, answers: dict[str, Answer], now: datetime,
     if analysis.latency is not None:
         results.append(_latency(analysis, answers, now))
     results += [_custom(analysis, i, answers, now) for i in range(len(analysis.checks))]
+    if analysis.prediction_drift is not None:
+        results.append(predictiondrift.judge(analysis.prediction_drift,
+                                             predicted or predictiondrift.Predictions(error="not read"),
+                                             analysis.min_requests, window(analysis), now))
     if analysis.accuracy is not None:
         results.append(accuracy.judge(analysis.accuracy, labelled or accuracy.Labelled(error="not read"),
                                       window(analysis), now))

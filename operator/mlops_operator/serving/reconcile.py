@@ -38,7 +38,7 @@ from ..k8s.sync import UPDATED, ChildRejected, delete_orphans, sync_children
 from ..runtime.cache import Cache
 from ..settings import Settings
 from ..util import utcnow
-from . import accuracy, analysis, canary, prometheus, render, runtimes, status
+from . import accuracy, analysis, canary, predictiondrift, prometheus, render, runtimes, status
 
 log = logging.getLogger("mlops_operator.modeldeployment")
 OWNER = "modeldeployment"  # the mlops.dev/<kind> label value space the indices are keyed by
@@ -211,10 +211,13 @@ class ModelDeploymentReconciler:
         assert rollout is not None and rollout.analysis is not None
         url = analysis.prometheus_url(rollout.analysis, self.settings.prometheus_url)
         answers = await prometheus.measure(rollout.analysis, url, key[0], key[1], now)
-        labelled = None
+        labelled, predicted = None, None
         log = spec.monitoring.prediction_log if spec.monitoring else None
+        seconds = analysis.interval_seconds(rollout.analysis)
+        # file or object-store reads: off the event loop
         if rollout.analysis.accuracy is not None and log is not None:
-            # file or object-store reads: off the event loop
-            labelled = await asyncio.to_thread(accuracy.labelled, log.uri, rollout.analysis.accuracy,
-                                               analysis.interval_seconds(rollout.analysis), now)
-        return analysis.judge(rollout.analysis, answers, now, labelled)
+            labelled = await asyncio.to_thread(accuracy.labelled, log.uri, rollout.analysis.accuracy, seconds, now)
+        if rollout.analysis.prediction_drift is not None and log is not None:
+            predicted = await asyncio.to_thread(predictiondrift.predictions, log.uri,
+                                                rollout.analysis.prediction_drift, seconds, now)
+        return analysis.judge(rollout.analysis, answers, now, labelled, predicted)

@@ -1,19 +1,21 @@
-"""The canary analysis' accuracy check: the prediction log's rows of the interval joined with the feedback labels
-by request id (written in the agent's own layout and Arrow conversion), counted per revision, and judged."""
+"""The canary analysis' checks on the model, from the prediction log (written in the agent's own layout and Arrow
+conversion): accuracy (the interval's rows joined with the feedback labels by request id, counted per revision)
+and predictionDrift (the canary's predictions against the stable's with the drift engine)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from test_monitoring_data import log_file
 
 from mlops_operator.agent.sink import to_table
 from mlops_operator.api import validate_object
-from mlops_operator.api.modeldeployment import AccuracyCheck
-from mlops_operator.serving import accuracy, analysis
+from mlops_operator.api.modeldeployment import AccuracyCheck, PredictionDriftCheck
+from mlops_operator.serving import accuracy, analysis, predictiondrift
 from mlops_operator.serving.analysis import Answer
 
 NOW = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
@@ -70,8 +72,10 @@ def test_a_log_without_the_prediction_column_is_inconclusive_and_says_which(tmp_
 @pytest.mark.parametrize("answers, correct, verdict, words", [
     ({"canary": 4, "stable": 50}, {"canary": 4, "stable": 50}, "Inconclusive", "the canary has 4 labelled answers"),
     ({"canary": 10, "stable": 3}, {"canary": 10, "stable": 3}, "Inconclusive", "the stable has 3 labelled answers"),
-    ({"canary": 10, "stable": 10}, {"canary": 8, "stable": 9}, "Successful", "accuracy 0.8 on 10 labelled answers is at least 0.8"),
-    ({"canary": 10, "stable": 10}, {"canary": 5, "stable": 9}, "Failed", "accuracy 0.5 on 10 labelled answers is below 0.8"),
+    ({"canary": 10, "stable": 10}, {"canary": 8, "stable": 9}, "Successful",
+     "accuracy 0.8 on 10 labelled answers is at least 0.8"),
+    ({"canary": 10, "stable": 10}, {"canary": 5, "stable": 9}, "Failed",
+     "accuracy 0.5 on 10 labelled answers is below 0.8"),
 ])
 def test_the_canary_may_be_at_most_max_degradation_less_accurate(answers, correct, verdict, words):
     result = accuracy.judge(RULE, accuracy.Labelled(answers, correct), "60s", NOW)
@@ -94,3 +98,37 @@ def test_the_analysis_judges_accuracy_last_and_a_quiet_canary_is_inconclusive_fo
     assert analysis.verdict(results) == "Failed"
     quiet = {"requests": Answer({"canary": 3, "stable": 50}), "errors": Answer({})}
     assert [r["verdict"] for r in analysis.judge(rule, quiet, NOW, bad)] == ["Inconclusive", "Inconclusive"]
+
+
+# --- predictionDrift: the canary's predictions against the stable's ------------------------------------------
+
+def test_prediction_drift_reads_the_output_columns_per_revision_and_fails_a_canary_that_answers_otherwise(tmp_path):
+    start = NOW - timedelta(seconds=50)
+    rng = np.random.default_rng(4)
+    logged(tmp_path, "stable", list(rng.integers(0, 2, 200)), start)
+    logged(tmp_path, "canary", [0] * 190 + [1] * 10, start)  # answers almost always 0: not the stable's mix
+    rule = PredictionDriftCheck(test="chisquare", threshold=0.05)
+    found = predictiondrift.predictions(f"file://{tmp_path}", rule, 60, NOW)
+    assert (found.error, found.rows("canary"), found.rows("stable")) == (None, 200, 200)
+    assert set(found.values["canary"]) == {"output_predict"}  # every output_* column
+    result = predictiondrift.judge(rule, found, 50, "60s", NOW)
+    assert result["verdict"] == "Failed" and "output_predict chisquare" in result["message"], result
+    assert result["threshold"] == "p >= 0.05" and result["value"] < 0.05
+
+    same = tmp_path / "same"
+    logged(same, "stable", list(rng.integers(0, 2, 200)), start)
+    logged(same, "canary", list(rng.integers(0, 2, 200)), start)
+    result = predictiondrift.judge(rule, predictiondrift.predictions(f"file://{same}", rule, 60, NOW), 50, "60s", NOW)
+    assert result["verdict"] == "Successful", result
+
+
+def test_prediction_drift_is_inconclusive_on_too_few_rows_or_no_output_column(tmp_path):
+    rule = PredictionDriftCheck()
+    found = predictiondrift.Predictions({"canary": {"output_predict": np.zeros(5)},
+                                         "stable": {"output_predict": np.zeros(500)}})
+    result = predictiondrift.judge(rule, found, 50, "60s", NOW)
+    assert result["verdict"] == "Inconclusive" and "the canary logged 5 predictions" in result["message"]
+    log_file(tmp_path, NOW - timedelta(seconds=5), 3, revision="canary")  # features only, no output_ column
+    found = predictiondrift.predictions(f"file://{tmp_path}", rule, 60, NOW)
+    assert "no output_* column" in (found.error or "")
+    assert predictiondrift.judge(rule, found, 1, "60s", NOW)["verdict"] == "Inconclusive"
