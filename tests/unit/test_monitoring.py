@@ -74,6 +74,24 @@ def test_the_cron_job_runs_the_operators_image_under_the_runners_account_with_se
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
+@pytest.mark.parametrize("over, want", [
+    ({}, ["log-creds"]),  # the prediction log is the current data: the agent's Secret reads it too
+    ({"current": {"secretRef": {"name": "mine"}}}, ["mine"]),  # the monitor's own Secret wins
+    ({"current": {"uri": "s3://data/live.parquet"}}, []),  # other current data: nothing of the ModelDeployment's
+    ({"reference": {"fromModel": "reference.parquet"}}, ["model-creds", "log-creds"]),
+    ({"reference": {"fromModel": "reference.parquet", "secretRef": {"name": "ref"}}}, ["ref", "log-creds"]),
+])
+def test_the_runner_gets_the_model_deployments_secrets_for_what_the_check_reads_of_it(over, want):
+    md = {"spec": {"model": {"uri": "s3://m/v1/", "secretRef": {"name": "model-creds"}},
+                   "monitoring": {"predictionLog": {"uri": "s3://logs/fraud/", "secretRef": {"name": "log-creds"}}}}}
+    cron = render.cron_job(body(), spec(**over), "batch/v1", load(), md)
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert [e["secretRef"]["name"] for e in container.get("envFrom", [])] == want
+    no_md = render.cron_job(body(), spec(**over), "batch/v1", load(), None)["spec"]["jobTemplate"]["spec"]
+    assert "envFrom" not in no_md["template"]["spec"]["containers"][0] or over.get("current", {}).get("secretRef") \
+        or over.get("reference", {}).get("secretRef")
+
+
 def test_time_and_row_windows():
     times = [(NOW - timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in (30, 10, 2, 1)]
     table = pa.table({"timestamp": times, "x": [1.0, 2.0, 3.0, 4.0]})

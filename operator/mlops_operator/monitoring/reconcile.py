@@ -117,12 +117,12 @@ class DriftMonitorReconciler:
         assert schedule is not None, "validation accepts only an interval a cron schedule can express"
 
         cron_version = await client.pick_resource_version("batch", "cronjobs", ["v1", "v1beta1"])
-        desired = render.desired(body, spec, cron_version, settings)
+        model = cache.one("modeldeployments_idx", (namespace, spec.model_deployment.name))
+        desired = render.desired(body, spec, cron_version, settings, model)
         # Rare events: reading the four children beats watching four more kinds.
         live = {role: await client.get(object_path(want)) for role, want in desired.items() if want is not None}
         await sync_children(client, live, desired, owner=body)
 
-        model = cache.one("modeldeployments_idx", (namespace, spec.model_deployment.name))
         reaction = reactions.react(body, spec, schedule, now, source_problem(spec, model))
         if reaction.retrain is not None:
             await self._create(resource_path("mlops.dev/v1alpha1", "TrainingJob", namespace), reaction.retrain)

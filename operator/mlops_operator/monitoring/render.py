@@ -62,7 +62,25 @@ def role_binding(body: dict) -> dict:
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": body["metadata"]["namespace"]}]}
 
 
-def cron_job(body: dict, spec: DriftMonitorSpec, api_version: str, settings: Settings) -> dict:
+def secret_names(spec: DriftMonitorSpec, model_deployment: dict | None) -> list[str]:
+    """The Secrets the runner's environment comes from: the reference's and the current data's, and the
+    ModelDeployment's own where the check reads what it wrote or serves (its prediction log when current.uri is
+    omitted, its model's folder for reference.fromModel) and the DriftMonitor names no Secret for it."""
+    md_spec = (model_deployment or {}).get("spec") or {}
+    log_secret = (((md_spec.get("monitoring") or {}).get("predictionLog") or {}).get("secretRef") or {}).get("name")
+    model_secret = ((md_spec.get("model") or {}).get("secretRef") or {}).get("name")
+    current = spec.current
+    names = [
+        spec.reference.secret_ref.name if spec.reference.secret_ref else
+        (model_secret if spec.reference.from_model else None),
+        current.secret_ref.name if current and current.secret_ref else
+        (log_secret if not (current and current.uri) else None),
+    ]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def cron_job(body: dict, spec: DriftMonitorSpec, api_version: str, settings: Settings,
+             model_deployment: dict | None = None) -> dict:
     md = body["metadata"]
     name = runner_name(md["name"])
     container: dict[str, Any] = {
@@ -72,10 +90,9 @@ def cron_job(body: dict, spec: DriftMonitorSpec, api_version: str, settings: Set
         "securityContext": security.container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    secrets = [ref.name for ref in (spec.reference.secret_ref, spec.current.secret_ref if spec.current else None)
-               if ref is not None]
+    secrets = secret_names(spec, model_deployment)
     if secrets:
-        container["envFrom"] = [{"secretRef": {"name": s}} for s in dict.fromkeys(secrets)]
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in secrets]
     pod_labels = labels(KIND, md["name"], RUNNER)
     return {"apiVersion": api_version, "kind": "CronJob", "metadata": _meta(body, name, RUNNER), "spec": {
         "schedule": schedule(spec),
@@ -102,9 +119,10 @@ def runner_paths(namespace: str, name: str, cron_api_version: str) -> list[str]:
             resource_path(cron_api_version, "CronJob", namespace, runner)]
 
 
-def desired(body: dict, spec: DriftMonitorSpec, cron_api_version: str, settings: Settings) -> dict[str, dict]:
+def desired(body: dict, spec: DriftMonitorSpec, cron_api_version: str, settings: Settings,
+            model_deployment: dict | None = None) -> dict[str, dict]:
     return {"serviceaccount": service_account(body), "role": role(body, spec), "rolebinding": role_binding(body),
-            "cronjob": cron_job(body, spec, cron_api_version, settings)}
+            "cronjob": cron_job(body, spec, cron_api_version, settings, model_deployment)}
 
 
 def run_now_job(body: dict, cron: dict, token: str) -> dict:
