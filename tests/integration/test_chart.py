@@ -352,7 +352,9 @@ def test_every_example_reaches_its_expected_state_under_the_charts_rbac(kube, cl
     retrain = dm["status"]["retrains"][0]["trainingJob"]
     wait_obj(kube, "trainingjobs", ns, retrain, lambda o: (o.get("status") or {}).get("promotion"), "promoted")
     fraud = get(kube, "modeldeployments", ns, "fraud")
-    assert fraud["spec"]["rollout"]["canary"]["model"]["uri"] == files["v3"]
+    # each retraining writes a folder of its own under the template's output
+    own = files["v3"].replace("/v3/model.joblib", f"/v3/{retrain}/model.joblib")
+    assert fraud["spec"]["rollout"]["canary"]["model"]["uri"] == own
     reasons = {e.reason for e in core.list_namespaced_event(ns).items if e.involved_object.name == "fraud"}
     assert {"DriftDetected", "AlertFailed", "RetrainStarted"} <= reasons
 

@@ -167,7 +167,8 @@ def test_drift_is_detected_alerted_and_retrained_once_within_the_cooldown(kube, 
     ours = [a for a in firing if a["labels"].get("driftmonitor") == "fraud" and a["labels"].get("namespace") == dm_ns]
     assert len(ours) == 1 and ours[0]["labels"]["alertname"] == "ModelDriftDetected"
     jobs = training_jobs(kube, dm_ns, "fraud")
-    assert len(jobs) == 1 and jobs[0]["spec"]["output"]["modelUri"] == "s3://models/fraud/next"
+    assert len(jobs) == 1  # its model goes to a folder of its own under the template's output
+    assert jobs[0]["spec"]["output"]["modelUri"] == f"s3://models/fraud/next/{jobs[0]['metadata']['name']}/"
     assert dm["status"]["retrains"][0]["trainingJob"] == jobs[0]["metadata"]["name"]
 
     # Drift again, inside the cooldown: no second retraining, and the event says why.

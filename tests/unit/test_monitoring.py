@@ -158,6 +158,17 @@ def test_a_new_drifted_result_alerts_and_retrains_once():
     assert reactions.firing_alert(body(), spec(), again.status) is not None  # still firing while drift holds
 
 
+@pytest.mark.parametrize("uri, own", [
+    ("s3://m/fraud/", "s3://m/fraud/fraud-retrain-1/"),
+    ("s3://m/fraud", "s3://m/fraud/fraud-retrain-1/"),
+    ("s3://m/fraud/model.joblib", "s3://m/fraud/fraud-retrain-1/model.joblib"),
+    ("file:///srv/models/v1.2", "file:///srv/models/fraud-retrain-1/v1.2"),  # an extension-like last part: a file
+    ("s3://bucket", "s3://bucket/fraud-retrain-1/"),
+])
+def test_each_retraining_writes_under_the_templates_output_in_a_folder_of_its_own(uri, own):
+    assert reactions.own_output(uri, "fraud-retrain-1") == own
+
+
 def test_a_failed_model_check_without_input_drift_alerts_and_retrains_too():
     last = {**run("2026-11-26T11:59:00Z", False), "failedChecks": ["performance"]}
     status = {"lastRun": last, "lastAttempt": {"time": "2026-11-26T11:59:00Z", "succeeded": True}}

@@ -91,6 +91,16 @@ def retrain_name(dm_name: str, run_time: str) -> str:
     return driftmonitor.retrain_name(dm_name, int(_time(run_time).timestamp()))
 
 
+def own_output(uri: str, job: str) -> str:
+    """A retraining's own destination under the template's: a folder gets the job's folder (`s3://m/fraud/` ->
+    `s3://m/fraud/<job>/`); a URI naming a file (its last part has an extension) gets it before the file
+    (`s3://m/fraud/model.joblib` -> `s3://m/fraud/<job>/model.joblib`)."""
+    head, _, last = uri.rstrip("/").rpartition("/")
+    if not uri.endswith("/") and "." in last and head and not head.endswith(":/"):
+        return f"{head}/{job}/{last}"
+    return uri.rstrip("/") + f"/{job}/"
+
+
 def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) -> dict:
     meta = body["metadata"]
     retrain = spec.actions.retrain if spec.actions else None
@@ -98,7 +108,7 @@ def training_job(body: dict, spec: DriftMonitorSpec, name: str, last_run: dict) 
     job_spec = retrain.template.to_dict()
     output = job_spec.get("output")
     if output:  # each retraining writes its own model: a later one never overwrites the model a canary serves
-        output["modelUri"] = output["modelUri"].rstrip("/") + f"/{name}/"
+        output["modelUri"] = own_output(output["modelUri"], name)
     return {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": name, "namespace": meta["namespace"],
                          "labels": labels(DRIFT_MONITOR.kind, meta["name"], "retrain"),
