@@ -133,10 +133,11 @@ def test_invalid_spec_leaves_the_running_deployment_exactly_as_it_was(kube, md_n
     wait_ready(kube, md_ns, "steady")
     apps = client.AppsV1Api(kube)
     before = apps.read_namespaced_deployment("steady", md_ns)
-    # Schema-valid, meaningless: a canary without a model.
-    apply(kube, md_manifest(md_ns, "steady", replicas=2, rollout={"canary": {"weight": 10}}))
+    # Schema-valid, meaningless: canary weights that decrease from step to step.
+    apply(kube, md_manifest(md_ns, "steady", replicas=2, rollout={"canary": {
+        "model": {"uri": "s3://bucket/v2/"}, "steps": [{"weight": 50}, {"weight": 20}]}}))
     md = wait_ready(kube, md_ns, "steady", "False", "InvalidSpec")
-    assert "spec.rollout.canary.model" in condition(md, "Ready")["message"]
+    assert "spec.rollout.canary.steps[1].weight" in condition(md, "Ready")["message"]
     time.sleep(1)
     after = apps.read_namespaced_deployment("steady", md_ns)
     assert after.metadata.resource_version == before.metadata.resource_version
