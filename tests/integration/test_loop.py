@@ -41,6 +41,16 @@ def infer(port: int, rows: list[list[float]], request_id: str | None = None) -> 
         return 0, None, ""
 
 
+def example():
+    """examples/loop/fraud.py as a module: the traffic's own payments."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fraud_example", ROOT / "examples" / "loop" / "fraud.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def model_of(uri: str):
     import joblib
 
@@ -92,12 +102,14 @@ def test_the_loop_retrains_on_drift_promotes_the_good_canary_and_rolls_back_the_
     assert job["metadata"]["annotations"]["mlops.dev/drift-result"] == drifted["lastRun"]["time"]  # lineage
     assert job["spec"]["output"]["modelUri"].endswith(f"/models/{retrain}/")
 
-    # 4 and 5, with requests of known ids through both rollouts: none may go unlogged
+    # 4 and 5, with requests of known ids through both rollouts: none may go unlogged. They are payments of the
+    # traffic's own era: the drift checks read them too, and must see the traffic's distribution.
     answered: dict[str, int] = {}
+    fraud, rng = example(), np.random.default_rng(5)
 
     def ask() -> None:
         rid = uuid.uuid4().hex
-        code, _, echoed = infer(port, ROWS[:1], rid)
+        code, _, echoed = infer(port, fraud.payments(1, 1, rng)[0].tolist(), rid)
         if echoed:
             answered[echoed] = code
 
@@ -159,4 +171,5 @@ def test_the_loop_retrains_on_drift_promotes_the_good_canary_and_rolls_back_the_
                          feature_specs(loop.docs["DriftMonitor/fraud"]["spec"]["features"]), 0.5, 100)
     assert {f["name"]: f["statistic"] for f in last["features"]} == pytest.approx(
         {f.name: f.statistic for f in ours.features}, rel=1e-9)
-    assert last["datasetDrift"] is ours.dataset_drift is False
+    assert [f["drifted"] for f in last["features"]] == [f.drifted for f in ours.features]
+    assert last["datasetDrift"] is ours.dataset_drift
