@@ -19,7 +19,8 @@ for a model that must not be promoted.
 traffic: sends one payment at a time to TARGET (Open Inference Protocol v2, model MODEL), RATE a second, each
 with its own X-Request-Id, and posts its true label to TARGET/v1/feedback once answered. Every request opens a
 new connection, so kube-proxy spreads them over the serving pods as it does for many clients. Prints a line of
-counts every 10 seconds.
+counts every 10 seconds. FLIP_LABELS=1 posts the opposite label: the world's rule turned around while the payments
+look the same (concept drift), which only a check on the labels can see.
 """
 
 from __future__ import annotations
@@ -157,9 +158,11 @@ def traffic() -> int:
     target = os.environ["TARGET"].rstrip("/")
     model = os.environ.get("MODEL", "fraud")
     era, rate = int(os.environ.get("ERA", "0")), float(os.environ.get("RATE", "20"))
+    flip = os.environ.get("FLIP_LABELS") == "1"
     rng = np.random.default_rng(int(os.environ.get("SEED", "1")) * 1000 + era)
     counts = {"sent": 0, "answered": 0, "failed": 0, "fraud": 0, "labelled": 0}
-    print(f"fraud traffic: era {era}, {rate:g}/s to {target}/v2/models/{model}/infer", flush=True)
+    print(f"fraud traffic: era {era}, {rate:g}/s to {target}/v2/models/{model}/infer"
+          + (", labels flipped" if flip else ""), flush=True)
     report, tick = time.monotonic() + 10, time.monotonic()
     while True:
         x, y = payments(era, 1, rng)
@@ -171,7 +174,8 @@ def traffic() -> int:
         if status == 200 and answer:
             counts["answered"] += 1
             counts["fraud"] += int(answer["outputs"][0]["data"][0])
-            fed, _ = post(f"{target}/v1/feedback", {"request_id": request_id, "label": int(y[0])})
+            fed, _ = post(f"{target}/v1/feedback", {"request_id": request_id,
+                                                         "label": 1 - int(y[0]) if flip else int(y[0])})
             counts["labelled"] += fed in (200, 202, 204)
         else:
             counts["failed"] += 1

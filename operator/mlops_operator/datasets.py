@@ -300,6 +300,13 @@ def _times(table: pa.Table, column: str) -> pa.ChunkedArray:
     return times
 
 
+def epoch_seconds(table: pa.Table, column: str) -> np.ndarray:
+    """A time column (timestamps, or RFC 3339 strings) as float seconds since the epoch."""
+    times = pc.cast(_times(table, column), pa.timestamp("us", tz="UTC"))
+    micros: np.ndarray = pc.cast(times, pa.int64()).to_numpy(zero_copy_only=False)
+    return micros / 1e6
+
+
 def _kind(arrow_type: pa.DataType) -> str:
     if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
         return "number"

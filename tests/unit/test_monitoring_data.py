@@ -271,7 +271,11 @@ def test_labels_posted_as_feedback_join_the_log_and_a_label_flip_with_unchanged_
 
     def check_with_labels(flip: bool) -> dict:
         labels = [float((v > 0) != flip) for v in live_x]  # a flipped world: the same inputs, the other class
-        pq.write_table(to_table([{"request_id": f"r{i}", "label": labels[i]} for i in range(rows)]),
+        posted = int(start.timestamp() * 1e6) + 30_000_000  # each label 30 s after its prediction (1 s apart)
+        pq.write_table(to_table([{"timestamp": posted + i * 1_000_000, "request_id": f"r{i}", "label": labels[i]}
+                                 for i in range(rows)] + [  # and a label posted before the window: never read
+                                {"timestamp": int((start - timedelta(hours=2)).timestamp() * 1e6),
+                                 "request_id": "r0", "label": 1 - labels[0]}]),
                        log / "feedback" / "stable-p0-000001.parquet")
         status = runner.check(dm, runner_md(f"file://{log}"), NOW)
         assert status["lastAttempt"]["succeeded"] is True, status
@@ -280,6 +284,7 @@ def test_labels_posted_as_feedback_join_the_log_and_a_label_flip_with_unchanged_
     good = check_with_labels(flip=False)
     assert good["failedChecks"] == [] and good["performance"]["labelledRows"] == rows
     assert good["performance"]["metrics"][0]["value"] == 1.0
+    assert good["performance"]["labelDelaySeconds"] == 30.0  # the median time from prediction to label
     flipped = check_with_labels(flip=True)
     assert flipped["datasetDrift"] is False  # input drift alone misses it
     assert flipped["failedChecks"] == ["performance"] and flipped["performance"]["metrics"][0]["value"] == 0.0

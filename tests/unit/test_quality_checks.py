@@ -115,6 +115,9 @@ def test_needed_columns_and_errors_name_the_column():
     reference, current = needed_columns(s, FEATURES)
     assert reference == {*FEATURES, "label", "pred", "score"}
     assert current == {*FEATURES, "pred", "score", "request_id"}
+    # absolute bounds only: the reference (a model's training data, without predictions) needs no more columns
+    absolute = {**PERFORMANCE, "metrics": [{"name": "accuracy", "min": 0.7}]}
+    assert needed_columns(spec(performance=absolute), FEATURES)[0] == set(FEATURES)
     rng = np.random.default_rng(4)
     ref = world(rng, 500)
     with pytest.raises(ValueError, match="column 'pred'"):

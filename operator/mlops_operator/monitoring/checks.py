@@ -60,7 +60,8 @@ def needed_columns(spec: DriftMonitorSpec, features: Sequence[str]) -> tuple[set
         current.update(names)
     if (perf := spec.performance) is not None:
         used = {perf.label_column, perf.prediction_column} | ({perf.score_column} if perf.score_column else set())
-        reference.update(used)
+        if any(m.max_drop is not None for m in perf.metrics):  # only a bound relative to the reference reads it:
+            reference.update(used)  # absolute bounds need no predictions in the reference (training data has none)
         current.update(used - {perf.label_column} | {perf.request_id_column})
     if (est := spec.estimated_performance) is not None:
         used = {est.score_column} | ({est.prediction_column} if est.prediction_column else set())

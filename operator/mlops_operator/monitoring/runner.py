@@ -30,7 +30,7 @@ import urllib3
 from .. import datasets as data
 from ..api import DRIFT_MONITOR, InvalidSpec, parse_spec
 from ..api.common import duration_seconds
-from ..api.driftmonitor import CurrentData, DriftMonitorSpec
+from ..api.driftmonitor import CurrentData
 from ..drift.engine import DriftInputError, InsufficientData, compute_drift, feature_specs
 from ..drift.performance import PerformanceInputError
 from ..drift.profile import ReferenceProfile, build_profile
@@ -143,10 +143,15 @@ def check(dm: dict, md: dict | None, now: datetime) -> dict:
         result = compute_drift(profile, data.to_arrays(table, names), specs, spec.drift_share, spec.min_rows)
         extra: dict = {}
         if model_checks:
-            feedback = _feedback(current_uri, spec) if spec.performance is not None else None
+            columns = data.to_arrays(table, sorted(cur_cols))
+            feedback = None
+            if spec.performance is not None:
+                ts = window.timestamp_column
+                feedback = _feedback(current_uri, window.duration_seconds, now)
+                if feedback is not None and feedback.times is not None and ts in table.column_names:
+                    columns[ts] = data.epoch_seconds(table, ts)  # the label delay: label time - prediction time
             extra = checks.evaluate(spec, data.to_arrays(reference.read(sorted(ref_cols)), sorted(ref_cols)),
-                                    data.to_arrays(table, sorted(cur_cols)), names, feedback, profile,
-                                    window.timestamp_column)
+                                    columns, names, feedback, profile, window.timestamp_column)
     except data.DataError as err:
         return failed(stamp, err.reason, err.message)
     except InsufficientData as err:
@@ -157,15 +162,21 @@ def check(dm: dict, md: dict | None, now: datetime) -> dict:
             "lastAttempt": {"time": stamp, "succeeded": True}}
 
 
-def _feedback(current_uri: str, spec: DriftMonitorSpec) -> checks.Feedback | None:
+def _feedback(current_uri: str, window_seconds: int | None, now: datetime) -> checks.Feedback | None:
     """The labels posted to the agent's /v1/feedback (`<log>/feedback/`), or None when there are none: the
-    performance check then takes labels from the current window's own label column."""
+    performance check then takes labels from the current window's own label column. With a time window, only the
+    labels posted since the window began (a label comes after its prediction): the read grows with the window,
+    not with the feedback's history."""
+    labels_window = data.Window(duration_seconds=window_seconds)  # the agent's feedback rows: by `timestamp`
     try:
-        table = data.open_source(current_uri.rstrip("/") + "/feedback", "parquet").read(["request_id", "label"])
+        source = data.open_source(current_uri.rstrip("/") + "/" + data.FEEDBACK, "parquet", labels_window, now)
+        table = source.read(["request_id", "label"], labels_window, now)
     except data.DataError:
         return None
     columns = data.to_arrays(table, ["request_id", "label"])
-    return checks.Feedback(request_ids=columns["request_id"], labels=columns["label"])
+    ts = labels_window.timestamp_column
+    times = data.epoch_seconds(table, ts) if ts in table.column_names else None
+    return checks.Feedback(request_ids=columns["request_id"], labels=columns["label"], times=times)
 
 
 def run(namespace: str, name: str) -> int:
