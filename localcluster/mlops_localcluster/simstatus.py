@@ -13,6 +13,9 @@ The state of a pod is read from its own status, so a restarted simulator carries
         sim.mlops.dev/failure-after: N  runs the pod Running/Ready for N seconds first.
         sim.mlops.dev/failure-container: a,b  limits the failure to those containers (default: all).
     sim.mlops.dev/run-seconds: N  overrides the run time of a run-to-completion pod.
+    a worker of a gang (a TrainingJob attempt of several workers: `gang_key`) counts its run time from the moment
+        every rank of its attempt runs (`Facts.rendezvous_at`), as a distributed training process blocks at its
+        rendezvous: no rank finishes before a peer started, however late the API let a peer start.
     metadata.deletionTimestamp ──▶ delete with grace period 0 (no kubelet will ever confirm it); a pod already
         marked with grace period 0 and no finalizers that is still there after STUCK_DELETION_SECONDS is deleted again.
 
@@ -102,6 +105,8 @@ class Facts:
     local_busy: bool = False  # a pod worker runs this pod's processes now
     config_error: str = ""  # an env reference to a Secret/ConfigMap (or key) that does not exist
     volume_error: str = ""  # a volume's Secret/ConfigMap that does not exist
+    waits_for_peers: bool = False  # a worker of a gang some of whose ranks have not started yet
+    rendezvous_at: float | None = None  # when the last rank of the worker's gang started (all of them run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +235,48 @@ def parse_failure(annotations: Mapping[str, str] | None) -> Failure | None:
     if mode == "OOMKilled":
         return Failure(mode, exit_code=OOM_EXIT_CODE, after=after, containers=containers)
     return Failure(mode, exit_code=1, after=after, containers=containers)
+
+
+# The operator's labels and annotation on a TrainingJob's workers (training/render.py): which job and attempt a
+# worker belongs to, and how many ranks its attempt has.
+GANG_LABELS = ("mlops.dev/trainingjob", "mlops.dev/attempt")
+GANG_SIZE_ANNOTATION = "mlops.dev/world-size"
+RENDEZVOUS_POLL_SECONDS = 0.5
+
+
+def gang_key(pod: Mapping[str, Any]) -> tuple[str, str, str, int] | None:
+    """(namespace, job, attempt, ranks) of a worker of a gang of two or more ranks; None for any other pod."""
+    meta = pod.get("metadata") or {}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    try:
+        size = int(annotations.get(GANG_SIZE_ANNOTATION) or 1)
+    except ValueError:
+        return None
+    if size < 2 or any(name not in labels for name in GANG_LABELS):
+        return None
+    return meta.get("namespace", ""), labels[GANG_LABELS[0]], labels[GANG_LABELS[1]], size
+
+
+def started_at(pod: Mapping[str, Any]) -> float | None:
+    """When the pod's first container started, from its status (running or already ended); None: not yet."""
+    times = [parse_ts((cs.get("state") or {}).get(state, {}).get("startedAt"))
+             for cs in pod.get("status", {}).get("containerStatuses") or [] for state in ("running", "terminated")]
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
+
+
+def rendezvous(pod: Mapping[str, Any], peers: Iterable[Mapping[str, Any]]) -> tuple[bool, float | None]:
+    """(waits for peers, rendezvous time) of a gang worker among `peers` (any pods; the gang's are picked)."""
+    key = gang_key(pod)
+    if key is None:
+        return False, None
+    starts: dict[str, float | None] = {}
+    for peer in peers:
+        if gang_key(peer) == key:
+            starts[str((peer.get("metadata") or {}).get("labels", {}).get("mlops.dev/rank"))] = started_at(peer)
+    if len(starts) < key[3] or any(t is None for t in starts.values()):
+        return True, None
+    return False, max(t for t in starts.values() if t is not None)
 
 
 def run_seconds(pod: Mapping[str, Any], settings: Settings) -> float:
@@ -655,7 +702,9 @@ def decide(pod: Mapping[str, Any], now: float, settings: Settings, facts: Facts)
         due = started + failure.after
         return Plan("wait", at=due) if now < due else _fail_now(pod, now, facts, failure, started, settings)
     if is_run_to_completion(pod):
-        due = started + run_seconds(pod, settings)
+        if facts.waits_for_peers:  # blocked at the rendezvous: the peers' starts are polled
+            return Plan("wait", at=now + RENDEZVOUS_POLL_SECONDS)
+        due = max(started, facts.rendezvous_at or started) + run_seconds(pod, settings)
         if now < due:
             return Plan("wait", at=due)
         results = {c["name"]: Terminated(0, started, now) for c in spec.get("containers", [])}

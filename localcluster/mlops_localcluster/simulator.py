@@ -55,7 +55,18 @@ from . import kubeletapi, podworker, simprocess
 from . import nodes as nodepool
 from .errors import ClusterError
 from .network import ClusterNetwork, IpAllocator, PodNetwork
-from .simstatus import LABEL_RUNS, Facts, Plan, Settings, already_applied, decide, runs_as_process, runs_label
+from .simstatus import (
+    LABEL_RUNS,
+    Facts,
+    Plan,
+    Settings,
+    already_applied,
+    decide,
+    gang_key,
+    rendezvous,
+    runs_as_process,
+    runs_label,
+)
 
 log = logging.getLogger("simulator")
 
@@ -401,9 +412,11 @@ class Simulator:
                                                   self.kube.lookup)
         with self._lock:
             pod_ip = host_ip if pod.get("spec", {}).get("hostNetwork") else self.ips.get(uid)
+            waits, met = rendezvous(pod, list(self.pods.values())) if gang_key(pod) else (False, None)
             return Facts(host_ip=host_ip, pod_ip=pod_ip, seen_at=self.seen_at.get(uid, time.time()),
                          started_at=self.started_at.get(uid), local_busy=uid in self.workers,
-                         config_error=config_error, volume_error=volume_error)
+                         config_error=config_error, volume_error=volume_error, waits_for_peers=waits,
+                         rendezvous_at=met)
 
     def _not_started(self, pod: Mapping[str, Any]) -> bool:
         statuses = pod.get("status", {}).get("containerStatuses") or []

@@ -27,12 +27,14 @@ from mlops_localcluster.simstatus import (
     config_waiting_status,
     decide,
     finished_status,
+    gang_key,
     image_name,
     is_own_image,
     needs_worker,
     parse_failure,
     pod_phase,
     process_status,
+    rendezvous,
     running_status,
     runs_label,
     ts,
@@ -158,6 +160,31 @@ def test_init_containers_of_other_images_complete():
 def test_run_time_uses_precise_start_when_known():
     p = apply(pod("Never"), decide(pod("Never"), T0 + 0.5, S, facts()).body)
     assert decide(p, T0 + 1.2, S, facts(started_at=T0 + 0.9)).at == pytest.approx(T0 + 1.9)
+
+
+def worker(rank, started=None, ranks=2, attempt="1"):
+    """A TrainingJob's worker as the operator labels it, started at `started` (None: not yet)."""
+    p = pod("Never", {"mlops.dev/world-size": str(ranks)})
+    p["metadata"].update(name=f"job-w{rank}-a{attempt}", uid=f"u-{rank}", labels={
+        "mlops.dev/trainingjob": "job", "mlops.dev/attempt": attempt, "mlops.dev/rank": str(rank)})
+    if started is not None:
+        p = apply(p, decide(p, started, S, facts()).body)  # Running since `started`
+    return p
+
+
+def test_a_gang_worker_runs_its_time_only_once_every_rank_started():
+    early, late = worker(0, started=T0 + 0.5), worker(1)
+    assert gang_key(early) == ("ns", "job", "1", 2) and gang_key(pod("Never")) is None
+    assert rendezvous(early, [early, late]) == (True, None)
+    # rank 1 has not started: rank 0 waits at the rendezvous however long its run time was over
+    waits = decide(early, T0 + 30, S, facts(waits_for_peers=True))
+    assert waits.action == "wait" and waits.at == pytest.approx(T0 + 30.5)
+    late = worker(1, started=T0 + 40)
+    assert rendezvous(early, [early, late, worker(0, started=T0 + 1, attempt="2")]) == (False, pytest.approx(T0 + 40))
+    # both run: the run time (1 s) counts from the last rank's start, not from rank 0's own
+    assert decide(early, T0 + 40.2, S, facts(rendezvous_at=T0 + 40)).at == pytest.approx(T0 + 41)
+    done = decide(early, T0 + 41, S, facts(rendezvous_at=T0 + 40))
+    assert done.body["status"]["phase"] == "Succeeded"
 
 
 # --- failures ---
