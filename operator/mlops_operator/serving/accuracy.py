@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from .. import datasets
 from ..api.modeldeployment import AccuracyCheck
 from ..k8s.conditions import format_time
 
@@ -49,6 +48,8 @@ def _same(prediction: object, label: object) -> bool:
 
 def labelled(log_uri: str, rule: AccuracyCheck, window_seconds: int, now: datetime) -> Labelled:
     """Counts of the interval ending `now`, read from the prediction log at `log_uri`. Blocking I/O."""
+    from .. import datasets  # pyarrow: imported by the first canary with model checks, not by every operator
+
     window = datasets.Window(duration_seconds=window_seconds)
     try:
         try:

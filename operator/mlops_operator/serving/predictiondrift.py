@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .. import datasets
 from ..api.modeldeployment import PredictionDriftCheck
-from ..drift.engine import DriftInputError, FeatureSpec, InsufficientData, compute_drift
-from ..drift.profile import build_profile
 from ..k8s.conditions import format_time
+
+if TYPE_CHECKING:
+    import numpy as np
+# numpy, pyarrow and the drift engine are imported by the functions that read and judge: an operator whose
+# canaries have no predictionDrift check never loads them (they would add about 150 MB to every operator).
 
 NAME = "predictionDrift"
 CANARY, STABLE = "canary", "stable"
@@ -30,6 +31,8 @@ CLASSES = 20
 
 def _kind(stable: np.ndarray, canary: np.ndarray) -> str | None:
     """categorical for class labels (few distinct values on both sides), else left to the engine to infer."""
+    import numpy as np
+
     values = np.concatenate([stable, canary])
     return "categorical" if len(set(values.tolist())) <= CLASSES else None
 
@@ -48,6 +51,10 @@ class Predictions:
 
 def predictions(log_uri: str, rule: PredictionDriftCheck, window_seconds: int, now: datetime) -> Predictions:
     """The prediction columns of the interval ending `now`, per revision. Blocking I/O."""
+    import numpy as np
+
+    from .. import datasets
+
     window = datasets.Window(duration_seconds=window_seconds)
     try:
         try:
@@ -69,6 +76,9 @@ def predictions(log_uri: str, rule: PredictionDriftCheck, window_seconds: int, n
 
 def judge(rule: PredictionDriftCheck, found: Predictions, min_rows: int, window: str, now: datetime) -> dict:
     """The check's result for one interval (an item of status.canary.analysis.checks)."""
+    from ..drift.engine import DriftInputError, FeatureSpec, InsufficientData, compute_drift
+    from ..drift.profile import build_profile
+
     def result(verdict: str, value: float | None, threshold: str | None, message: str) -> dict:
         return {"name": NAME, "verdict": verdict, "value": None if value is None else round(value, 6),
                 "threshold": threshold, "message": message, "time": format_time(now)}
