@@ -240,6 +240,7 @@ def parse_failure(annotations: Mapping[str, str] | None) -> Failure | None:
 # The operator's labels and annotation on a TrainingJob's workers (training/render.py): which job and attempt a
 # worker belongs to, and how many ranks its attempt has.
 GANG_LABELS = ("mlops.dev/trainingjob", "mlops.dev/attempt")
+RANK_LABEL = "mlops.dev/rank"
 GANG_SIZE_ANNOTATION = "mlops.dev/world-size"
 RENDEZVOUS_POLL_SECONDS = 0.5
 
@@ -273,7 +274,7 @@ def rendezvous(pod: Mapping[str, Any], peers: Iterable[Mapping[str, Any]]) -> tu
     starts: dict[str, float | None] = {}
     for peer in peers:
         if gang_key(peer) == key:
-            starts[str((peer.get("metadata") or {}).get("labels", {}).get("mlops.dev/rank"))] = started_at(peer)
+            starts[str((peer.get("metadata") or {}).get("labels", {}).get(RANK_LABEL))] = started_at(peer)
     if len(starts) < key[3] or any(t is None for t in starts.values()):
         return True, None
     return False, max(t for t in starts.values() if t is not None)

@@ -37,25 +37,16 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
+from test_loop import example  # examples/loop/fraud.py as a module
 
 from helpers import wait_for
 
 pytestmark = pytest.mark.timeout(900)  # the first test also waits for the module's stage (about two minutes)
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 ERA = 1  # the traffic's era: about 30% fraud, so a model trained on shuffled labels answers visibly otherwise
 INTERVAL = 15  # seconds between analyses
 STORIES = ("failing", "shuffled", "quiet", "steady")  # each a ModelDeployment with a canary
 FLIPPED = "flipped"  # a ModelDeployment and its DriftMonitor
-
-
-def example():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fraud_example", ROOT / "examples" / "loop" / "fraud.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def train(fraud, out: pathlib.Path, seed: int, shuffle: bool = False) -> str:
