@@ -73,7 +73,7 @@ integration: deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test: deps
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests --durations=30 $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 bench: deps

@@ -8,7 +8,8 @@ the one place a container process is started; `Runner.run_command` runs exec pro
 checks of the Secrets and ConfigMaps a pod refers to.
 Calls: subprocess, the filesystem, and a `lookup(kind, namespace, name)` callback for Secrets and ConfigMaps.
 
-Command: `command + args` as Kubernetes joins them (no command: the image's entrypoint, `mlops-operator`).
+Command: `command + args` as Kubernetes joins them (no command: the image's entrypoint, `mlops-operator`; for the
+Python images, which have none, the args alone, or `python3`).
 `mlops-operator` is the console script next to `sys.executable` (the virtualenv's bin); `python`/`python3` is
 `sys.executable`. Images in DEBIAN_IMAGES (Prometheus, Alertmanager) run Debian's binary as their ENTRYPOINT,
 with the upstream image's CMD when the container sets neither command nor args (`debian_image_argv`). `$(VAR)`
@@ -46,6 +47,9 @@ from .simstatus import Terminated, image_name
 
 Lookup = Callable[[str, str, str], "Mapping[str, str] | None"]  # (kind, namespace, name) -> decoded data
 DEFAULT_ENTRYPOINT = ("mlops-operator",)
+# Process images without an ENTRYPOINT, with their CMD: a container's args replace that CMD and are run as they are
+# (`python:3.11` with args ["python", "-c", "..."] runs python), as Kubernetes joins them.
+NO_ENTRYPOINT = {"python": ("python3",)}
 LOG_TAIL_BYTES = 2048
 LOG_TAIL_LINES = 80
 
@@ -238,6 +242,9 @@ def path_map(pod: Mapping[str, Any], container: Mapping[str, Any], vol_dirs: Map
 def argv(container: Mapping[str, Any], env: Mapping[str, str], mount_map: list[tuple[str, str]],
          entrypoint: Iterable[str] = DEFAULT_ENTRYPOINT, bin_dir: pathlib.Path | None = None) -> list[str]:
     words = debian_image_argv(container)
+    if words is None and not container.get("command") and image_name(container.get("image") or "") in NO_ENTRYPOINT:
+        # No ENTRYPOINT in the image: args alone are the command line (none: the image's CMD).
+        words = list(container.get("args") or NO_ENTRYPOINT[image_name(container["image"])])
     if words is None:
         words = list(container.get("command") or entrypoint) + list(container.get("args") or [])
     words = [remap_arg(expand(w, env), mount_map) for w in words]

@@ -5,6 +5,7 @@ volume paths and the image's own folders remapped."""
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import pytest
 
@@ -71,3 +72,15 @@ def test_the_images_default_config_is_there_without_a_volume_and_kept_once_writt
     config.write_text("changed by the container")
     simprocess.path_map(pod, container, {}, tmp_path)
     assert config.read_text() == "changed by the container"
+
+
+def test_a_python_image_without_a_command_runs_its_args_as_kubernetes_does():
+    # python:3.11 has no ENTRYPOINT: args replace its CMD (python3) and are the whole command line.
+    assert simprocess.argv({"name": "s", "image": "python:3.11", "args": ["python", "-c", "$(CODE)"]},
+                           {"CODE": "print(1)"}, []) == [sys.executable, "-c", "print(1)"]
+    assert simprocess.argv({"name": "s", "image": "python:3.12-slim"}, {}, []) == [sys.executable]
+    # With a command, args follow it; other images without a command start with the operator's entrypoint.
+    assert simprocess.argv({"name": "s", "image": "python:3.11", "command": ["python"], "args": ["-V"]}, {},
+                           []) == [sys.executable, "-V"]
+    assert simprocess.argv({"name": "s", "image": "mlops-operator:dev", "args": ["agent"]}, {}, [],
+                           bin_dir=pathlib.Path("/venv/bin")) == ["/venv/bin/mlops-operator", "agent"]
