@@ -484,7 +484,7 @@ async def pods_ready(client, want: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listed = await client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods",
-                                      query={"labelSelector": "mlops.dev/modeldeployment"})
+                                      params={"labelSelector": "mlops.dev/modeldeployment"})
         ready = sum(1 for p in listed["items"] for c in (p.get("status") or {}).get("conditions") or []
                     if c.get("type") == "Ready" and c.get("status") == "True")
         if ready >= want:

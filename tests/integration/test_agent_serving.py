@@ -4,8 +4,10 @@ Requests through the model's NodePort reach the agent, which forwards them to ML
 per revision, logs every one of them (sampleRate 1) as Parquet into a folder of this machine (file://), and takes
 their ground truth at /v1/feedback.
 
-One ModelDeployment serves the whole module: real processes start slowly. Every request carries its own
-X-Request-Id, and the tests remember which ones the agent answered, so the log can be checked for exactly those.
+One ModelDeployment (`iris`) serves most of the module: real processes start slowly. Two more start beside it in
+the same namespace, for their own tests: `iris-s3` logs to s3:// on an S3 server running as a pod, and `stream`
+runs a streaming server (stream_server.py) in a custom runtime. Every request carries its own X-Request-Id, and
+the tests remember which ones the agent answered, so the log can be checked for exactly those.
 """
 
 from __future__ import annotations

@@ -126,3 +126,28 @@ def test_sigterm_writes_what_is_buffered(tmp_path):
         assert all(p.name.startswith("canary-p-1-") for p in tmp_path.rglob("*.parquet"))
 
     run(scenario)
+
+
+def test_the_agents_process_writes_parquet_without_loading_pandas():
+    # pyarrow would import pandas (about 45 MB) on its first conversion; the agent's process makes it unimportable.
+    code = """
+import io, sys
+from mlops_operator.agent import app, sink
+app.without_pandas()
+data = sink.parquet_bytes([{"timestamp": 1, "request_id": "a", "f0": 0.5, "output": [1, "x"]}])
+assert "pandas" not in sys.modules, "pandas was loaded"
+import pyarrow.parquet as pq
+table = pq.read_table(io.BytesIO(data))
+print(table.num_rows, table.column("f0").to_pylist(), table.column("output").to_pylist())
+try:
+    import pandas
+except ModuleNotFoundError as err:
+    print("no pandas:", err)
+"""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "1 [0.5] ['[1, \"x\"]']"
+    assert lines[1].startswith("no pandas: No module named 'pandas' (the agent does without it)")

@@ -100,8 +100,8 @@ class Sink:
     def __init__(self, config: AgentConfig, metrics: AgentMetrics) -> None:
         import fsspec
 
-        # pyarrow's import and its first conversion take about 2 s and 120 MB, once: at start, not under the
-        # first batch (where they held the event loop for a second).
+        # pyarrow's import and its first conversion take about 2 s and 60 MB (without pandas: app.without_pandas),
+        # once: at start, not under the first batch (where they held the event loop for a second).
         parquet_bytes([{"timestamp": 0, "x": 0.5}])
         self.config = config
         self.metrics = metrics
