@@ -132,3 +132,17 @@ def test_prediction_drift_is_inconclusive_on_too_few_rows_or_no_output_column(tm
     found = predictiondrift.predictions(f"file://{tmp_path}", rule, 60, NOW)
     assert "no output_* column" in (found.error or "")
     assert predictiondrift.judge(rule, found, 1, "60s", NOW)["verdict"] == "Inconclusive"
+
+
+def test_the_operator_loads_the_data_stack_only_for_a_canary_with_model_checks():
+    # pyarrow, numpy, scipy and pandas are about 150 MB: importing the operator must not load them (they come with
+    # the first accuracy or predictionDrift check). A fresh process, since this one has them loaded already.
+    import subprocess
+    import sys
+
+    code = ("import sys, mlops_operator.handlers, mlops_operator.serving.accuracy, "
+            "mlops_operator.serving.predictiondrift\n"
+            "print(sorted(m for m in ('pyarrow', 'numpy', 'scipy', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
