@@ -284,8 +284,10 @@ async def quiet(audit: Audit, seconds: float, timeout: float) -> bool:
 # ---------------------------------------------------------------------------------------------- the operator
 
 class Operator:
-    def __init__(self, cluster, log: pathlib.Path, extra_env: dict | None = None):
+    def __init__(self, cluster, log: pathlib.Path, extra_env: dict | None = None, exe: str | None = None):
         self.cluster, self.log, self.extra_env = cluster, log, extra_env or {}
+        # another build (an older commit's venv) to compare on the same cluster and harness; default this one's
+        self.exe = pathlib.Path(exe) if exe else pathlib.Path(sys.executable).with_name("mlops-operator")
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.started = 0.0
@@ -294,14 +296,13 @@ class Operator:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        exe = pathlib.Path(sys.executable).with_name("mlops-operator")
         env = dict(os.environ, KUBECONFIG=str(self.cluster.layout.kubeconfig), MLOPS_OPERATOR_IMAGE=FETCHER_IMAGE,
                    **self.extra_env)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.started = time.monotonic()
-            self.proc = subprocess.Popen([str(exe), "run", "--standalone", "--all-namespaces",
+            self.proc = subprocess.Popen([str(self.exe), "run", "--standalone", "--all-namespaces",
                                           f"--metrics-bind-address=127.0.0.1:{self.port}"],
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
@@ -540,11 +541,11 @@ async def _versions(client):
 
 
 async def run_operator(n: int, objects: int, samples: int, idle_seconds: float, concurrency: int,
-                       settle_timeout: float, log) -> dict:
+                       settle_timeout: float, log, exe: str | None = None) -> dict:
     cluster = fresh_cluster()
     audit = Audit(cluster.audit_log)
     client = bench_client(cluster, concurrency)
-    op = Operator(cluster, cluster.layout.log("operator-bench"))
+    op = Operator(cluster, cluster.layout.log("operator-bench"), exe=exe)
     out: dict = {"flags": cluster_flags(cluster)}
     try:
         await prepare(client)
@@ -725,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-timeout", type=float, default=900)
     parser.add_argument("--skip-floor", action="store_true", help="(development) no floor run")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--operator", metavar="EXE",
+                        help="(comparison) an mlops-operator executable of another build, e.g. an older commit's "
+                             "venv, run on this bench's cluster and harness; implies --no-doc")
     parser.add_argument("--keep-cluster", action="store_true", help="leave .cluster-bench running afterwards")
     args = parser.parse_args(argv)
 
@@ -738,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"floor: {floor['seconds']:.1f} s for {floor['objects']} objects")
     try:
         op = asyncio.run(run_operator(args.n, args.objects, args.latency_samples, args.idle_seconds,
-                                      args.concurrency, args.settle_timeout, log))
+                                      args.concurrency, args.settle_timeout, log, args.operator))
     finally:
         if not args.keep_cluster:
             from mlops_localcluster import LocalCluster
@@ -746,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
             LocalCluster(CLUSTER_DIR).down(quiet=True)
     section = report(floor, op, args, started_load, load())
     print(section)
-    if not args.no_doc and not args.skip_floor:
+    if not args.no_doc and not args.skip_floor and not args.operator:
         write_doc(section)
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0

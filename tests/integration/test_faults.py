@@ -18,8 +18,10 @@ import json
 import os
 import pathlib
 import random
+import ssl
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -562,6 +564,56 @@ class Supervisor(Background):
 def _burst_in_background(burst: Burst, ops: int, rng: random.Random) -> Background:
     """`ops` steps of the burst, each followed by a pause of up to 50 ms, while the with-block runs."""
     return Background(lambda: (burst.step(), time.sleep(rng.uniform(0, 0.05))), times=ops)
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process (T: stopped)."""
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_the_controller_manager_never_meets_an_api_server_that_is_not_ready(private):
+    """A starting kube-apiserver answers /apis with most built-in groups missing until its aggregator has
+    registered them; a garbage collector that syncs its discovery then drops its monitors for those kinds and
+    never learns of what is deleted before it makes new ones (a fresh-clone run left a deleted ModelDeployment's
+    ReplicaSet and pod for over 10 minutes). The local cluster models the ready-only endpoint of a real control
+    plane: the controller manager is paused while the API server restarts. Checked here: the window exists (/apis
+    was seen with groups missing) and the controller manager was stopped whenever it was open."""
+    state = private.cluster.running()
+    kcm = state["components"]["kube-controller-manager"]["pid"]
+    tls = ssl.create_default_context(cafile=str(private.cluster.layout.pki / "ca.crt"))
+
+    def groups() -> set[str]:  # plain urllib: one try per call, no client retries
+        req = urllib.request.Request(f"https://127.0.0.1:{state['ports']['apiserver']}/apis",
+                                     headers={"Authorization": f"Bearer {state['token']}"})
+        with urllib.request.urlopen(req, context=tls, timeout=2) as resp:
+            return {g["name"] for g in json.load(resp)["groups"]}
+
+    want = groups()
+    seen: list[tuple[int, str]] = []  # (groups missing from /apis, the controller manager's state then)
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                got = groups()
+            except OSError:  # down, or refusing: nothing to meet
+                time.sleep(0.01)
+                continue
+            seen.append((len(want - got), _process_state(kcm)))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        for _ in range(2):
+            private.cluster.restart("kube-apiserver")
+    finally:
+        stop.set()
+        thread.join(10)
+    partial = [(missing, st) for missing, st in seen if missing]
+    assert partial, f"no /apis answer with groups missing in {len(seen)} polls: the window this guards is gone"
+    assert all(st == "T" for _, st in partial), f"the controller manager ran while /apis lacked groups: {partial}"
+    assert _process_state(kcm) != "T", "the controller manager was left paused"
 
 
 @pytest.mark.timeout(GC_TIMEOUT + 300)  # the garbage collector's back-off may take longer than the default

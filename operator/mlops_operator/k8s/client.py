@@ -302,29 +302,32 @@ class KubeClient:
     # -------------------------------------------------------------- discovery
 
     async def group_versions(self, group: str) -> builtins.list[str]:
-        """Versions the API server serves for a group, preferred first (cached for the process)."""
+        """Versions the API server serves for a group, preferred first (cached for the process). A 404 is not
+        cached: a starting API server answers 404 for built-in groups until its aggregator has registered them
+        (docs/reliability.md), and a process that met one then must not miss the group for the rest of its life."""
         if group not in self._discovered:
             try:
                 doc = await self.request("GET", f"/apis/{group}")
             except ApiError as err:
                 if err.status != 404:
                     raise
-                doc = {"versions": []}
+                return []
             preferred = (doc.get("preferredVersion") or {}).get("version")
             versions = [v["version"] for v in doc.get("versions", [])]
             self._discovered[group] = sorted(versions, key=lambda v: v != preferred)
         return self._discovered[group]
 
     async def serves(self, group_version: str, plural: str) -> bool:
-        """Whether the API server serves `plural` in `group_version` (cached for the process)."""
+        """Whether the API server serves `plural` in `group_version` (cached for the process; a 404 is not, as in
+        group_versions)."""
         if group_version not in self._resources:
             try:
                 doc = await self.request("GET", f"/apis/{group_version}")
-                self._resources[group_version] = {r["name"] for r in doc.get("resources", [])}
             except ApiError as err:
                 if err.status != 404:
                     raise
-                self._resources[group_version] = set()
+                return False
+            self._resources[group_version] = {r["name"] for r in doc.get("resources", [])}
         return plural in self._resources[group_version]
 
     async def pick_resource_version(self, group: str, plural: str, wanted: builtins.list[str]) -> str:
