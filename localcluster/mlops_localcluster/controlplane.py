@@ -443,7 +443,8 @@ class LocalCluster:
     def restart(self, name: str, timeout: float = 90) -> int:
         """Stops one component by pid and starts it again with the same command line: the same ports and, for
         etcd, the same data folder (so nothing stored is lost). Waits until it serves again; returns the new pid.
-        The other components reconnect by themselves, which is what a restart test wants to see."""
+        The other components reconnect by themselves, which is what a restart test wants to see; the controller
+        manager is paused while kube-apiserver restarts (below)."""
         if name not in self.RESTARTABLE:
             raise ClusterError(f"cannot restart {name!r}; one of {', '.join(self.RESTARTABLE)}")
         state, comp = self._component(name)
@@ -452,7 +453,7 @@ class LocalCluster:
             raise ClusterError(f"{name} was started before restart support; run cluster-down and cluster-up")
         self.resume(name)  # a frozen process ignores SIGTERM until thawed
         # A starting kube-apiserver answers /apis before its aggregator has registered the built-in groups (seen
-        # on every restart here: 20 of 21 groups missing for up to ~2 s, /readyz not yet OK). The controller
+        # on every restart here: 10 to 20 of 21 groups missing for a moment, /readyz not yet OK). The controller
         # manager's garbage collector, if its 30 s discovery sync lands there, drops its monitors for those kinds
         # and makes new ones 30 s later, never learning of what was deleted in between: the children of such an
         # object then stay for its 12-24 h resync. A real control plane reaches its API servers through an
