@@ -460,7 +460,10 @@ class LocalCluster:
         # endpoint that routes to ready ones only; the controller manager here, which talks to the one API server
         # directly, is paused until the new one is ready, as that endpoint would hold it. The operator and the
         # node simulator are not: they see the restart as it is (docs/reliability.md).
-        held = self._hold("kube-controller-manager") if name == "kube-apiserver" else None
+        kcm = state["components"].get("kube-controller-manager")
+        held = name == "kube-apiserver" and kcm is not None and _is_ours(kcm["pid"], kcm["marker"])
+        if held:
+            self.pause("kube-controller-manager")
         try:
             _stop_pid(comp["pid"], comp["marker"], grace=2.0 if name == "kube-apiserver" else 5.0)
             if _is_ours(comp["pid"], comp["marker"]):
@@ -473,16 +476,8 @@ class LocalCluster:
             self._wait(name, proc, lambda: self._component_ready(state, name), timeout)
         finally:
             if held:
-                self.resume(held)
+                self.resume("kube-controller-manager")
         return proc.pid
-
-    def _hold(self, name: str) -> str | None:
-        """Pauses a running component for the length of another's restart; None when it is not running."""
-        components = (self._read_state() or {}).get("components", {})
-        if name not in components or not _is_ours(components[name]["pid"], components[name]["marker"]):
-            return None
-        self.pause(name)
-        return name
 
     def pause(self, name: str) -> int:
         """Freezes a component (SIGSTOP): it keeps its sockets open but answers nothing, like a hung process."""
