@@ -8,11 +8,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from test_monitoring_data import log_file
 
-from mlops_operator.agent.sink import to_table
+from mlops_operator.agent.parquet import parquet_bytes
 from mlops_operator.api import validate_object
 from mlops_operator.api.modeldeployment import AccuracyCheck, PredictionDriftCheck
 from mlops_operator.serving import accuracy, analysis, predictiondrift
@@ -26,8 +25,8 @@ def feedback(root: Path, start: datetime, labels: dict[str, object], name: str =
     path = root / "feedback" / f"date={start:%Y-%m-%d}" / f"hour={start:%H}" / f"stable-{name}-000001.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     micros = int(start.timestamp() * 1e6)
-    pq.write_table(to_table([{"timestamp": micros + i, "request_id": rid, "label": label}
-                             for i, (rid, label) in enumerate(labels.items())]), path)
+    path.write_bytes(parquet_bytes([{"timestamp": micros + i, "request_id": rid, "label": label}
+                                    for i, (rid, label) in enumerate(labels.items())]))
 
 
 def logged(root: Path, revision: str, predictions: list[int], start: datetime) -> list[str]:

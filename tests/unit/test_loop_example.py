@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlops_localcluster import demo
-from mlops_operator.agent.sink import to_table
+from mlops_operator.agent.parquet import parquet_bytes
 from mlops_operator.api import validate_object
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -80,10 +80,10 @@ def test_a_retraining_learns_from_the_logged_rows_of_its_window_joined_with_thei
              **{name: float(x[i, j]) for j, name in enumerate(fraud.FEATURES)}, "output_predict": 0}
             for i in range(300)]  # the last 50 rows are 100 s old: outside a 60 s window
     (tmp_path / "date=2026-12-01" / "hour=04").mkdir(parents=True)
-    pq.write_table(to_table(rows), tmp_path / "date=2026-12-01" / "hour=04" / "stable-p-1.parquet")
+    (tmp_path / "date=2026-12-01" / "hour=04" / "stable-p-1.parquet").write_bytes(parquet_bytes(rows))
     (tmp_path / "feedback").mkdir()
     labels = [{"timestamp": now, "request_id": f"r{i}", "label": int(y[i])} for i in range(0, 300, 2)]
-    pq.write_table(to_table(labels), tmp_path / "feedback" / "stable-p-1.parquet")
+    (tmp_path / "feedback" / "stable-p-1.parquet").write_bytes(parquet_bytes(labels))
     got_x, got_y = fraud.logged_rows(f"file://{tmp_path}", 60)
     assert len(got_y) == 125  # the even rows of the 250 in the window
     assert sorted(got_y.tolist()) == sorted(int(y[i]) for i in range(0, 250, 2))

@@ -14,7 +14,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from mlops_operator import datasets as data
-from mlops_operator.agent.sink import to_table
+from mlops_operator.agent.parquet import parquet_bytes
 from mlops_operator.monitoring import runner
 
 NOW = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
@@ -48,16 +48,16 @@ class CountingFS(LocalFileSystem):
 def log_file(root: Path, start: datetime, rows: int, revision: str = "stable", pod: str = "p0", seq: int = 1,
              step: timedelta = timedelta(seconds=1), **columns: object) -> Path:
     """One file of the agent's layout holding `rows` requests from `start` on, `step` apart, made by the agent's
-    own row-to-Arrow conversion."""
+    own Parquet writer."""
     path = root / f"date={start:%Y-%m-%d}" / f"hour={start:%H}" / f"{revision}-{pod}-{seq:06d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     micros = int(start.timestamp() * 1e6)
-    table = to_table([{"timestamp": micros + i * int(step.total_seconds() * 1e6), "request_id": f"r{i}",
-                       "revision": revision, "model_uri": "s3://m/1", "status_code": 200, "latency_seconds": 0.01,
-                       "protocol": "v2", "x": float(i), "y": "a" if i % 2 else "b",
-                       **{k: (v[i] if isinstance(v, list) else v) for k, v in columns.items()}}
-                      for i in range(rows)])
-    pq.write_table(table, path)
+    data = parquet_bytes([{"timestamp": micros + i * int(step.total_seconds() * 1e6), "request_id": f"r{i}",
+                           "revision": revision, "model_uri": "s3://m/1", "status_code": 200, "latency_seconds": 0.01,
+                           "protocol": "v2", "x": float(i), "y": "a" if i % 2 else "b",
+                           **{k: (v[i] if isinstance(v, list) else v) for k, v in columns.items()}}
+                          for i in range(rows)])
+    path.write_bytes(data)
     return path
 
 
@@ -272,11 +272,10 @@ def test_labels_posted_as_feedback_join_the_log_and_a_label_flip_with_unchanged_
     def check_with_labels(flip: bool) -> dict:
         labels = [float((v > 0) != flip) for v in live_x]  # a flipped world: the same inputs, the other class
         posted = int(start.timestamp() * 1e6) + 30_000_000  # each label 30 s after its prediction (1 s apart)
-        pq.write_table(to_table([{"timestamp": posted + i * 1_000_000, "request_id": f"r{i}", "label": labels[i]}
-                                 for i in range(rows)] + [  # and a label posted before the window: never read
-                                {"timestamp": int((start - timedelta(hours=2)).timestamp() * 1e6),
-                                 "request_id": "r0", "label": 1 - labels[0]}]),
-                       log / "feedback" / "stable-p0-000001.parquet")
+        (log / "feedback" / "stable-p0-000001.parquet").write_bytes(parquet_bytes(
+            [{"timestamp": posted + i * 1_000_000, "request_id": f"r{i}", "label": labels[i]} for i in range(rows)]
+            + [{"timestamp": int((start - timedelta(hours=2)).timestamp() * 1e6),  # posted before the window:
+                "request_id": "r0", "label": 1 - labels[0]}]))  # never read
         status = runner.check(dm, runner_md(f"file://{log}"), NOW)
         assert status["lastAttempt"]["succeeded"] is True, status
         return status["lastRun"]

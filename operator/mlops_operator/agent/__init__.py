@@ -4,7 +4,8 @@
     proxy.py      the request path: forward, time, count, maybe sample
     metrics.py    Prometheus metrics per model and revision
     protocols.py  rows from v2, v1 and OpenAI bodies (pure)
-    sink.py       the bounded buffer and the Parquet writer
+    sink.py       the bounded buffer and the log's writes
+    parquet.py    rows to a Parquet file, standard library only (no pyarrow in the agent's process)
     feedback.py   POST /v1/feedback
     app.py        listeners, connection pool, sink, and their order of shutdown
 

@@ -4,13 +4,9 @@ order in which SIGTERM stops them so that a rollout loses no logged row."""
 from __future__ import annotations
 
 import asyncio
-import importlib.abc
-import importlib.machinery
 import logging
 import signal
-import sys
 import time
-from collections.abc import Sequence
 
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
 
@@ -85,27 +81,9 @@ class Agent:
             await runner.cleanup()
 
 
-class _WithoutPandas(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
-                  target: object | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname == "pandas" or fullname.startswith("pandas."):
-            raise ModuleNotFoundError(f"No module named {fullname!r} (the agent does without it)", name=fullname)
-        return None
-
-
-def without_pandas() -> None:
-    """Makes pandas unimportable in this process. pyarrow imports pandas on its first array conversion only to ask
-    whether the values are pandas objects (the agent's never are): about 45 MB of the agent's memory for nothing.
-    pyarrow takes the ImportError as "pandas is not installed". For the agent's own process only: anything else
-    in a process that needs pandas would break."""
-    if "pandas" not in sys.modules and not any(isinstance(f, _WithoutPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _WithoutPandas())
-
-
 def run(config: AgentConfig) -> int:
     """`mlops-operator agent`: serve until SIGTERM or SIGINT, then stop within the grace period."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    without_pandas()
 
     async def main() -> None:
         agent = Agent(config)
