@@ -1,10 +1,10 @@
-"""The prediction log's file format: rows of Python values to one Parquet file, in the standard library alone.
+"""The prediction log's file format: rows of Python values to a Parquet file, in the standard library alone.
 
 Why not pyarrow: loaded and warmed, it costs the agent's process about 60 MB before the first request (42 MB
 without it), and the agent's memory target is "the configured buffer + 50 MB" for the whole process. The agent
-writes flat rows of a few known kinds of value, which need a small part of the format: one row group, one data
-page (v1) per column, PLAIN values, RLE levels, GZIP pages (zlib, which releases the GIL while it compresses).
-Readers (pyarrow, DuckDB, Spark) see the same schema pyarrow's own inference gave:
+writes flat rows of a few known kinds of value, which need a small part of the format: row groups of one data
+page (v1) per column, PLAIN values, RLE levels, GZIP pages (zlib), an INT64 column's min and max. pyarrow (what
+the DriftMonitor reads with; tests/unit/test_agent_parquet.py) sees the types its own inference gives the values:
 
     bool -> BOOLEAN                          int -> INT64                 float, or int mixed with float -> DOUBLE
     str -> BYTE_ARRAY STRING                 None only -> null (UNKNOWN)  the `timestamp` column -> TIMESTAMP(us, UTC)
