@@ -5,9 +5,10 @@
 Data: reference and current windows of ROWS x COLS (three quarters numerical, normal, one in five shifted; the
 rest categorical with 5 values, one window with an unseen one and 2% missing), plus a binary model's score,
 prediction and label.  Per check, the time of ours (reference fitting separate from the per-window step where
-there is one) and of the anchor doing the same: pandas (quality counts), scikit-learn (metrics with labels),
-NannyML (CBPE, PCA reconstruction error, one chunk = the window).  Values are compared in the same run (quality
-counts equal, metrics to 1e-9, CBPE and reconstruction error to 1e-6) and the line says so.  Writes the section
+there is one) and of the anchor doing the same, also in its two steps: Evidently (quality counts, metrics with
+labels), NannyML (CBPE, PCA reconstruction error, one chunk = the window).  Values are compared in the same run
+(quality counts equal to Evidently's and to pandas', metrics to scikit-learn's and Evidently's to 1e-9, CBPE and
+reconstruction error to NannyML's to 1e-6) and the line says so.  Writes the section
 "## Model quality checks" of docs/benchmarks.md.
 """
 
@@ -23,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from bench.report import write_section
+from bench.report import publish
 from mlops_operator.drift.cbpe import estimate_cbpe, fit_cbpe
 from mlops_operator.drift.multivariate import fit_reconstruction, reconstruction_error
 from mlops_operator.drift.performance import classification_metrics
@@ -62,71 +63,153 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
+def cell(check: str, anchor: str, fit: float | None, ours: float, anchor_fit: float | None,
+         anchor_window: float | None, same: str) -> dict:
+    return {"check": check, "anchor": anchor, "fit": fit, "ours": ours, "anchor_fit": anchor_fit,
+            "anchor_window": anchor_window, "same": same}
+
+
+def _evidently():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import evidently
+    except ImportError:
+        return None
+    return evidently
+
+
+def _report(metrics: list, frame, definition) -> dict:
+    """An Evidently report of `metrics` on one dataset: metric name -> value."""
+    from evidently import Dataset, Report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report(metrics).run(Dataset.from_pandas(frame, data_definition=definition), None)
+        return {m["metric_name"]: m["value"] for m in snapshot.dict()["metrics"]}
+
+
 def bench_quality(ref: dict, cur: dict, names: list[str]) -> dict:
+    """Ours: the reference profile (once), then the window's counts. Evidently: the reference's ranges and
+    categories (MinValue, MaxValue, UniqueValueCount), then the window's MissingValueCount, OutRangeValueCount and
+    OutListValueCount per column. The counts are also checked against a plain pandas computation."""
     import pandas as pd
 
     t_profile, profile = timed(lambda: build_profile({n: ref[n] for n in names}))
     t_ours, result = timed(lambda: data_quality(profile, cur, names))
+    ours = {c.name: (c.missing, c.out_of_range, c.new_categories) for c in result.columns}
     ref_df, cur_df = pd.DataFrame({n: ref[n] for n in names}), pd.DataFrame({n: cur[n] for n in names})
+    numerical = [n for n in names if pd.api.types.is_numeric_dtype(ref_df[n])]
+    categorical = [n for n in names if n not in numerical]
 
     def with_pandas():
         out = {}
         for n in names:
             r, c = ref_df[n], cur_df[n]
-            if pd.api.types.is_numeric_dtype(r):
+            if n in numerical:
                 out[n] = (int(c.isna().sum()), int((~c.dropna().between(r.min(), r.max())).sum()), 0)
             else:
                 present = c.dropna()
                 out[n] = (int(c.isna().sum()), 0, int((~present.isin(set(r.dropna()))).sum()))
         return out
 
-    t_theirs, theirs = timed(with_pandas)
-    ours = {c.name: (c.missing, c.out_of_range, c.new_categories) for c in result.columns}
-    return {"check": "data quality (missing, out of range, unseen categories)", "fit": t_profile, "ours": t_ours,
-            "anchor": "pandas", "theirs": t_theirs, "same": "counts equal" if ours == theirs else "COUNTS DIFFER"}
+    same = ["counts equal to pandas" if with_pandas() == ours else "COUNTS DIFFER FROM PANDAS"]
+    if _evidently() is None:
+        return cell("data quality (missing, out of range, unseen categories)", "Evidently", t_profile, t_ours,
+                    None, None, same[0] + "; Evidently not installed")
+    from evidently import DataDefinition
+    from evidently.metrics import (
+        MaxValue,
+        MinValue,
+        MissingValueCount,
+        OutListValueCount,
+        OutRangeValueCount,
+        UniqueValueCount,
+    )
+
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+
+    def evidently_fit():
+        found = _report([*(MinValue(column=n) for n in numerical), *(MaxValue(column=n) for n in numerical),
+                         *(UniqueValueCount(column=n) for n in categorical)], ref_df, definition)
+        return ({n: (found[f"MinValue(column={n})"], found[f"MaxValue(column={n})"]) for n in numerical},
+                {n: sorted(found[f"UniqueValueCount(column={n})"]["counts"]) for n in categorical})
+
+    t_fit, (ranges, lists) = timed(evidently_fit)
+
+    def evidently_window():
+        return _report([*(MissingValueCount(column=n) for n in names),
+                        *(OutRangeValueCount(column=n, left=ranges[n][0], right=ranges[n][1]) for n in numerical),
+                        *(OutListValueCount(column=n, values=lists[n]) for n in categorical)], cur_df, definition)
+
+    t_window, found = timed(evidently_window)
+    theirs = {}
+    for n in names:
+        missing = int(found[f"MissingValueCount(column={n})"]["count"])
+        if n in numerical:
+            key = next(k for k in found if k.startswith(f"OutRangeValueCount(column={n},"))
+            theirs[n] = (missing, int(found[key]["count"]), 0)
+        else:
+            key = next(k for k in found if k.startswith(f"OutListValueCount(column={n},"))
+            theirs[n] = (missing, 0, int(found[key]["count"]))
+    same.append("equal to Evidently's" if theirs == ours else "COUNTS DIFFER FROM EVIDENTLY")
+    return cell("data quality (missing, out of range, unseen categories)", "Evidently 0.7.23", t_profile, t_ours,
+                t_fit, t_window, "; ".join(same))
 
 
 def bench_performance(cur: dict) -> dict:
+    """Five classification metrics from labels: ours, Evidently's report of the same five (no fit on either side);
+    values checked against scikit-learn's."""
+    import pandas as pd
     from sklearn import metrics as skm
 
     y, p, s = cur["label"], cur["pred"], cur["score"]
     t_ours, ours = timed(lambda: classification_metrics(y, p, s))
+    theirs = {"accuracy": skm.accuracy_score(y, p), "precision": skm.precision_score(y, p),
+              "recall": skm.recall_score(y, p), "f1": skm.f1_score(y, p), "roc_auc": skm.roc_auc_score(y, s)}
+    same = ["equal to scikit-learn's to 1e-9" if all(abs(ours[k] - theirs[k]) <= 1e-9 for k in theirs)
+            else "VALUES DIFFER FROM SCIKIT-LEARN"]
+    if _evidently() is None:
+        return cell("performance with labels (5 classification metrics)", "Evidently", None, t_ours, None, None,
+                    same[0] + "; Evidently not installed")
+    from evidently import BinaryClassification, DataDefinition
+    from evidently.metrics import Accuracy, F1Score, Precision, Recall, RocAuc
 
-    def with_sklearn():
-        return {"accuracy": skm.accuracy_score(y, p), "precision": skm.precision_score(y, p),
-                "recall": skm.recall_score(y, p), "f1": skm.f1_score(y, p), "roc_auc": skm.roc_auc_score(y, s)}
+    frame = pd.DataFrame({"label": y, "pred": p, "score": s})
+    definition = DataDefinition(classification=[BinaryClassification(target="label", prediction_labels="pred",
+                                                                     prediction_probas="score")],
+                                numerical_columns=["score"], categorical_columns=["label", "pred"])
+    t_window, found = timed(lambda: _report([Accuracy(), Precision(), Recall(), F1Score(), RocAuc()], frame,
+                                            definition))
+    values = {name.split("(")[0]: value for name, value in found.items()}
+    evidently = {"accuracy": values["Accuracy"], "precision": values["Precision"], "recall": values["Recall"],
+                 "f1": values["F1Score"], "roc_auc": values["RocAuc"]}
+    same.append("Evidently's to 1e-9" if all(abs(ours[k] - evidently[k]) <= 1e-9 for k in evidently)
+                else "VALUES DIFFER FROM EVIDENTLY")
+    return cell("performance with labels (5 classification metrics)", "Evidently 0.7.23", None, t_ours, None,
+                t_window, " and ".join(same))
 
-    t_theirs, theirs = timed(with_sklearn)
-    same = all(abs(ours[k] - theirs[k]) <= 1e-9 for k in theirs)
-    return {"check": "performance with labels (5 classification metrics)", "fit": None, "ours": t_ours,
-            "anchor": "scikit-learn", "theirs": t_theirs, "same": "equal to 1e-9" if same else "VALUES DIFFER"}
 
-
-def bench_cbpe(ref: dict, cur: dict) -> dict | None:
+def bench_cbpe(ref: dict, cur: dict) -> dict:
     import pandas as pd
 
     t_fit, model = timed(lambda: fit_cbpe(ref["score"], ref["label"], ref["pred"]))
     t_ours, ours = timed(lambda: estimate_cbpe(model, cur["score"], cur["pred"]))
     nannyml = _nannyml()
     if nannyml is None:
-        return {"check": "CBPE (accuracy, F1, ROC AUC)", "fit": t_fit, "ours": t_ours, "anchor": "NannyML",
-                "theirs": None, "same": "NannyML not installed"}
+        return cell("CBPE (accuracy, F1, ROC AUC)", "NannyML", t_fit, t_ours, None, None, "NannyML not installed")
     ref_df = pd.DataFrame({k: ref[k] for k in ("score", "pred", "label")})
     cur_df = pd.DataFrame({k: cur[k] for k in ("score", "pred")})
     metrics = ["accuracy", "f1", "roc_auc"]
-
-    def with_nannyml():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est = nannyml.CBPE(y_pred_proba="score", y_pred="pred", y_true="label", metrics=metrics, chunk_number=1,
-                               problem_type="classification_binary")
-            est.fit(ref_df)
-            return est.estimate(cur_df).filter(period="analysis").to_df()
-
-    t_theirs, theirs = timed(with_nannyml)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = nannyml.CBPE(y_pred_proba="score", y_pred="pred", y_true="label", metrics=metrics, chunk_number=1,
+                           problem_type="classification_binary")
+        t_their_fit, _ = timed(lambda: est.fit(ref_df))
+        t_their_window, theirs = timed(lambda: est.estimate(cur_df).filter(period="analysis").to_df())
     same = all(abs(ours[m].value - theirs[(m, "value")][0]) <= 1e-6 for m in metrics)
-    return {"check": "CBPE (accuracy, F1, ROC AUC)", "fit": t_fit, "ours": t_ours, "anchor": "NannyML 0.13.1",
-            "theirs": t_theirs, "same": "estimates equal to 1e-6" if same else "ESTIMATES DIFFER"}
+    return cell("CBPE (accuracy, F1, ROC AUC)", "NannyML 0.13.1", t_fit, t_ours, t_their_fit, t_their_window,
+                "estimates equal to 1e-6" if same else "ESTIMATES DIFFER")
 
 
 def bench_multivariate(ref: dict, cur: dict, names: list[str]) -> dict:
@@ -136,20 +219,16 @@ def bench_multivariate(ref: dict, cur: dict, names: list[str]) -> dict:
     t_ours, ours = timed(lambda: reconstruction_error(model, cur))
     nannyml = _nannyml()
     if nannyml is None:
-        return {"check": "PCA reconstruction error", "fit": t_fit, "ours": t_ours, "anchor": "NannyML",
-                "theirs": None, "same": "NannyML not installed"}
+        return cell("PCA reconstruction error", "NannyML", t_fit, t_ours, None, None, "NannyML not installed")
     ref_df, cur_df = pd.DataFrame({n: ref[n] for n in names}), pd.DataFrame({n: cur[n] for n in names})
-
-    def with_nannyml():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            calc = nannyml.DataReconstructionDriftCalculator(column_names=names, chunk_number=1).fit(ref_df)
-            return calc.calculate(cur_df).filter(period="analysis").to_df()
-
-    t_theirs, theirs = timed(with_nannyml)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calc = nannyml.DataReconstructionDriftCalculator(column_names=names, chunk_number=1)
+        t_their_fit, _ = timed(lambda: calc.fit(ref_df))
+        t_their_window, theirs = timed(lambda: calc.calculate(cur_df).filter(period="analysis").to_df())
     same = abs(ours.value - theirs[("reconstruction_error", "value")][0]) <= 1e-6
-    return {"check": "PCA reconstruction error", "fit": t_fit, "ours": t_ours, "anchor": "NannyML 0.13.1",
-            "theirs": t_theirs, "same": "error equal to 1e-6" if same else "ERROR DIFFERS"}
+    return cell("PCA reconstruction error", "NannyML 0.13.1", t_fit, t_ours, t_their_fit, t_their_window,
+                "error equal to 1e-6" if same else "ERROR DIFFERS")
 
 
 def _nannyml():
@@ -163,26 +242,31 @@ def _nannyml():
     return nannyml
 
 
+def _ratio(theirs: float | None, ours: float | None) -> str:
+    return "-" if theirs is None or ours is None or ours <= 0 else f"{theirs / ours:.0f}x"
+
+
 def report(rows: int, cols: int, cells: list[dict]) -> list[str]:
     lines = [
         f"`python -m bench quality` on {rows:,} rows x {cols} columns per window (reference the same size), "
         f"{platform.machine()}, {os.cpu_count()} cores shared with other work (load {os.getloadavg()[0]:.1f}), "
-        f"Python {platform.python_version()}, numpy {np.__version__}. One run; times in seconds. "
-        "\"fit\" is ours once per reference; \"ours\" the per-window step; the anchor does both.",
+        f"Python {platform.python_version()}, numpy {np.__version__}. One run; times in seconds. Each side is "
+        "timed in its two steps: \"fit\" once per reference (ours: the profile or model a monitor keeps; the "
+        "anchor's: `fit`, or the reference's ranges and categories), \"window\" per checked window.",
         "",
-        "| check | ours: fit | ours: window | anchor | anchor: fit + window | speed-up (fit + window) | values |",
-        "|---|---:|---:|---|---:|---:|---|",
+        "| check | anchor | ours: fit | ours: window | anchor: fit | anchor: window | speed-up: window | "
+        "speed-up: fit | speed-up: fit + window | values |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cells:
-        total = c["ours"] + (c["fit"] or 0.0)
         fit = "-" if c["fit"] is None else f"{c['fit']:.3f}"
-        theirs = "-" if c["theirs"] is None else f"{c['theirs']:.2f}"
-        speed = "-" if c["theirs"] is None else f"{c['theirs'] / total:.1f}x"
-        lines.append(f"| {c['check']} | {fit} | {c['ours']:.3f} | {c['anchor']} | {theirs} | {speed} | {c['same']} |")
-    lines += ["", "Where the time goes: the reference fit (profiles of text columns sort Python strings; CBPE's "
-              "calibration test fits 10 isotonic regressions; PCA standardises and encodes every row) is paid once "
-              "per reference, the anchors pay it on every run. Per window, text columns are still walked in Python "
-              "(missing values, type errors), which is why pandas is as fast on the quality counts."]
+        their_fit = "-" if c["anchor_fit"] is None else f"{c['anchor_fit']:.2f}"
+        their_window = "-" if c["anchor_window"] is None else f"{c['anchor_window']:.2f}"
+        ours_total = c["ours"] + (c["fit"] or 0.0)
+        theirs_total = None if c["anchor_window"] is None else c["anchor_window"] + (c["anchor_fit"] or 0.0)
+        lines.append(f"| {c['check']} | {c['anchor']} | {fit} | {c['ours']:.3f} | {their_fit} | {their_window} | "
+                     f"{_ratio(c['anchor_window'], c['ours'])} | {_ratio(c['anchor_fit'], c['fit'])} | "
+                     f"{_ratio(theirs_total, ours_total)} | {c['same']} |")
     return lines
 
 
@@ -199,14 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     cells = []
     for step in (lambda: bench_quality(ref, cur, names), lambda: bench_performance(cur),
                  lambda: bench_cbpe(ref, cur), lambda: bench_multivariate(ref, cur, names)):
-        cell = step()
-        if cell is not None:
-            print(cell, flush=True)
-            cells.append(cell)
-    lines = report(rows, args.cols, cells)
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section(HEADING, lines)
+        cells.append(step())
+        print(cells[-1], flush=True)
+    publish(HEADING, report(rows, args.cols, cells), not args.no_write)
     return 0
 
 

@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import yaml
 
@@ -248,15 +249,24 @@ class LocalCluster:
             return self._ready(state)
         return True  # the others have no port of their own (--secure-port=0): alive is all we can check
 
-    def _get(self, state: dict, path: str) -> int:
+    def _open(self, state: dict, path: str, timeout: float) -> Any:
         ctx = ssl.create_default_context(cafile=str(self.layout.pki / "ca.crt"))
         req = urllib.request.Request(f"https://127.0.0.1:{state['ports']['apiserver']}{path}",
                                      headers={"Authorization": f"Bearer {state['token']}"})
+        return urllib.request.urlopen(req, context=ctx, timeout=timeout)
+
+    def _get(self, state: dict, path: str) -> int:
         try:
-            with urllib.request.urlopen(req, context=ctx, timeout=3) as resp:
-                return resp.status
+            with self._open(state, path, 3) as resp:
+                return int(resp.status)
         except urllib.error.HTTPError as err:
             return err.code
+
+    def get_json(self, state: dict, path: str, timeout: float = 2) -> Any:
+        """One GET of `path` as the cluster's admin, no retry: for a caller that must see each answer as it came
+        (an API server restarting). Raises what urllib raises."""
+        with self._open(state, path, timeout) as resp:
+            return json.load(resp)
 
     # ------------------------------------------------------------ up
 

@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 import kopf
 
 from . import GROUP, VERSION
+from .gcpolicy import GcPolicy
 from .k8s.client import KubeClient
 from .k8s.labels import MANAGED_BY
 from .monitoring import reconcile as monitoring
@@ -121,7 +122,7 @@ async def build(settings: Settings, scope: Scope, election: Election | None) -> 
     leader = None if election is None else LeaderElector(
         watch_client, namespace=election.namespace, name=election.name, identity=election.identity,
         lease_duration=settings.lease_duration)
-    manager = Manager(leader)
+    manager = Manager(leader, GcPolicy("mlops_operator_gc_pause_seconds"))
     versions = await serving.api_versions(client)
     timeouts: _WatchOptions = {"watch_timeout": settings.watch_timeout, "grace": WATCH_GRACE,
                                "namespaces": scope.exact()}

@@ -19,10 +19,8 @@ import json
 import os
 import pathlib
 import random
-import ssl
 import threading
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -581,13 +579,9 @@ def test_the_controller_manager_never_meets_an_api_server_that_is_not_ready(priv
     was seen with groups missing) and the controller manager was stopped whenever it was open."""
     state = private.cluster.running()
     kcm = state["components"]["kube-controller-manager"]["pid"]
-    tls = ssl.create_default_context(cafile=str(private.cluster.layout.pki / "ca.crt"))
 
-    def groups() -> set[str]:  # plain urllib: one try per call, no client retries
-        req = urllib.request.Request(f"https://127.0.0.1:{state['ports']['apiserver']}/apis",
-                                     headers={"Authorization": f"Bearer {state['token']}"})
-        with urllib.request.urlopen(req, context=tls, timeout=2) as resp:
-            return {g["name"] for g in json.load(resp)["groups"]}
+    def groups() -> set[str]:  # one try per call, no client retries
+        return {g["name"] for g in private.cluster.get_json(state, "/apis")["groups"]}
 
     want = groups()
     seen: list[tuple[int, str]] = []  # (groups missing from /apis, the controller manager's state then)

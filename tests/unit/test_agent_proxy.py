@@ -7,6 +7,7 @@ talks to it through the agent with a real HTTP client and reads the prediction l
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import pathlib
 from contextlib import asynccontextmanager
@@ -187,6 +188,8 @@ def test_metrics_count_per_revision():
             hashes = {await metric(s, a, "mlops_agent_requests_total", model_hash=a.config.model_hash, code="2xx")
                       for a in (stable, canary)}
             assert hashes == {3, 2} and stable.config.model_hash != canary.config.model_hash
+            gc.collect()  # a full pass, timed on the agent's own /metrics
+            assert await metric(s, stable, "mlops_agent_gc_pause_seconds_count", generation="2") >= 1
     run(scenario)
 
 

@@ -171,8 +171,11 @@ def test_the_buffer_counts_what_a_record_really_costs():
     import tracemalloc
     import uuid
 
-    from mlops_operator.agent.sink import PREDICTION, Record, now
+    from mlops_operator.agent.config import AgentConfig
+    from mlops_operator.agent.proxy import Proxy
+    from mlops_operator.agent.sink import Record
 
+    proxy = Proxy(AgentConfig(upstream_port=1, model_uri="s3://m/1"), None, None, None)  # what it needs to make records
     request = json.dumps({"instances": [[round(0.1 * i + j, 3) for i in range(16)] for j in range(4)]}).encode()
     response = json.dumps({"predictions": [1.0, 2.0, 3.0, 4.0]}).encode()
     held: list[Record] = []
@@ -180,10 +183,8 @@ def test_the_buffer_counts_what_a_record_really_costs():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(5000):
-            micros, at = now()
-            base = {"timestamp": micros, "request_id": uuid.uuid4().hex, "revision": "stable", "model_uri": "s3://m/1",
-                    "status_code": 200, "latency_seconds": time.perf_counter(), "protocol": "v1"}
-            held.append(Record(PREDICTION, at, base, "v1", bytes(bytearray(request)), bytes(bytearray(response))))
+            held.append(proxy.record("v1", uuid.uuid4().hex, time.perf_counter(), 200, bytes(bytearray(request)),
+                                     bytes(bytearray(response)), streamed=False))
         real = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

@@ -81,3 +81,26 @@ def test_a_relist_prunes_what_the_api_server_no_longer_has_and_the_cache_reads_i
     assert [p["metadata"]["name"] for p in cache.all("pods_idx", ("ns", "trainingjob", "a"))] == ["a-1"]
     assert [p["metadata"]["name"] for p in changed] == ["a-0"]  # the owner hears of it; a-1 is no news
     assert [p["metadata"]["name"] for p in cache.values("pods_idx")] == ["a-1"]
+
+
+def test_cached_objects_share_their_keys_and_short_strings_and_keep_their_values():
+    """Two pods decoded apart hold their own copies of every key and label; cached, they hold the same strings,
+    values unchanged, and a long string (an annotation's JSON) is left as it is."""
+    import json
+
+    changed = []
+    inf = informer(changed)
+    long_value = "x" * 200
+    for name in ("a-0", "a-1"):
+        body = pod(name, "a")
+        body["metadata"]["annotations"] = {"note": long_value, "state": "Running"}
+        body["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+        inf._put(json.loads(json.dumps(body)))  # as from the wire: nothing shared yet
+    first, second = sorted(inf.get(("ns", "trainingjob", "a")), key=lambda p: p["metadata"]["name"])
+    key_of = {id(k): k for k in first["metadata"]}
+    assert all(id(k) in key_of for k in second["metadata"])  # the same key objects
+    assert first["status"]["conditions"][0]["status"] is second["status"]["conditions"][0]["status"]
+    assert first["metadata"]["annotations"]["state"] is second["metadata"]["annotations"]["state"]
+    assert first["metadata"]["annotations"]["note"] == long_value
+    assert first["metadata"]["annotations"]["note"] is not second["metadata"]["annotations"]["note"]
+    assert first["metadata"]["uid"] == "uid-a-0" and "managedFields" not in first["metadata"]

@@ -10,6 +10,7 @@ import time
 
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
 
+from ..gcpolicy import GcPolicy
 from . import feedback
 from .config import AgentConfig
 from .metrics import AgentMetrics
@@ -30,6 +31,9 @@ class Agent:
         self.metrics_port = config.metrics_port
         self._runners: list[web.AppRunner] = []
         self._session: ClientSession | None = None
+        # A full collection stalls every request in flight: keep it to what is new (gcpolicy.py).
+        self.gc_policy = GcPolicy("mlops_agent_gc_pause_seconds")
+        self._thaw: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -57,6 +61,8 @@ class Agent:
         self.metrics_port = await self._listen(metrics_app, cfg.metrics_port)
         if self.sink is not None:
             self.sink.start()
+        self.gc_policy.install(self.metrics.registry)
+        self._thaw = asyncio.create_task(self.gc_policy.thaw_periodically(), name="gc-thaw")
 
     async def _listen(self, app: web.Application, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -79,6 +85,9 @@ class Agent:
             await self.sink.close(max(deadline - time.monotonic(), 0.1))
         for runner in others:
             await runner.cleanup()
+        if self._thaw is not None:
+            self._thaw.cancel()
+        self.gc_policy.uninstall()
 
 
 def run(config: AgentConfig) -> int:

@@ -99,8 +99,13 @@ class Proxy:
         if protocol is None or self.sink is None:
             return
         self.metrics.sampled.inc()
+        self.sink.offer([self.record(protocol, request_id, started, status, request, response, streamed=streamed)])
+
+    def record(self, protocol: str, request_id: str, started: float, status: int, request: bytes, response: bytes,
+               *, streamed: bool) -> Record:
+        """What the log keeps of one answered request: its bodies as they were, parsed later by the sink."""
         micros, at = now()
         base = {"timestamp": micros, "request_id": request_id, "revision": self.config.revision,
                 "model_uri": self.config.model_uri, "status_code": status,
                 "latency_seconds": time.perf_counter() - started, "protocol": protocol}
-        self.sink.offer([Record(PREDICTION, at, base, protocol, request, response, streamed)])
+        return Record(PREDICTION, at, base, protocol, request, response, streamed)

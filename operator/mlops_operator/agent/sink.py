@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import groupby
@@ -222,19 +222,33 @@ class Sink:
     async def _writable(self) -> bool:
         """Whether the last write has returned, waiting for it with the writes' back-off and attempts: no rows are
         made (the costly part, in memory too) for a storage that still holds the last write."""
+
+        async def returned() -> str | None:
+            return f"the last write ({self._in_flight_path}) has not returned" if self._writing() else None
+
+        return await self._retried(returned)
+
+    async def _retried(self, attempt: Callable[[], Awaitable[str | None]]) -> bool:
+        """Awaits `attempt()` until it returns None (done), at most write_attempts times. Each failure (the text it
+        returned) is counted and logged, then followed by a doubling back-off (0.5 s to 30 s) that the closing
+        deadline cuts short. Whether an attempt succeeded."""
         delay = 0.5
-        for attempt in range(1, self.config.write_attempts + 1):
-            if self._in_flight is None or self._in_flight.done():
+        for number in range(1, self.config.write_attempts + 1):
+            error = await attempt()
+            if error is None:
                 return True
             self.metrics.write_failures.inc()
             remaining = self._deadline - time.monotonic()
-            if attempt == self.config.write_attempts or remaining <= 0:
+            if number == self.config.write_attempts or remaining <= 0:
                 break
-            log.warning("the last write (%s) has not returned (attempt %d of %d, next in %.1fs)",
-                        self._in_flight_path, attempt, self.config.write_attempts, delay)
+            log.warning("%s (attempt %d of %d, next in %.1fs)", error, number, self.config.write_attempts, delay)
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 30.0)
         return False
+
+    def _writing(self) -> bool:
+        """Whether a write is in flight (or stuck in its thread)."""
+        return self._in_flight is not None and not self._in_flight.done()
 
     def _rows(self, record: Record) -> list[dict[str, Any]]:
         if record.kind == FEEDBACK:
@@ -256,25 +270,16 @@ class Sink:
         records = file.records
         path = self._path(kind, date, hour)
         data = file.writer.finish()
-        delay = 0.5
-        for attempt in range(1, self.config.write_attempts + 1):
-            if self._in_flight is not None and not self._in_flight.done():
-                error: str | None = "the previous write has not returned yet"
-            else:
-                error = await self._attempt(path, data)
-            if error is None:
-                self._settle(records)
-                self.metrics.written[kind].inc(len(records))
-                self.metrics.files.inc()
-                return
-            self.metrics.write_failures.inc()
-            remaining = self._deadline - time.monotonic()
-            if attempt == self.config.write_attempts or remaining <= 0:
-                break
-            log.warning("writing %s failed (attempt %d of %d, next in %.1fs): %s", path, attempt,
-                        self.config.write_attempts, delay, error)
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 30.0)
+
+        async def write() -> str | None:
+            error = await self._attempt(path, data)
+            return None if error is None else f"writing {path} failed: {error}"
+
+        if await self._retried(write):
+            self._settle(records)
+            self.metrics.written[kind].inc(len(records))
+            self.metrics.files.inc()
+            return
         log.error("dropping %d %s records: %s could not be written", len(records), kind, path)
         stuck = self._in_flight if self._in_flight_path == path else None
         if stuck is not None and stuck.done():
@@ -286,7 +291,10 @@ class Sink:
             stuck.add_done_callback(lambda _: loop.call_soon_threadsafe(self._hold, -size))
 
     async def _attempt(self, path: str, data: bytes) -> str | None:
-        """One write with a timeout; the error as text, or None when written."""
+        """One write with a timeout; the error as text, or None when written. Never a second write while a thread
+        is still in the last one: a hung storage holds one file's bytes, not one per attempt."""
+        if self._writing():
+            return "the previous write has not returned yet"
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._in_flight, self._in_flight_path = future, path
 

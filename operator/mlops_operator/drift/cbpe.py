@@ -158,7 +158,11 @@ def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> Calibrator:
     """scikit-learn's IsotonicRegression(increasing=True, out_of_bounds="clip").fit: mean label per distinct score,
     pool-adjacent-violators (scipy), keep the ends and the points where the fitted value changes."""
     order = np.lexsort((labels, scores))
-    x, y = scores[order], labels[order].astype(np.float64)
+    return _isotonic_sorted(scores[order], labels[order].astype(np.float64))
+
+
+def _isotonic_sorted(x: np.ndarray, y: np.ndarray) -> Calibrator:
+    """`fit_isotonic` of rows already sorted by score, then label."""
     starts = _group_starts(x)
     weights = np.diff(np.append(starts, x.size)).astype(np.float64)
     ux, uy = x[starts], np.add.reduceat(y, starts) / weights
@@ -191,8 +195,15 @@ def needs_calibration(labels: np.ndarray, scores: np.ndarray) -> bool:
     if roc_auc(labels == 1, scores) > ALREADY_CALIBRATED_AUC:
         return False
     tests = []
+    # Sorted once: a split's training rows, taken in this order, are sorted as fit_isotonic would sort them (rows
+    # equal in score and label are interchangeable), so each split costs a pass instead of a sort.
+    order = np.lexsort((labels, scores))
+    member = np.zeros(labels.size, dtype=bool)
     for train, test in stratified_shuffle_split(labels, CALIBRATION_SPLITS, CALIBRATION_TEST_SHARE, CALIBRATION_SEED):
-        calibrator = fit_isotonic(scores[train], labels[train])
+        member[:] = False
+        member[train] = True
+        rows = order[member[order]]
+        calibrator = _isotonic_sorted(scores[rows], labels[rows].astype(np.float64))
         tests.append((labels[test], scores[test], calibrator(scores[test])))
     y_true = np.concatenate([t[0] for t in tests])
     raw = np.concatenate([t[1] for t in tests])
@@ -216,13 +227,13 @@ def stratified_shuffle_split(labels: np.ndarray, n_splits: int, test_share: floa
     for _ in range(n_splits):
         n_i = _approximate_mode(class_counts, n_train, rng)
         t_i = _approximate_mode(class_counts - n_i, n_test, rng)
-        train: list[int] = []
-        test: list[int] = []
+        train: list[np.ndarray] = []
+        test: list[np.ndarray] = []
         for i in range(classes.size):
             permuted = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
-            train.extend(permuted[: n_i[i]])
-            test.extend(permuted[n_i[i] : n_i[i] + t_i[i]])
-        splits.append((rng.permutation(train), rng.permutation(test)))
+            train.append(permuted[: n_i[i]])
+            test.append(permuted[n_i[i] : n_i[i] + t_i[i]])
+        splits.append((rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))))
     return splits
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlops_operator.drift import stats
+from mlops_operator.drift.codes import text_codes
 from mlops_operator.drift.profile import (
     FeatureProfile,
     ReferenceProfile,
@@ -307,9 +308,15 @@ class _CurrentColumn:
         self.name = name
         self.raw = raw
         self.numeric = is_numeric_dtype(raw.dtype)
-        self.clean = clean_column(raw)
         self._sorted: np.ndarray | None = None
         self._counts: tuple[np.ndarray, np.ndarray] | None = None
+        text = text_codes(raw)
+        if text is None:
+            self.clean = clean_column(raw)
+        else:  # strings: counted by hashing, not by sorting (codes.py)
+            missing = text.missing
+            self.clean = raw[~missing] if missing.any() else raw
+            self._counts = (text.categories, text.counts())
 
     @property
     def has_sorted(self) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_operator.drift.codes import text_codes
 from mlops_operator.drift.engine import DriftInputError
 from mlops_operator.drift.quality import missing_mask
 
@@ -82,13 +83,18 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
             fill[name] = float(np.nanmean(values))
         else:
             categorical.append(name)
-            present = col[~missing_mask(col)]
-            if present.size == 0:
+            text = text_codes(col)
+            if text is not None:  # strings: counted by hashing (codes.py)
+                cats, counts, present_rows = text.categories, text.counts(), int(np.count_nonzero(~text.missing))
+            else:
+                present = col[~missing_mask(col)]
+                cats, counts = np.unique(present, return_counts=True)
+                present_rows = present.size
+            if present_rows == 0:
                 raise DriftInputError(f"column '{name}': no values in the reference")
-            cats, counts = np.unique(present, return_counts=True)
             fill[name] = cats[np.argmax(counts)]  # the smallest of the most frequent, as SimpleImputer
             filled_counts = counts.copy()
-            filled_counts[np.argmax(counts)] += col.size - present.size
+            filled_counts[np.argmax(counts)] += col.size - present_rows
             freqs[name] = {c: n / col.size for c, n in zip(cats.tolist(), filled_counts.tolist())}
     partial = ReconstructionModel(
         numerical=tuple(sorted(numerical)), categorical=tuple(sorted(categorical)), columns=names, fill=fill,
@@ -98,9 +104,12 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0  # StandardScaler leaves constant columns at 0
-    z = (x - mean) / scale
+    z = x  # standardised and centred in place: each copy of a million rows costs as much as the step itself
+    z -= mean
+    z /= scale
     pca_mean = z.mean(axis=0)
-    centred = z - pca_mean
+    centred = z
+    centred -= pca_mean
     cov = centred.T @ centred / (z.shape[0] - 1)
     eigenvalues, eigenvectors = np.linalg.eigh(cov)
     order = np.argsort(eigenvalues)[::-1]
@@ -110,7 +119,7 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
     components = eigenvectors[:, order[:k]].T
     model = ReconstructionModel(**{**partial.__dict__, "mean": mean, "scale": scale, "pca_mean": pca_mean,
                                    "components": components})
-    errors = _row_errors(model, z)
+    errors = _row_errors(model, centred)
     return ReconstructionModel(**{**model.__dict__, "reference_error": float(errors.mean()),
                                   "reference_std": float(np.std(errors, ddof=1))})
 
@@ -120,8 +129,11 @@ def reconstruction_error(model: ReconstructionModel, current: Mapping[str, np.nd
     for name in model.columns:
         if name not in current:
             raise DriftInputError(f"column '{name}': not in the current data")
-    z = (_encode(model, current) - model.mean) / model.scale
-    errors = _row_errors(model, z)
+    centred = _encode(model, current)
+    centred -= model.mean
+    centred /= model.scale
+    centred -= model.pca_mean
+    errors = _row_errors(model, centred)
     n = errors.size
     if n < 2:
         raise DriftInputError(f"multivariate drift needs at least 2 rows in the window, got {n}")
@@ -141,27 +153,32 @@ def reconstruction_error(model: ReconstructionModel, current: Mapping[str, np.nd
 
 def _encode(model: ReconstructionModel, data: Mapping[str, np.ndarray]) -> np.ndarray:
     """Columns in ``model.columns`` order: numbers with the mean imputed, categories as their reference share."""
-    out = []
-    for name in model.columns:
+    rows = len(np.asarray(data[model.columns[0]]))
+    out = np.empty((rows, len(model.columns)), order="F")  # a column at a time, each contiguous
+    for j, name in enumerate(model.columns):
         col = np.asarray(data[name])
         if name in model.frequencies:
             shares = model.frequencies[name]
+            text = text_codes(col)
+            if text is not None:  # strings: coded by hashing (codes.py); a missing value takes the fill's share
+                table = [shares.get(v, 0.0) for v in text.categories.tolist()] + [shares.get(model.fill[name], 0.0)]
+                out[:, j] = np.asarray(table, dtype=np.float64)[text.codes]  # code -1: the last entry
+                continue
             missing = missing_mask(col)
             if missing.any():
                 col = col.copy()
                 col[missing] = model.fill[name]
             values, inverse = np.unique(col, return_inverse=True)
-            out.append(np.asarray([shares.get(v, 0.0) for v in values.tolist()], dtype=np.float64)[inverse])
+            out[:, j] = np.asarray([shares.get(v, 0.0) for v in values.tolist()], dtype=np.float64)[inverse.ravel()]
         else:
-            numbers = col.astype(np.float64)
+            numbers = out[:, j]
+            numbers[:] = col
             numbers[np.isnan(numbers)] = model.fill[name]
-            out.append(numbers)
-    return np.column_stack(out)
+    return out
 
 
-def _row_errors(model: ReconstructionModel, z: np.ndarray) -> np.ndarray:
-    centred = z - model.pca_mean
-    projected = (centred @ model.components.T) @ model.components
-    residual = centred - projected
-    return np.asarray(np.sqrt(np.einsum("ij,ij->i", residual, residual)), dtype=np.float64)
-
+def _row_errors(model: ReconstructionModel, centred: np.ndarray) -> np.ndarray:
+    """Each row's distance to its projection on the components; `centred` (standardised, less the PCA mean) is
+    overwritten with the residuals."""
+    centred -= (centred @ model.components.T) @ model.components
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", centred, centred)), dtype=np.float64)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlops_operator.drift.codes import text_codes
 from mlops_operator.drift.profile import FeatureProfile, ReferenceProfile, is_numeric_dtype
 
 DEFAULT_QUALITY_THRESHOLDS = {"missing": 0.05, "outOfRange": 0.05, "newCategories": 0.05, "typeErrors": 0.0}
@@ -117,9 +118,13 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
         else:
             out_of_range = 0
         return _verdict(ref.name, rows, missing, out_of_range, 0, type_errors, (), limits)
+    categories, _ = ref.category_counts()
+    text = text_codes(column)
+    if text is not None and _all_strings(categories):  # strings and missing values only: no type error
+        new, examples = _unseen(text.categories, text.counts(), categories)
+        return _verdict(ref.name, rows, int(np.count_nonzero(text.missing)), 0, new, 0, examples, limits)
     present, missing = _present(column)
     type_errors = _numbers_among_strings(present, ref)
-    categories, _ = ref.category_counts()
     if type_errors == 0 and present.dtype.kind == "O" and categories.dtype.kind in "OU" and _all_strings(categories):
         present = present.astype(str)  # fixed-width text sorts in C, Python objects one comparison at a time
         categories = categories.astype(str)
@@ -196,6 +201,14 @@ def _new_categories(present: np.ndarray, categories: np.ndarray) -> tuple[int, t
             tally[v] = tally.get(v, 0) + 1
         unknown = sorted(((c, str(v)) for v, c in tally.items() if v not in seen), key=lambda t: (-t[0], t[1]))
         return sum(c for c, _ in unknown), tuple(name for _, name in unknown[:NEW_CATEGORY_EXAMPLES])
+    return _unseen(values, counts, categories, known)
+
+
+def _unseen(values: np.ndarray, counts: np.ndarray, categories: np.ndarray,
+            known: np.ndarray | None = None) -> tuple[int, tuple[str, ...]]:
+    """Rows whose value is not among the reference's categories, and the most frequent such values."""
+    if known is None:
+        known = np.isin(values, categories)
     new_values, new_counts = values[~known], counts[~known]
     order = np.lexsort((new_values.astype(str), -new_counts))[:NEW_CATEGORY_EXAMPLES]
     return int(new_counts.sum()), tuple(str(v) for v in new_values[order])

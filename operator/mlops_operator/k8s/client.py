@@ -301,16 +301,23 @@ class KubeClient:
 
     # -------------------------------------------------------------- discovery
 
+    async def _discovery(self, path: str) -> dict | None:
+        """A discovery document, or None for a 404, which the callers do not cache: a starting API server answers
+        404 for built-in groups until its aggregator has registered them (docs/reliability.md), and a process that
+        met one then must not miss the group for the rest of its life."""
+        try:
+            doc: dict = await self.request("GET", path)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            return None
+        return doc
+
     async def group_versions(self, group: str) -> builtins.list[str]:
-        """Versions the API server serves for a group, preferred first (cached for the process). A 404 is not
-        cached: a starting API server answers 404 for built-in groups until its aggregator has registered them
-        (docs/reliability.md), and a process that met one then must not miss the group for the rest of its life."""
+        """Versions the API server serves for a group, preferred first (cached for the process, not a 404)."""
         if group not in self._discovered:
-            try:
-                doc = await self.request("GET", f"/apis/{group}")
-            except ApiError as err:
-                if err.status != 404:
-                    raise
+            doc = await self._discovery(f"/apis/{group}")
+            if doc is None:
                 return []
             preferred = (doc.get("preferredVersion") or {}).get("version")
             versions = [v["version"] for v in doc.get("versions", [])]
@@ -318,14 +325,10 @@ class KubeClient:
         return self._discovered[group]
 
     async def serves(self, group_version: str, plural: str) -> bool:
-        """Whether the API server serves `plural` in `group_version` (cached for the process; a 404 is not, as in
-        group_versions)."""
+        """Whether the API server serves `plural` in `group_version` (cached for the process, not a 404)."""
         if group_version not in self._resources:
-            try:
-                doc = await self.request("GET", f"/apis/{group_version}")
-            except ApiError as err:
-                if err.status != 404:
-                    raise
+            doc = await self._discovery(f"/apis/{group_version}")
+            if doc is None:
                 return False
             self._resources[group_version] = {r["name"] for r in doc.get("resources", [])}
         return plural in self._resources[group_version]

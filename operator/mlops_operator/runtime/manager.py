@@ -4,7 +4,8 @@ controllers that reconcile from it, the leader election that decides whether the
 Order matters. Controllers exist before the informers start, so the keys of the initial lists wait in their queues;
 their workers start once the cache is synced; with an election, every replica keeps its informers and queues warm
 and only the leader's workers reconcile. Stopping is the reverse: workers first, then the lease is released (no
-write after that), then the informers.
+write after that), then the informers. A GcPolicy, if given, keeps the collector's full passes off the cached
+objects from start to stop (gcpolicy.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import logging
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
+from prometheus_client import REGISTRY
+
+from ..gcpolicy import GcPolicy
 from .cache import Cache
 from .controller import Controller, Reconcile
 from .informer import Informer
@@ -23,8 +27,9 @@ log = logging.getLogger("mlops_operator")
 
 
 class Manager:
-    def __init__(self, leader: LeaderElector | None = None):
+    def __init__(self, leader: LeaderElector | None = None, gc_policy: GcPolicy | None = None):
         self.leader = leader
+        self.gc_policy = gc_policy
         self.informers: dict[str, Informer] = {}
         self.controllers: dict[str, Controller] = {}
         self.cache = Cache(self.informers)
@@ -56,6 +61,9 @@ class Manager:
         if self.leader is not None:
             self._election = asyncio.create_task(self.leader.run(), name="leader-election")
         self._tasks += [asyncio.create_task(run(), name=name) for name, run in self._background.items()]
+        if self.gc_policy is not None:
+            self.gc_policy.install(REGISTRY)
+            self._tasks.append(asyncio.create_task(self.gc_policy.thaw_periodically(), name="gc-thaw"))
 
     async def stop(self) -> None:
         for controller in self.controllers.values():
@@ -69,3 +77,5 @@ class Manager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.gc_policy is not None:
+            self.gc_policy.uninstall()
