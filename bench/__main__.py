@@ -6,7 +6,7 @@ docs/benchmarks.md.
     python -m bench drift [--quick]      # drift statistics (bench/drift_bench.py)
     python -m bench agent [--quick]      # the inference agent's overhead and a stalled sink (bench/agent_bench.py)
     python -m bench dataset [--hours N]  # a DriftMonitor window over a long prediction log (bench/dataset_bench.py)
-    python -m bench quality [--quick]    # model checks vs pandas, scikit-learn, NannyML (bench/quality_bench.py)
+    python -m bench quality [--quick]    # model checks vs Evidently and NannyML (bench/quality_bench.py)
 
 Arguments after the name pass through to that benchmark.
 """

@@ -85,13 +85,13 @@ class Informer:
     # ---------------------------------------------------------------- write (from the API server)
 
     def _put(self, obj: dict) -> None:
-        obj.setdefault("apiVersion", self.api_version)  # list items come without them
-        obj.setdefault("kind", self.kind)
-        obj = compact(obj)
         uid = obj["metadata"]["uid"]
         old = self._objects.get(uid)
         if old is not None and old["metadata"].get("resourceVersion") == obj["metadata"].get("resourceVersion"):
             return  # a relist or a resumed watch repeating what the cache holds: no news
+        obj.setdefault("apiVersion", self.api_version)  # list items come without them
+        obj.setdefault("kind", self.kind)
+        obj = compact(obj)
         if old is not None:
             self._unindex(uid, old)
         self._objects[uid] = obj
