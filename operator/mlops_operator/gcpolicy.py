@@ -70,7 +70,10 @@ class GcPolicy:
         if self._callback not in gc.callbacks:
             gc.callbacks.append(self._callback)
         if registry is not None and self._registry is None:
-            registry.register(self)
+            try:
+                registry.register(self)
+            except ValueError:  # another policy of this process exports the metric already: its passes are ours
+                return
             self._registry = registry
 
     def uninstall(self) -> None:

@@ -104,13 +104,12 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0  # StandardScaler leaves constant columns at 0
-    z = x  # standardised and centred in place: each copy of a million rows costs as much as the step itself
+    z = x  # standardised, then centred, in place: a copy of a million rows costs as much as the step itself
     z -= mean
     z /= scale
     pca_mean = z.mean(axis=0)
-    centred = z
-    centred -= pca_mean
-    cov = centred.T @ centred / (z.shape[0] - 1)
+    z -= pca_mean
+    cov = z.T @ z / (z.shape[0] - 1)
     eigenvalues, eigenvectors = np.linalg.eigh(cov)
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues = np.clip(eigenvalues[order], 0.0, None)
@@ -119,7 +118,7 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
     components = eigenvectors[:, order[:k]].T
     model = ReconstructionModel(**{**partial.__dict__, "mean": mean, "scale": scale, "pca_mean": pca_mean,
                                    "components": components})
-    errors = _row_errors(model, centred)
+    errors = _row_errors(model, z)
     return ReconstructionModel(**{**model.__dict__, "reference_error": float(errors.mean()),
                                   "reference_std": float(np.std(errors, ddof=1))})
 

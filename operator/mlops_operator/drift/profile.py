@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .codes import text_codes
+from mlops_operator.drift.codes import text_codes
 
 FORMAT_VERSION = 1
 
