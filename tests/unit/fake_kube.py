@@ -12,9 +12,16 @@ from mlops_operator.k8s.client import ApiError, object_path
 
 
 class FakeClient:
-    def __init__(self, *, conflict_on_status: bool = False):
+    def __init__(self, *, conflict_on_status: bool = False, owner_uid: str = "uid-1"):
         self.writes: list[tuple[str, str, str, dict]] = []
+        self.reads: list[str] = []
         self.conflict_on_status = conflict_on_status
+        self.owner_uid = owner_uid  # what a read of any object answers: the owners the tests build have this uid
+
+    async def get(self, path: str) -> dict | None:
+        """A read (the child sync checks the owner before it creates a child): the object, alive, with owner_uid."""
+        self.reads.append(path)
+        return {"metadata": {"uid": self.owner_uid}}
 
     async def pick_version(self, group: str, wanted: list[str]) -> str:
         return f"{group}/{wanted[0]}"

@@ -6,6 +6,13 @@ lives (server-side apply under one field manager), delete what must no longer ex
     returns: role -> "created" | "updated" | "deleted" | "unchanged" | "absent"
 
 Each action is logged at INFO, one line naming the owner and the child, so the operator's log tells what it did.
+
+Before it creates a child, the loop reads its owner from the API server (one GET per reconcile that creates).
+The cache may still hold an owner that was deleted while its watch was down (an API server restart): a child
+made for it would be deleted by the garbage collector and made again at the next reconcile, dozens of times a
+second, and a Deployment made again under its old name can leave its old ReplicaSet behind for good (the
+garbage collector's graph is keyed by uid, its watch cache by name). The owner gone, the reconcile ends as
+ObjectGone.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from .client import ApiError, KubeClient, object_path
 from .diff import stamp, up_to_date
+from .status import ObjectGone
 
 log = logging.getLogger("mlops_operator.sync")
 
@@ -39,6 +47,7 @@ def _owner(owner: dict | None) -> str:
 async def sync_children(client: KubeClient, live: Mapping[str, dict | None], desired: Mapping[str, dict | None],
                         *, owner: dict | None = None) -> dict[str, str]:
     done: dict[str, str] = {}
+    confirmed = owner is None
     for role, want in desired.items():
         have = live.get(role)
         if want is None:
@@ -53,6 +62,10 @@ async def sync_children(client: KubeClient, live: Mapping[str, dict | None], des
         if up_to_date(have, stamped):
             done[role] = UNCHANGED
             continue
+        if have is None and not confirmed:
+            assert owner is not None
+            await _owner_lives(client, owner)
+            confirmed = True
         try:
             await client.apply(stamped)
         except ApiError as err:
@@ -62,6 +75,14 @@ async def sync_children(client: KubeClient, live: Mapping[str, dict | None], des
         done[role] = CREATED if have is None else UPDATED
         log.info("%s%s %s %s", _owner(owner), want["kind"], want["metadata"]["name"], done[role])
     return done
+
+
+async def _owner_lives(client: KubeClient, owner: dict) -> None:
+    """Raises ObjectGone unless the API server still has this owner (same uid)."""
+    uid = (owner.get("metadata") or {}).get("uid")
+    found = await client.get(object_path(owner))
+    if found is None or (found.get("metadata") or {}).get("uid") != uid:
+        raise ObjectGone(uid, f"{_owner(owner)}gone from the API server: no child is made for it")
 
 
 async def delete_orphans(client: KubeClient, children: Iterable[dict | None], owner_kind: str,
