@@ -18,11 +18,6 @@ class FakeClient:
         self.conflict_on_status = conflict_on_status
         self.owner_uid = owner_uid  # what a read of any object answers: the owners the tests build have this uid
 
-    async def get(self, path: str) -> dict | None:
-        """A read (the child sync checks the owner before it creates a child): the object, alive, with owner_uid."""
-        self.reads.append(path)
-        return {"metadata": {"uid": self.owner_uid}}
-
     async def pick_version(self, group: str, wanted: list[str]) -> str:
         return f"{group}/{wanted[0]}"
 
@@ -32,6 +27,9 @@ class FakeClient:
 
     async def request(self, method: str, path: str, *, params: dict | None = None, body=None,
                       content_type: str = "application/json", timeout: float | None = None):
+        if method == "GET":  # a read (the child sync checks the owner before it creates): alive, with owner_uid
+            self.reads.append(path)
+            return {"metadata": {"uid": self.owner_uid}}
         if path.endswith("/status") and self.conflict_on_status:
             raise ApiError(409, {"message": "the object has been modified"}, method, path)
         verb = "apply" if content_type.startswith("application/apply-patch") else method.lower()

@@ -71,6 +71,12 @@ class FakeClient:
         return self.put(body)
 
     async def request(self, method: str, path: str, body=None, content_type=None, params=None):
+        if method == "GET":  # as the API server answers a read: the object, or a 404 that names it
+            found = await self.get(path)
+            if found is None:
+                raise ApiError(404, {"reason": "NotFound", "details": {"name": path.rpartition("/")[2]}}, method,
+                               path)
+            return found
         assert method == "PATCH" and path.endswith("/status"), (method, path)
         self.calls.append(("patch_status", path))
         obj = self.store.get(path.removesuffix("/status"))

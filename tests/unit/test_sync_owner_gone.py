@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from mlops_operator.k8s.client import ApiError
 from mlops_operator.k8s.status import ObjectGone
 from mlops_operator.k8s.sync import CREATED, UNCHANGED, UPDATED, sync_children
 
@@ -17,12 +18,19 @@ def deployment(replicas: int) -> dict:
             "spec": {"replicas": replicas}}
 
 
-class Client:
-    def __init__(self, owner: dict | None):
-        self.owner, self.gets, self.applied = owner, [], []
+NOT_FOUND = {"reason": "NotFound", "details": {"name": "md"}}
+UNSERVED = {"reason": "NotFound", "message": "the server could not find the requested resource"}
 
-    async def get(self, path: str):
+
+class Client:
+    def __init__(self, owner: dict | None, missing: dict = NOT_FOUND):
+        self.owner, self.missing, self.gets, self.applied = owner, missing, [], []
+
+    async def request(self, method: str, path: str, **_):
+        assert method == "GET"
         self.gets.append(path)
+        if self.owner is None:
+            raise ApiError(404, self.missing, method, path)
         return self.owner
 
     async def apply(self, body: dict):
@@ -40,6 +48,13 @@ def test_no_child_is_made_for_an_owner_the_api_server_no_longer_has(found):
     with pytest.raises(ObjectGone):
         sync(client, {"stable": None}, {"stable": deployment(2)})
     assert client.applied == [] and client.gets == ["/apis/mlops.dev/v1alpha1/namespaces/ns/modeldeployments/md"]
+
+
+def test_a_404_that_names_no_object_is_no_proof_and_the_child_is_made():
+    # An API server that restarts serves no custom resources for a while: its 404 does not name the object.
+    client = Client(None, missing=UNSERVED)
+    assert sync(client, {"stable": None}, {"stable": deployment(2)}) == {"stable": CREATED}
+    assert len(client.applied) == 1
 
 
 def test_a_live_owner_is_read_once_per_reconcile_and_only_when_a_child_is_made():

@@ -76,14 +76,14 @@ async def write_status(client: KubeClient, body: dict, status: dict, *, if_curre
     except ApiError as err:
         if err.status == 409 and if_current:
             raise StaleStatus(str(err)) from None
-        if err.status == 404 and await _gone(client, body):
+        if err.status == 404 and await gone(client, body):
             raise ObjectGone(body["metadata"].get("uid"), str(err)) from None
         raise
     log_transition(body, status)
     return written if isinstance(written, dict) else {**body, "status": clean(status)}
 
 
-async def _gone(client: KubeClient, body: dict) -> bool:
+async def gone(client: KubeClient, body: dict) -> bool:
     """Whether the object with this uid is really gone: the API server says NotFound for its very name, or has
     another object (another uid) by that name. Anything else, an unserved resource included, is not proof."""
     meta = body["metadata"]

@@ -11,8 +11,8 @@ Before it creates a child, the loop reads its owner from the API server (one GET
 The cache may still hold an owner that was deleted while its watch was down (an API server restart): a child
 made for it would be deleted by the garbage collector and made again at the next reconcile, dozens of times a
 second, and a Deployment made again under its old name can leave its old ReplicaSet behind for good (the
-garbage collector's graph is keyed by uid, its watch cache by name). The owner gone, the reconcile ends as
-ObjectGone.
+garbage collector's graph is keyed by uid, its watch cache by name). The owner gone (`status.gone`: by uid, and a
+404 of a resource not served yet is no proof), the reconcile ends as ObjectGone.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from .client import ApiError, KubeClient, object_path
 from .diff import stamp, up_to_date
-from .status import ObjectGone
+from .status import ObjectGone, gone
 
 log = logging.getLogger("mlops_operator.sync")
 
@@ -64,7 +64,9 @@ async def sync_children(client: KubeClient, live: Mapping[str, dict | None], des
             continue
         if have is None and not confirmed:
             assert owner is not None
-            await _owner_lives(client, owner)
+            if await gone(client, owner):
+                raise ObjectGone((owner.get("metadata") or {}).get("uid"),
+                                 f"{_owner(owner)}gone from the API server: no child is made for it")
             confirmed = True
         try:
             await client.apply(stamped)
@@ -75,14 +77,6 @@ async def sync_children(client: KubeClient, live: Mapping[str, dict | None], des
         done[role] = CREATED if have is None else UPDATED
         log.info("%s%s %s %s", _owner(owner), want["kind"], want["metadata"]["name"], done[role])
     return done
-
-
-async def _owner_lives(client: KubeClient, owner: dict) -> None:
-    """Raises ObjectGone unless the API server still has this owner (same uid)."""
-    uid = (owner.get("metadata") or {}).get("uid")
-    found = await client.get(object_path(owner))
-    if found is None or (found.get("metadata") or {}).get("uid") != uid:
-        raise ObjectGone(uid, f"{_owner(owner)}gone from the API server: no child is made for it")
 
 
 async def delete_orphans(client: KubeClient, children: Iterable[dict | None], owner_kind: str,
