@@ -9,7 +9,7 @@ Each action is logged at INFO, one line naming the owner and the child, so the o
 
 Before it creates a child, the loop reads its owner from the API server (one GET per reconcile that creates).
 The cache may still hold an owner that was deleted while its watch was down (an API server restart): a child
-made for it would be deleted by the garbage collector and made again at the next reconcile, dozens of times a
+made for it would be deleted by the garbage collector and made again at the next reconcile, several times a
 second, and a Deployment made again under its old name can leave its old ReplicaSet behind for good (the
 garbage collector's graph is keyed by uid, its watch cache by name). The owner gone (`status.gone`: by uid, and a
 404 of a resource not served yet is no proof), the reconcile ends as ObjectGone.
