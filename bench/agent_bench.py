@@ -7,9 +7,12 @@ A model server (a small aiohttp app answering KServe v1 predictions, its own pro
 rates (open loop: request i is sent at i/rate seconds) from this process, straight to the model server and
 through `mlops-operator agent` (its own process, a fresh one per sample rate) logging at sample rates 0, 0.1
 and 1 to a file:// prediction log. Per cell: latency p50/p99 (send to last byte), the agent's CPU seconds per
-1000 requests (/proc/<pid>/stat), its peak RSS (VmHWM). Then the stalled sink: the agent's storage (an fsspec
-filesystem whose writes never return, registered in the agent's process; the agent's own code is the real one)
-under the highest rate: every request answered?, drops counted, peak RSS against the configured buffer.
+1000 requests (/proc/<pid>/stat), its peak RSS (VmHWM). Then, per agent and rate, the added latency paired:
+a request straight to the model server and one through the agent sent at the same instant, their difference
+taken per pair, so a stall of the shared machine that delays both cancels out. Then the stalled sink: the
+agent's storage (an fsspec filesystem whose writes never return, registered in the agent's process; the agent's
+own code is the real one) under the highest rate: every request answered?, drops counted, peak RSS against the
+configured buffer.
 Then the ceiling (issue: the agent's own ceiling at least 3x what MLServer serves on the same core): requests
 answered per CPU-second of a server's process tree under closed-loop load (32 connections kept busy), for a real
 MLServer 1.7.1 (its own virtualenv, a small scikit-learn model; as the operator's mlserver preset configures it,
@@ -36,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from fsspec.spec import AbstractFileSystem
@@ -56,6 +59,7 @@ CEILING_CONNECTIONS = 32
 CEILING_WINDOW = 2.5  # seconds of one target's load before the next target's turn
 TARGET = 3.0  # the agent's requests per CPU-second over MLServer's
 SATURATED = 0.9  # CPU seconds per wall second from which a server counts as at its ceiling
+TARGET_RATE, TARGET_P50, TARGET_P99 = 500, 1.0, 3.0  # the issue's added-latency targets (req/s, ms, ms)
 SERVER_CPU, LOAD_CPU = 0, 1
 # Run by MLServer's own python, so the pickle matches the scikit-learn that loads it: a depth-3 tree on 16 features.
 TRAIN = ("import sys, joblib; from sklearn.datasets import make_classification; "
@@ -213,6 +217,23 @@ async def post(session, url: str, body: bytes, statuses: Counter[str]) -> bool: 
         return False
 
 
+async def open_loop(rate: float, n: int, send: Callable[[], Awaitable[None]]) -> float:
+    """Starts `send()` n times, the i-th at i/rate seconds whatever the answers do, and waits for all of them;
+    returns the seconds the sending took."""
+    tasks = []
+    start = time.perf_counter()
+    sent = 0
+    while sent < n:
+        due = min(n, int((time.perf_counter() - start) * rate) + 1)
+        while sent < due:
+            tasks.append(asyncio.ensure_future(send()))
+            sent += 1
+        await asyncio.sleep(0.002)
+    sending = time.perf_counter() - start
+    await asyncio.gather(*tasks)
+    return sending
+
+
 async def load(port: int, rate: float, seconds: float) -> dict:
     """Open-loop load: request i leaves at i/rate; latency from its send to its answer's last byte."""
     import aiohttp
@@ -232,21 +253,61 @@ async def load(port: int, rate: float, seconds: float) -> dict:
             await one()
         latencies.clear()
         statuses.clear()
-        tasks = []
-        start = time.perf_counter()
-        sent = 0
-        while sent < n:
-            due = min(n, int((time.perf_counter() - start) * rate) + 1)
-            while sent < due:
-                tasks.append(asyncio.ensure_future(one()))
-                sent += 1
-            await asyncio.sleep(0.002)
-        sending = time.perf_counter() - start
-        await asyncio.gather(*tasks)
+        sending = await open_loop(rate, n, one)
     latencies.sort()
     return {"n": n, "rate": n / sending, "statuses": dict(statuses),
             "p50": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
             "p99": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")}
+
+
+async def paired(direct_port: int, agent_port: int, rate: float, seconds: float, seed: int = 0) -> dict:
+    """Pairs at `rate` a second (open loop): each is one request straight to the model server and one through the
+    agent, sent at the same instant in a random order. A pair's added latency is its agent request's minus its
+    direct request's. A stall of the machine (the scheduler, the generator's own pauses) falls on both requests of
+    a pair alike and cancels out; what is left is the agent's share, give or take one model-server service time
+    (the two requests queue there in either order)."""
+    import random
+
+    import aiohttp
+
+    rng = random.Random(seed)
+    urls = (f"http://127.0.0.1:{direct_port}/v1/models/bench:predict",
+            f"http://127.0.0.1:{agent_port}/v1/models/bench:predict")
+    n = int(rate * seconds)
+    added: list[float] = []
+    sides: tuple[list[float], list[float]] = ([], [])
+    statuses: Counter[str] = Counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as direct, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as agent:
+        sessions = (direct, agent)
+
+        async def one(side: int) -> float | None:
+            t = time.perf_counter()
+            return time.perf_counter() - t if await post(sessions[side], urls[side], BODY, statuses) else None
+
+        async def pair() -> None:
+            order = [0, 1] if rng.random() < 0.5 else [1, 0]
+            results = dict(zip(order, await asyncio.gather(*(one(side) for side in order))))
+            if results[0] is not None and results[1] is not None:
+                sides[0].append(results[0])
+                sides[1].append(results[1])
+                added.append(results[1] - results[0])
+
+        for _ in range(min(200, n)):  # warm both pools
+            await pair()
+        added.clear()
+        sides[0].clear()
+        sides[1].clear()
+        statuses.clear()
+        sending = await open_loop(rate, n, pair)
+
+    def q(values: list[float], at: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * at))] * 1000 if ordered else float("nan")
+
+    return {"n": n, "rate": n / sending, "pairs": len(added), "statuses": dict(statuses),
+            "p50": q(added, 0.5), "p99": q(added, 0.99), "p999": q(added, 0.999),
+            "direct_p99": q(sides[0], 0.99), "agent_p99": q(sides[1], 0.99)}
 
 
 def scrape(metrics_port: int) -> dict[str, float]:
@@ -289,6 +350,11 @@ def overhead(rates: list[float], seconds: float, sample_rates: list[float]) -> l
                                       rss=agent.peak_rss_mb())
                         cells.append(result)
                         print(_row(result), flush=True)
+                    for rate in rates:
+                        pair = asyncio.run(paired(model_port, port, rate, seconds))
+                        pair.update(target=f"agent, sampleRate {sample_rate:g}", rate_asked=rate, paired=True)
+                        cells.append(pair)
+                        print(_paired_row(pair), flush=True)
                 finally:
                     agent.stop()
     finally:
@@ -472,6 +538,41 @@ def _row(c: dict) -> str:
             f" | {added} | {c['cpu_per_1000']:.2f} s | {rss} | {statuses} |")
 
 
+def _paired_row(c: dict) -> str:
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(c["statuses"].items()))
+    return (f"| {c['target']} | {c['rate_asked']:.0f} | {c['rate']:.0f} | {c['pairs']} | "
+            f"{c['p50']:+.2f} / {c['p99']:+.2f} / {c['p999']:+.2f} ms | {c['direct_p99']:.2f} / {c['agent_p99']:.2f} ms"
+            f" | {statuses} |")
+
+
+def _paired_lines(pairs: list[dict]) -> list[str]:
+    if not pairs:
+        return []
+    at = [c for c in pairs if c["rate_asked"] == TARGET_RATE]
+
+    def verdict(c: dict) -> str:
+        met = c["p50"] <= TARGET_P50 and c["p99"] <= TARGET_P99
+        return (f"- target at {TARGET_RATE:g} req/s (added p50 <= {TARGET_P50:g} ms, p99 <= {TARGET_P99:g} ms), "
+                f"{c['target']}: {c['p50']:+.2f} / {c['p99']:+.2f} ms, {'met' if met else 'not met'}")
+
+    return [
+        "",
+        "Added latency, paired: at each rate, pairs of requests, one straight to the model server and one through "
+        "the agent, sent at the same instant in a random order (open loop, the rate in pairs a second; the model "
+        "server gets twice the rate). Each pair's added latency is the agent request's minus the direct one's, so "
+        "a stall that holds both (the scheduler on the shared cores, the load generator's own pauses) cancels out, "
+        "which a difference of two rows' p99s above cannot do. What is left is the agent's share, give or take "
+        "one model-server service time (the two requests queue there in either order).",
+        "",
+        "| target | rate asked (pairs/s) | rate sent | pairs | added p50 / p99 / p99.9 | direct p99 / agent p99 "
+        "(same pairs) | answers |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *(_paired_row(c) for c in pairs),
+        "",
+        *(verdict(c) for c in at),
+    ]
+
+
 def _ceiling_row(c: dict, bases: tuple[dict, ...] = ()) -> str:
     other = ", ".join(f"{k}: {v}" for k, v in sorted(c["statuses"].items()) if k != "200") or "-"
     ratios = " / ".join(f"{c['per_cpu_second'] / b['per_cpu_second']:.2f}x" for b in bases) or "-"
@@ -528,6 +629,8 @@ def _ceiling_lines(ceiling: dict) -> list[str]:
 
 def report(cells: list[dict], stall: dict | None, args: argparse.Namespace, load_before: str,
            ceiling: dict | None = None) -> list[str]:
+    pairs = [c for c in cells if c.get("paired")]
+    cells = [c for c in cells if not c.get("paired")]
     direct = {c["rate_asked"]: c for c in cells if c["target"] == "direct"}
     for c in cells:
         if c["target"] != "direct":
@@ -556,6 +659,7 @@ def report(cells: list[dict], stall: dict | None, args: argparse.Namespace, load
         "peak RSS | answers |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         *(_row(c) for c in cells),
+        *_paired_lines(pairs),
     ]
     if stall:
         answered = stall["statuses"].get("200", 0)

@@ -94,3 +94,46 @@ def test_feedback_items_and_errors_name_the_field():
         protocols.feedback_rows({"request_id": "a"})
     with pytest.raises(ValueError, match="non-empty list"):
         protocols.feedback_rows({"feedback": []})
+
+
+def test_v1_columns_by_transpose_equal_rows_made_one_by_one():
+    # The sink's fast path (equal-width lists transposed at once) against a dict per instance, on random bodies:
+    # ragged rows, dicts and scalars among lists, fewer or more predictions than instances, a feature named
+    # "prediction", names that fit or do not.
+    import random
+
+    rng = random.Random(11)
+    rows_of_one_width = 0
+    for _ in range(500):
+        width = rng.randrange(0, 4)
+        instances = []
+        for _ in range(rng.randrange(1, 6)):
+            shape = rng.random()
+            if shape < 0.8:
+                instances.append([rng.choice([rng.random(), None, 3]) for _ in range(width)])
+            elif shape < 0.9:
+                instances.append([1.0] * rng.randrange(0, 4))
+            else:
+                instances.append(rng.choice([{"a": 1}, 7, "x"]))
+        columns = rng.choice([None, ["a", "b", "c"][:width], ["prediction", "x", "y"][:width], ["q"]])
+        response = rng.choice([None, {"predictions": [rng.random() for _ in range(rng.randrange(0, 7))]}])
+        predictions = response["predictions"] if response else None
+        one_by_one = protocols.rows_of(protocols.table_of(protocols.v1_rows_one_by_one(instances, predictions,
+                                                                                        columns)))
+        assert protocols.v1_rows({"instances": instances}, response, columns) == one_by_one, (
+            instances, response, columns)
+        rows_of_one_width += all(isinstance(i, list) and len(i) == width for i in instances)
+    assert rows_of_one_width > 150  # the bodies the fast path takes are among them
+
+
+def test_v2_columns_by_transpose_equal_the_ragged_way():
+    request = {"inputs": [{"name": "x", "shape": [3, 2], "data": [[1, 2], [3, 4], [5, 6]]}]}
+    ragged = {"inputs": [{"name": "x", "shape": [3, 2], "data": [[1, 2], [3], [5, 6, 7]]}]}
+    response = {"outputs": [{"name": "y", "shape": [2], "data": [0, 1]}]}  # one answer short
+    assert protocols.v2_rows(request, response) == [
+        {"x_0": 1, "x_1": 2, "output_y": 0}, {"x_0": 3, "x_1": 4, "output_y": 1},
+        {"x_0": 5, "x_1": 6, "output_y": None}]
+    assert protocols.v2_rows(ragged, response) == [
+        {"x_0": 1, "x_1": 2, "output_y": 0}, {"x_0": 3, "x_1": None, "output_y": 1},
+        {"x_0": 5, "x_1": 6, "output_y": None}]
+

@@ -21,7 +21,7 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,13 +158,11 @@ def _scalar_kind(values: Iterable[Any]) -> tuple[int | None, bool] | None:
     return None
 
 
-def _fits_int64(values: list[Any], kind: int | None) -> bool:
-    """No int past 64 bits (pyarrow refuses those too, even beside floats)."""
-    if kind == INT64:
-        present = [v for v in values if v is not None]
-    elif kind == DOUBLE and int in set(map(type, values)):
-        present = [v for v in values if type(v) is int]
-    else:
+def _fits_int64(present: list[Any], kind: int | None) -> bool:
+    """No int past 64 bits among the non-null values (pyarrow refuses those too, even beside floats)."""
+    if kind == DOUBLE and int in set(map(type, present)):
+        present = [v for v in present if type(v) is int]
+    elif kind != INT64:
         return True
     return not present or (INT64_MIN <= min(present) and max(present) <= INT64_MAX)
 
@@ -175,7 +173,7 @@ def column(name: str, values: list[Any]) -> Column:
     if all(v is None or type(v) is list for v in values) and any(v is not None for v in values):
         flat = [item for v in values if v for item in v]
         kind = _scalar_kind(flat)
-        if kind is not None and _fits_int64(flat, kind[0]):
+        if kind is not None and _fits_int64([v for v in flat if v is not None], kind[0]):
             physical, text = kind
             leaves, defs, reps = [], [], []
             for v in values:
@@ -190,10 +188,12 @@ def column(name: str, values: list[Any]) -> Column:
                             leaves.append(item)  # array('d') takes ints as they are
             return Column(name, physical, True, text, leaves, defs, reps)
     kind = _scalar_kind(values)
-    if kind is not None and _fits_int64(values, kind[0]):
+    complete = None not in values  # the usual column: no list to filter, one run of levels
+    present = values if complete else [v for v in values if v is not None]
+    if kind is not None and _fits_int64(present, kind[0]):
         physical, text = kind
-        present = [v for v in values if v is not None]
-        return Column(name, physical, False, text, present, [0 if v is None else 1 for v in values], [0] * n)
+        defs = [1] * n if complete else [0 if v is None else 1 for v in values]
+        return Column(name, physical, False, text, present, defs, [0] * n)
     texts = [json.dumps(v, default=str) for v in values if v is not None]
     return Column(name, BYTE_ARRAY, False, True, texts, [0 if v is None else 1 for v in values], [0] * n)
 
@@ -201,8 +201,11 @@ def column(name: str, values: list[Any]) -> Column:
 def _levels(levels: list[int], max_level: int) -> bytes:
     """Levels in the RLE / bit-packing hybrid, as RLE runs only, prefixed by their length (data page v1)."""
     width = (max_level.bit_length() + 7) // 8
-    out = bytearray()
     i, n = 0, len(levels)
+    if n and levels.count(levels[0]) == n:  # one run: the usual column, with no nulls
+        run = _varint(n << 1) + levels[0].to_bytes(width, "little")
+        return struct.pack("<I", len(run)) + run
+    out = bytearray()
     while i < n:
         value, j = levels[i], i + 1
         while j < n and levels[j] == value:
@@ -230,7 +233,14 @@ def _plain(col: Column) -> bytes:
                 bits[i >> 3] |= 1 << (i & 7)
         return bytes(bits)
     if col.kind == BYTE_ARRAY:
-        encoded = [v.encode("utf-8", "replace") for v in col.values]  # a lone surrogate from JSON: not UTF-8
+        # Each value is its length (4 bytes) and its UTF-8 bytes. A lone surrogate from JSON is not UTF-8: replaced.
+        if len(set(col.values)) == 1:  # one value all along (revision, model URI, protocol)
+            data: bytes = col.values[0].encode("utf-8", "replace")
+            return (struct.pack("<I", len(data)) + data) * len(col.values)
+        encoded = [v.encode("utf-8", "replace") for v in col.values]
+        if len(set(map(len, encoded))) == 1:  # one length all along (request ids): one join
+            prefix = struct.pack("<I", len(encoded[0]))
+            return prefix + prefix.join(encoded)
         return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
     return b""  # a null column has no values
 
@@ -293,6 +303,32 @@ class Rows:
         for values in columns.values():
             if len(values) < self.count:
                 values.append(None)
+
+    def extend(self, columns: Mapping[str, Sequence[Any]], n: int, shared: Mapping[str, Any]) -> None:
+        """`n` rows given as columns (each of `n` values), every one of them also holding `shared`'s values, which
+        take the place of a column of the same name: a call's table and its record's timestamp, request id and the
+        rest, without a dict per row."""
+        cols = self.columns
+        count = self.count
+        touched = len(shared)
+        for name, values in columns.items():
+            if name in shared:
+                continue
+            touched += 1
+            column = cols.get(name)
+            if column is None:
+                column = cols[name] = [None] * count
+            column.extend(values)
+        for name, value in shared.items():
+            column = cols.get(name)
+            if column is None:
+                column = cols[name] = [None] * count
+            column.extend([value] * n)
+        self.count = count = count + n
+        if touched < len(cols):  # columns of earlier rows that these rows do not have
+            for column in cols.values():
+                if len(column) < count:
+                    column.extend([None] * (count - len(column)))
 
     def __len__(self) -> int:
         return self.count

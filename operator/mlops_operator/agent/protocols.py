@@ -3,11 +3,16 @@
 Pure functions over parsed JSON (dicts and lists): no I/O, no clock. The sink calls them off the request path,
 on sampled requests only. A body that does not parse or does not fit its protocol yields no columns, never an
 error: logging must not fail what the model served.
+
+The sink takes a call's rows as a `Table` (columns), the way the Parquet file stores them: a 2-D tensor becomes
+its columns by one transpose, not a dict per row. `rows` gives the same table as dicts, one per row.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 V2 = "v2"
@@ -15,6 +20,8 @@ V1 = "v1"
 OPENAI = "openai"
 
 Row = dict[str, Any]
+# A call's rows as columns, and how many rows: every column has one value per row (None where a row has none).
+Table = tuple[Mapping[str, Sequence[Any]], int]
 
 
 def detect(method: str, path: str) -> str | None:
@@ -40,17 +47,77 @@ def loads(body: bytes) -> Any:
         return None
 
 
-def rows(protocol: str, request: bytes, response: bytes, *, columns: list[str] | None = None,
-         log_payloads: bool = False, streamed: bool = False) -> list[Row]:
-    """The rows one call contributes (at least one, so every sampled call is counted): its own columns only;
-    the caller adds timestamp, request id, revision and the rest."""
+def table(protocol: str, request: bytes, response: bytes, *, columns: list[str] | None = None,
+          log_payloads: bool = False, streamed: bool = False) -> Table:
+    """The rows one call contributes (at least one, so every sampled call is counted), as columns: its own
+    columns only; the caller adds timestamp, request id, revision and the rest."""
     req = loads(request)
     if protocol == OPENAI:
         resp = sse_summary(response, log_payloads) if streamed else loads(response)
-        return [openai_row(req, resp, log_payloads=log_payloads, streamed=streamed)]
+        return table_of([openai_row(req, resp, log_payloads=log_payloads, streamed=streamed)])
     resp = loads(response)
-    found = v2_rows(req, resp, columns) if protocol == V2 else v1_rows(req, resp, columns)
-    return found or [{}]
+    cols, n = v2_table(req, resp, columns) if protocol == V2 else v1_table(req, resp, columns)
+    return (cols, n) if n else ({}, 1)
+
+
+def rows(protocol: str, request: bytes, response: bytes, *, columns: list[str] | None = None,
+         log_payloads: bool = False, streamed: bool = False) -> list[Row]:
+    """`table` as one dict per row."""
+    return rows_of(table(protocol, request, response, columns=columns, log_payloads=log_payloads,
+                         streamed=streamed))
+
+
+def rows_of(found: Table) -> list[Row]:
+    cols, n = found
+    return [dict(zip(cols, values)) for values in zip(*cols.values())] if cols else [{} for _ in range(n)]
+
+
+def table_of(found: list[Row]) -> Table:
+    """Rows (dicts whose keys may differ) as a table: the union of their columns in the order they first appear,
+    None where a row lacks one."""
+    cols: dict[str, list[Any]] = {}
+    for i, row in enumerate(found):
+        for name, value in row.items():
+            values = cols.get(name)
+            if values is None:
+                values = cols[name] = [None] * i
+            values.append(value)
+        for values in cols.values():
+            if len(values) <= i:
+                values.append(None)
+    return cols, len(found)
+
+
+def _padded(values: Sequence[Any], n: int) -> Sequence[Any]:
+    return values if len(values) == n else [*values[:n], *[None] * (n - len(values))]
+
+
+def _merged(*parts: Table) -> Table:
+    """Columns of parts that may differ in length, as one table of the longest's rows: a later part's column of
+    a name already there takes its place for the rows it has."""
+    n = max((count for _, count in parts), default=0)
+    out: dict[str, Sequence[Any]] = {}
+    for cols, _ in parts:
+        for name, values in cols.items():
+            if not values:
+                continue
+            before = out.get(name)
+            out[name] = (_padded(values, n) if before is None or len(values) >= n
+                         else [*values, *before[len(values):]])
+    return out, n
+
+
+@lru_cache(maxsize=64)
+def _feature_names(prefix: str, width: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(width))
+
+
+def _transposed(values: list[Any], names: Sequence[str]) -> dict[str, Sequence[Any]] | None:
+    """Rows that are all lists of len(names) values, as one column per name; None when they are not."""
+    width = len(names)
+    if not all(type(v) is list and len(v) == width for v in values):
+        return None
+    return dict(zip(names, zip(*values))) if values else {name: () for name in names}
 
 
 def _shape_rows(data: Any, shape: Any) -> list[Any]:
@@ -68,10 +135,10 @@ def _shape_rows(data: Any, shape: Any) -> list[Any]:
     return list(data)
 
 
-def _tensor_columns(tensors: Any, columns: list[str] | None, prefix: str) -> tuple[dict[str, list[Any]], int]:
+def _tensor_columns(tensors: Any, columns: list[str] | None, prefix: str) -> Table:
     """Columns of a v2 `inputs` or `outputs` list: one per named tensor of one value per row, one per feature of
     a single 2-D tensor (names from `columns`, else `<tensor>_<i>`)."""
-    out: dict[str, list[Any]] = {}
+    out: dict[str, Sequence[Any]] = {}
     if not isinstance(tensors, list):
         return out, 0
     tensors = [t for t in tensors if isinstance(t, dict) and isinstance(t.get("name"), str)]
@@ -83,7 +150,11 @@ def _tensor_columns(tensors: Any, columns: list[str] | None, prefix: str) -> tup
         if values and isinstance(values[0], list):
             width = len(values[0])
             if len(tensors) == 1 and width > 1:
-                names = columns if columns and len(columns) == width else [f"{name}_{i}" for i in range(width)]
+                names = columns if columns and len(columns) == width else _feature_names(f"{name}_", width)
+                transposed = _transposed(values, names)
+                if transposed is not None:
+                    out.update(transposed)
+                    continue
                 for i, col in enumerate(names):
                     out[col] = [v[i] if isinstance(v, list) and i < len(v) else None for v in values]
                 continue
@@ -93,34 +164,47 @@ def _tensor_columns(tensors: Any, columns: list[str] | None, prefix: str) -> tup
     return out, n
 
 
-def _zip_columns(*parts: tuple[dict[str, list[Any]], int]) -> list[Row]:
-    n = max((count for _, count in parts), default=0)
-    found: list[Row] = [{} for _ in range(n)]
-    for cols, _ in parts:
-        for name, values in cols.items():
-            for i, value in enumerate(values[:n]):
-                found[i][name] = value
-    return found
-
-
-def v2_rows(request: Any, response: Any, columns: list[str] | None = None) -> list[Row]:
+def v2_table(request: Any, response: Any, columns: list[str] | None = None) -> Table:
     """Open Inference Protocol v2: one row per element of the first dimension. Inputs keep their names (or the
     feature names of one 2-D input); outputs are prefixed `output_` so they never collide with a feature."""
     inputs = _tensor_columns(request.get("inputs") if isinstance(request, dict) else None, columns, "")
     outputs = _tensor_columns(response.get("outputs") if isinstance(response, dict) else None, None, "output_")
-    return _zip_columns(inputs, outputs)
+    return _merged(inputs, outputs)
 
 
-def v1_rows(request: Any, response: Any, columns: list[str] | None = None) -> list[Row]:
+def v2_rows(request: Any, response: Any, columns: list[str] | None = None) -> list[Row]:
+    return rows_of(v2_table(request, response, columns))
+
+
+def v1_table(request: Any, response: Any, columns: list[str] | None = None) -> Table:
     """KServe v1: `instances` (lists of features, dicts of named features, or scalars) and `predictions`."""
     instances = request.get("instances") if isinstance(request, dict) else None
     predictions = response.get("predictions") if isinstance(response, dict) else None
+    if not isinstance(instances, list):
+        return {}, 0
+    n = len(instances)
+    first = instances[0] if instances else None
+    if isinstance(first, list):  # the usual body: rows of features, all as wide as the first
+        width = len(first)
+        names = columns if columns and len(columns) == width else _feature_names("f", width)
+        cols: dict[str, Sequence[Any]] | None = _transposed(instances, names)
+        # A feature named "prediction" keeps its own values in the rows past the predictions: the slow way below.
+        short = isinstance(predictions, list) and len(predictions) < n
+        if cols is not None and not (short and "prediction" in cols):
+            if isinstance(predictions, list) and predictions:
+                cols["prediction"] = _padded(predictions, n)
+            return cols, n
+    return table_of(v1_rows_one_by_one(instances, predictions, columns))
+
+
+def v1_rows_one_by_one(instances: list[Any], predictions: Any, columns: list[str] | None) -> list[Row]:
+    """KServe v1 a dict per instance, whatever each is: the way for bodies that are not rows of one width."""
     found: list[Row] = []
-    for i, instance in enumerate(instances if isinstance(instances, list) else []):
+    for i, instance in enumerate(instances):
         if isinstance(instance, dict):
             row = dict(instance)
         elif isinstance(instance, list):
-            names = columns if columns and len(columns) == len(instance) else [f"f{j}" for j in range(len(instance))]
+            names = columns if columns and len(columns) == len(instance) else _feature_names("f", len(instance))
             row = dict(zip(names, instance))
         else:
             row = {(columns[0] if columns and len(columns) == 1 else "f0"): instance}
@@ -128,6 +212,10 @@ def v1_rows(request: Any, response: Any, columns: list[str] | None = None) -> li
             row["prediction"] = predictions[i]
         found.append(row)
     return found
+
+
+def v1_rows(request: Any, response: Any, columns: list[str] | None = None) -> list[Row]:
+    return rows_of(v1_table(request, response, columns))
 
 
 def _text_of_messages(messages: Any) -> str | None:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from . import protocols
@@ -169,10 +170,11 @@ class Sink:
         rows exist as Python objects at a time, and a file waits as bytes."""
 
         def partition(record: Record) -> tuple[str, str, int]:
-            return record.kind, record.time.strftime("%Y-%m-%d"), record.time.hour
+            return record.kind, record.time.date().isoformat(), record.time.hour
 
-        for key, grouped in groupby(sorted(batch, key=partition), key=partition):
-            group = list(grouped)
+        keyed = sorted(((partition(r), i) for i, r in enumerate(batch)))  # stable; each record's key made once
+        for key, grouped in groupby(keyed, key=itemgetter(0)):
+            group = [batch[i] for _, i in grouped]
             file = File(Writer())
             records: list[Record] = []
             rows = Rows()
@@ -183,8 +185,8 @@ class Sink:
                     self._settle(group[i:], dropped="sink_error")
                     break
                 try:
-                    for row in self._rows(record):
-                        rows.add(row)
+                    columns, n = self._table(record)
+                    rows.extend(columns, n, record.base)
                     records.append(record)
                 except Exception:  # noqa: BLE001  (a body the extraction trips on costs its record, nothing more)
                     log.exception("could not turn a %s record into rows", record.kind)
@@ -250,14 +252,13 @@ class Sink:
         """Whether a write is in flight (or stuck in its thread)."""
         return self._in_flight is not None and not self._in_flight.done()
 
-    def _rows(self, record: Record) -> list[dict[str, Any]]:
+    def _table(self, record: Record) -> protocols.Table:
         if record.kind == FEEDBACK:
-            return [{**row, **record.base} for row in record.rows]
+            return protocols.table_of(record.rows)
         assert record.protocol is not None
-        found = protocols.rows(record.protocol, record.request, record.response,
+        return protocols.table(record.protocol, record.request, record.response,
                                columns=list(self.config.columns) or None, log_payloads=self.config.log_payloads,
                                streamed=record.streamed)
-        return [{**row, **record.base} for row in found]
 
     def _path(self, kind: str, date: str, hour: int) -> str:
         self._seq += 1
