@@ -8,8 +8,8 @@ rates (open loop: request i is sent at i/rate seconds) from this process, straig
 through `mlops-operator agent` (its own process, a fresh one per sample rate) logging at sample rates 0, 0.1
 and 1 to a file:// prediction log. Per cell: latency p50/p99 (send to last byte), the agent's CPU seconds per
 1000 requests (/proc/<pid>/stat), its peak RSS (VmHWM). Then, per agent and rate, the added latency paired:
-a request straight to the model server and one through the agent sent at the same instant, their difference
-taken per pair, so a stall of the shared machine that delays both cancels out. Then the stalled sink: the
+a request straight to a twin of the model server and one through the agent sent at the same instant, their
+difference taken per pair, so a stall of the shared machine that delays both cancels out. Then the stalled sink: the
 agent's storage (an fsspec filesystem whose writes never return, registered in the agent's process; the agent's
 own code is the real one) under the highest rate: every request answered?, drops counted, peak RSS against the
 configured buffer.
@@ -261,11 +261,10 @@ async def load(port: int, rate: float, seconds: float) -> dict:
 
 
 async def paired(direct_port: int, agent_port: int, rate: float, seconds: float, seed: int = 0) -> dict:
-    """Pairs at `rate` a second (open loop): each is one request straight to the model server and one through the
-    agent, sent at the same instant in a random order. A pair's added latency is its agent request's minus its
-    direct request's. A stall of the machine (the scheduler, the generator's own pauses) falls on both requests of
-    a pair alike and cancels out; what is left is the agent's share, give or take one model-server service time
-    (the two requests queue there in either order)."""
+    """Pairs at `rate` a second (open loop): each is one request straight to a model server (`direct_port`, a twin
+    of the agent's own, so the two never queue at one server) and one through the agent, sent at the same instant
+    in a random order. A pair's added latency is its agent request's minus its direct request's. A stall of the
+    machine (the scheduler, the generator's own pauses) falls on both requests of a pair alike and cancels out."""
     import random
 
     import aiohttp
@@ -330,6 +329,7 @@ def scrape(metrics_port: int) -> dict[str, float]:
 def overhead(rates: list[float], seconds: float, sample_rates: list[float]) -> list[dict]:
     cells = []
     model, model_port = start_model()
+    twin, twin_port = start_model()  # the paired runs' direct side: its own server, so a pair never queues at one
     try:
         for rate in rates:
             before = model.cpu_seconds()
@@ -351,7 +351,7 @@ def overhead(rates: list[float], seconds: float, sample_rates: list[float]) -> l
                         cells.append(result)
                         print(_row(result), flush=True)
                     for rate in rates:
-                        pair = asyncio.run(paired(model_port, port, rate, seconds))
+                        pair = asyncio.run(paired(twin_port, port, rate, seconds))
                         pair.update(target=f"agent, sampleRate {sample_rate:g}", rate_asked=rate, paired=True)
                         cells.append(pair)
                         print(_paired_row(pair), flush=True)
@@ -359,6 +359,7 @@ def overhead(rates: list[float], seconds: float, sample_rates: list[float]) -> l
                     agent.stop()
     finally:
         model.stop()
+        twin.stop()
     return cells
 
 
@@ -557,12 +558,12 @@ def _paired_lines(pairs: list[dict]) -> list[str]:
 
     return [
         "",
-        "Added latency, paired: at each rate, pairs of requests, one straight to the model server and one through "
-        "the agent, sent at the same instant in a random order (open loop, the rate in pairs a second; the model "
-        "server gets twice the rate). Each pair's added latency is the agent request's minus the direct one's, so "
-        "a stall that holds both (the scheduler on the shared cores, the load generator's own pauses) cancels out, "
-        "which a difference of two rows' p99s above cannot do. What is left is the agent's share, give or take "
-        "one model-server service time (the two requests queue there in either order).",
+        "Added latency, paired: at each rate, pairs of requests, one straight to a model server and one through "
+        "the agent (to a twin of that server, its own process, so the two never queue at one server), sent at the "
+        "same instant in a random order (open loop, the rate in pairs a second: the machine carries twice the "
+        "load of the rows above). Each pair's added latency is the agent request's minus the direct one's, so a "
+        "stall that holds both (the scheduler on the shared cores, the load generator's own pauses) cancels out, "
+        "which a difference of two rows' p99s above cannot do.",
         "",
         "| target | rate asked (pairs/s) | rate sent | pairs | added p50 / p99 / p99.9 | direct p99 / agent p99 "
         "(same pairs) | answers |",
