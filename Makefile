@@ -69,11 +69,15 @@ demo: deps
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# Two workers, each with a local cluster of its own (CONTRIBUTING.md); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 integration: deps
-	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration $(XDIST) $(PYTEST_ARGS)
 
 test: deps
-	$(PY) -m pytest tests --durations=30 $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) --durations=30 $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 bench: deps
@@ -104,4 +108,5 @@ kind-e2e:
 	hack/kind-e2e.sh
 
 clean: cluster-down
-	rm -rf $(VENV) .cluster .pytest_cache
+	for dir in .cluster-gw*; do [ ! -d "$$dir" ] || $(PY) -m mlops_localcluster --dir "$$dir" down; done
+	rm -rf $(VENV) .cluster .cluster-gw* .pytest_cache

@@ -21,10 +21,50 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def cluster_dir() -> pathlib.Path:
+    """The local cluster's state folder: $MLOPS_CLUSTER_DIR, or .cluster. Under pytest-xdist (`make test` runs
+    two workers) every worker but the first gets a cluster of its own beside it (`.cluster-gw1`): workers never
+    share a control plane, so a test that restarts or pauses one cannot touch the other worker's tests."""
+    base = pathlib.Path(os.environ.get("MLOPS_CLUSTER_DIR", ROOT / ".cluster"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return base if worker == "gw0" else base.with_name(f"{base.name}-{worker}")
+
+
+# The stories: each starts MLServer, agents, traffic and Prometheus and times what it waits for. Two of them at once
+# on two cores starve each other (the closed loop's traffic fell from 20 to 3 requests a second), so under
+# pytest-xdist they are one unit of work, run one after another by one worker (`pytest_xdist_make_scheduler`).
+STORIES = ("test_loop.py", "test_canary_cluster.py", "test_agent_serving.py")
+# Then the longest other files, so that neither worker is left with a long file while the other idles.
+LONGEST_FIRST = (*STORIES, "test_faults.py", "test_modeldeployment.py")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.cluster)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    # A stable sort: the other files stay as collected.
+    items.sort(key=lambda item: rank.get(pathlib.Path(str(item.fspath)).name, len(rank)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files to one worker at a time (`--dist loadfile`: a module's servers start once), in the order above
+    (`--no-loadscope-reorder`), the stories as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "stories" if pathlib.PurePath(path).name in STORIES else path
+
+    return Scheduling(config, log)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`make test` asks for `-n auto`: two workers, each with a local cluster of its own (`cluster_dir`). On an
+    existing cluster (USE_EXISTING_CLUSTER=true) one process: two would mean two operators on the same namespaces."""
+    return 0 if _use_existing() else 2
 
 
 def _use_existing() -> bool:
@@ -39,7 +79,7 @@ def local_cluster():
         return
     from mlops_localcluster import LocalCluster
 
-    cluster = LocalCluster(pathlib.Path(os.environ.get("MLOPS_CLUSTER_DIR", ROOT / ".cluster")))
+    cluster = LocalCluster(cluster_dir())
     started_here = cluster.running() is None
     cluster.up()
     yield cluster
@@ -219,7 +259,7 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def operator(cluster, crds):
     """One operator process for the whole session, watching all namespaces."""
-    logs = pathlib.Path(os.environ.get("MLOPS_CLUSTER_DIR", ROOT / ".cluster")) / "logs"
+    logs = cluster_dir() / "logs"
     proc = OperatorProcess(cluster, logs / "operator-tests.log")
     proc.start()
     yield proc

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import secrets
 import signal
 import socket
@@ -97,9 +98,10 @@ def _cmdline(pid: int) -> str:
 
 
 def _is_ours(pid: int, marker: str) -> bool:
-    """True while pid is alive and still runs what we started (pids get reused)."""
+    """True while pid is alive and still runs what we started (pids get reused): its command line names the state
+    folder `marker` itself or a path under it, not merely a longer name that begins the same (`.cluster-gw1`)."""
     cmd = _cmdline(pid)
-    if not cmd or marker not in cmd:
+    if not cmd or not re.search(re.escape(marker) + r"(?=[/\s]|$)", cmd):
         return False
     with contextlib.suppress(OSError):
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
@@ -279,24 +281,27 @@ class LocalCluster:
         lay = self.layout
         lay.logs.mkdir(parents=True, exist_ok=True)
         bins = build.ensure(lay.log("build"))
-        # Pods run only on simulated nodes: without them there is nothing to connect.
-        net = network.ClusterNetwork.choose(lay.root) if simulate_nodes and not network.supported() else None
-        make_pki(lay.pki, lay.log("pki"), (net.host_address,) if net else ())
-        token = secrets.token_hex(16)
-        (lay.pki / "tokens.csv").write_text(f'{token},mlops-admin,mlops-admin,"system:masters"\n')
-        ports = {"etcd": _free_port(), "etcd_peer": _free_port(), "apiserver": _free_port(), **(ports or {})}
-        state = {"components": {}, "ports": ports, "token": token, "binaries": bins.source,
-                 "started": time.time(), "network": net.to_dict() if net else None}
-        try:
-            if net:
-                self._write_state(state)  # down() finds the network by the folder's id even if up stops here
-                net.up(ports["apiserver"])
-                lay.network.write_text(json.dumps(net.to_dict()))
-            self._start_all(state, bins, simulate_nodes, pool_file, net)
-        except BaseException:
-            self._write_state(state)
-            self.down(quiet=True)
-            raise
+        with contextlib.ExitStack() as claim:
+            # Pods run only on simulated nodes: without them there is nothing to connect.
+            net = claim.enter_context(network.ClusterNetwork.claimed(lay.root)) \
+                if simulate_nodes and not network.supported() else None
+            make_pki(lay.pki, lay.log("pki"), (net.host_address,) if net else ())
+            token = secrets.token_hex(16)
+            (lay.pki / "tokens.csv").write_text(f'{token},mlops-admin,mlops-admin,"system:masters"\n')
+            ports = {"etcd": _free_port(), "etcd_peer": _free_port(), "apiserver": _free_port(), **(ports or {})}
+            state = {"components": {}, "ports": ports, "token": token, "binaries": bins.source,
+                     "started": time.time(), "network": net.to_dict() if net else None}
+            try:
+                if net:
+                    self._write_state(state)  # down() finds the network by the folder's id even if up stops here
+                    net.up(ports["apiserver"])
+                    lay.network.write_text(json.dumps(net.to_dict()))
+                claim.close()  # the slot's address is on the host now: a cluster starting next sees it taken
+                self._start_all(state, bins, simulate_nodes, pool_file, net)
+            except BaseException:
+                self._write_state(state)
+                self.down(quiet=True)
+                raise
         return state
 
     @property

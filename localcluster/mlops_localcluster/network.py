@@ -19,8 +19,10 @@ Calls: `ip`, `iptables`, `sysctl` (root), the filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -32,7 +34,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import ClusterError
@@ -49,6 +51,7 @@ NODE_PORT_FIRST, NODE_PORTS_PER_SLOT = 30000, 100  # below the host's ephemeral 
 SLOTS = (32767 - NODE_PORT_FIRST + 1) // NODE_PORTS_PER_SLOT
 NETNS_ETC = pathlib.Path("/etc/netns")
 NETNS_RUN = pathlib.Path("/run/netns")  # where `ip netns add` keeps a namespace's handle
+SLOT_LOCK = pathlib.Path("/run/mlops-localcluster-slots.lock")
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)  # setns(2); Python 3.11 has no os.setns
 # A kubelet gives a pod's processes the pod's hostname (spec.hostname, else its name), which the pod's hosts file
@@ -193,8 +196,21 @@ class ClusterNetwork:
         return cls(cid=data["cid"], slot=int(data["slot"]))
 
     @classmethod
+    @contextlib.contextmanager
+    def claimed(cls, root: pathlib.Path) -> Iterator[ClusterNetwork]:
+        """`choose`, holding a host-wide lock until the block ends: two clusters starting at once (the test suite's
+        workers) could otherwise both find a slot free. The block brings the network up, so its host address is
+        there, and the slot taken, before the next cluster looks."""
+        with open(SLOT_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield cls.choose(root)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @classmethod
     def choose(cls, root: pathlib.Path) -> ClusterNetwork:
-        """The cluster's network with a slot no other cluster on this host uses now."""
+        """The cluster's network with a slot no other cluster on this host uses now (see `claimed`)."""
         cid = cluster_id(root)
         taken = {ipaddress.IPv4Address(a.split("/")[0]) for a in _run("ip", "-o", "-4", "addr", "show").split()
                  if a.count(".") == 3 and "/" in a}

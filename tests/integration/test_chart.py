@@ -31,7 +31,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from conftest import OperatorProcess
+from conftest import OperatorProcess, cluster_dir
 from helpers import AuditLog, apply, rbac_table, request, wait_for
 from mlops_localcluster.devrun import iris_model
 
@@ -154,7 +154,7 @@ def chart_operator(kube, cluster, release, local_cluster, tmp_path_factory):
     for proc in paused:
         proc.stop()
     audit_since = local_cluster.audit_log.stat().st_size if local_cluster is not None else None
-    proc = OperatorProcess(str(kubeconfig), ROOT / ".cluster" / "logs" / f"operator-chart-{release['name']}.log",
+    proc = OperatorProcess(str(kubeconfig), cluster_dir() / "logs" / f"operator-chart-{release['name']}.log",
                            run_args=args, env=env)
     proc.start()
     proc.health_url = f"http://127.0.0.1:{health}/healthz"

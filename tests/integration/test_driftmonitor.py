@@ -54,7 +54,7 @@ def dm_manifest(namespace: str, name: str, reference, current, alertmanager: str
     spec = {"modelDeployment": {"name": "fraud"},
             "reference": {"uri": f"file://{reference}"},
             "current": {"uri": f"file://{current}", "window": "24h"},
-            "schedule": "*/30 * * * *",
+            "schedule": "0 0 1 1 *",  # never within a test: its checks are the ones it asks for (run-now)
             "features": [{"name": f} for f in features]}
     actions = {}
     if alertmanager:
@@ -176,8 +176,13 @@ def test_drift_is_detected_alerted_and_retrained_once_within_the_cooldown(kube, 
     run_check_now(kube, dm_ns, "fraud", 2)
     wait_attempt(kube, dm_ns, "fraud", after=dm["status"]["lastAttempt"]["time"])
     assert len(training_jobs(kube, dm_ns, "fraud")) == 1
-    reasons = [e.reason for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
-               if e.involved_object.name == "fraud" and e.involved_object.kind == "DriftMonitor"]
+
+    def reasons_once_skipped():  # events are posted after the status that wait_attempt reads: wait for the last one
+        reasons = [e.reason for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
+                   if e.involved_object.name == "fraud" and e.involved_object.kind == "DriftMonitor"]
+        return reasons if "RetrainSkipped" in reasons else None
+
+    reasons = wait_for(reasons_once_skipped, timeout=30, message="the RetrainSkipped event")
     assert reasons.count("DriftDetected") == 2 and "RetrainSkipped" in reasons and reasons.count("RetrainStarted") == 1
     assert reasons.count("CheckRequested") == 2 and len(jobs_of(kube, dm_ns, "fraud")) == 2  # one per value
     assert get_dm(kube, dm_ns, "fraud")["status"]["runNow"] == "2"
@@ -291,9 +296,10 @@ def test_a_missing_or_deleted_model_deployment_is_not_ready(kube, dm_ns, data, o
     dm = wait_for(reason_is("ModelDeploymentNotFound"), message="Ready=False ModelDeploymentNotFound")
     assert condition(dm, "Ready")["status"] == "False" and "'gone'" in condition(dm, "Ready")["message"]
     assert "lastAttempt" not in dm["status"]
-    events = [e for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
-              if e.involved_object.name == "orphan" and e.reason == "ModelDeploymentNotFound"]
-    assert events and events[0].type == "Warning"
+    events = wait_for(lambda: [e for e in client.CoreV1Api(kube).list_namespaced_event(dm_ns).items
+                               if e.involved_object.name == "orphan" and e.reason == "ModelDeploymentNotFound"],
+                      timeout=30, message="the ModelDeploymentNotFound event")  # posted after the status
+    assert events[0].type == "Warning"
     # The runner, run anyway, records why instead of dying with a traceback.
     run_check_now(kube, dm_ns, "orphan", 1)
     dm = wait_for(lambda: (lambda d: d if (d.get("status") or {}).get("lastAttempt") else None)(

@@ -17,7 +17,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from conftest import ROOT, OperatorProcess
+from conftest import OperatorProcess, cluster_dir
 from helpers import apply, request, run_cronjob_now, wait_for
 
 GROUP_PATH = "/apis/mlops.dev/v1alpha1"
@@ -30,7 +30,7 @@ def sec_operator(cluster, crds, needs_scheduler, needs_controller_manager, needs
     paused = list(OperatorProcess.running)
     for proc in paused:
         proc.stop()
-    proc = OperatorProcess(cluster, ROOT / ".cluster" / "logs" / "operator-security.log",
+    proc = OperatorProcess(cluster, cluster_dir() / "logs" / "operator-security.log",
                            run_args=("--standalone", "--namespace", "sec-*"))
     proc.start()
     yield proc
