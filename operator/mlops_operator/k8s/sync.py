@@ -62,8 +62,7 @@ async def sync_children(client: KubeClient, live: Mapping[str, dict | None], des
         if up_to_date(have, stamped):
             done[role] = UNCHANGED
             continue
-        if have is None and not confirmed:
-            assert owner is not None
+        if have is None and owner is not None and not confirmed:
             if await gone(client, owner):
                 raise ObjectGone((owner.get("metadata") or {}).get("uid"),
                                  f"{_owner(owner)}gone from the API server: no child is made for it")
