@@ -247,3 +247,54 @@ def test_an_analysis_without_any_prometheus_url_is_an_invalid_spec():
     [ready_condition] = [c for c in status["conditions"] if c["type"] == "Ready"]
     assert ready_condition["reason"] == "InvalidSpec" and "--prometheus-url" in ready_condition["message"]
     assert not client.applied()
+
+
+def test_model_checks_are_read_and_judged_off_the_event_loop(monkeypatch):
+    """The first predictionDrift judgement after a start imports the drift engine (scipy: seconds; 21 s seen on a
+    busy machine, when every reconcile of the operator stood still). Here the judgement, once begun, waits for a
+    gate that only the event loop opens: it opens only if the judgement runs in a thread."""
+    import threading
+
+    from mlops_operator.serving import analysis, predictiondrift, prometheus
+
+    async def no_prometheus(*_args, **_kwargs):
+        return {}
+
+    read: list[str] = []
+    started, gate = threading.Event(), threading.Event()
+    opened: list[bool] = []
+
+    def judge(*_args, **_kwargs):
+        started.set()
+        opened.append(gate.wait(5))
+        return []
+
+    def predictions(log_uri, *_args):
+        read.append(log_uri)
+        return predictiondrift.Predictions()
+
+    monkeypatch.setattr(prometheus, "measure", no_prometheus)
+    monkeypatch.setattr(predictiondrift, "predictions", predictions)
+    monkeypatch.setattr(analysis, "judge", judge)
+    s = ModelDeploymentSpec.model_validate({
+        "model": {"uri": "s3://models/iris/v1"}, "runtime": {"preset": "sklearn"}, "replicas": 4,
+        "monitoring": {"predictionLog": {"uri": "file:///tmp/no-log"}},
+        "rollout": {"canary": {"model": {"uri": CANARY_URI}, "steps": [{"weight": 25, "pause": "1m"}],
+                               "analysis": {**ANALYSIS, "predictionDrift": {"test": "chisquare"}}}}})
+    prev = {"modelUri": CANARY_URI, "step": 0, "phase": "Progressing", "stepStartTime": "2024-05-01T12:00:00Z",
+            "requestedWeight": 25, "plannedWeight": 20, "replicas": 1, "everReady": True}
+    reconciler = ModelDeploymentReconciler(client=FakeClient(), cache=cache_with(md()), settings=SETTINGS,
+                                           clock=lambda: at(60))
+
+    async def analysed() -> None:
+        async def open_gate() -> None:  # once the judgement has begun, from the event loop
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            gate.set()
+
+        opener = asyncio.create_task(open_gate())
+        assert await reconciler.analyse(("ml", "iris"), s, prev, at(60)) == []
+        await opener
+
+    asyncio.run(analysed())
+    assert opened == [True] and read == ["file:///tmp/no-log"]

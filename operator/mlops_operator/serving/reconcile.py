@@ -211,13 +211,24 @@ class ModelDeploymentReconciler:
         assert rollout is not None and rollout.analysis is not None
         url = analysis.prometheus_url(rollout.analysis, self.settings.prometheus_url)
         answers = await prometheus.measure(rollout.analysis, url, key[0], key[1], now)
+        if rollout.analysis.accuracy is None and rollout.analysis.prediction_drift is None:
+            return analysis.judge(rollout.analysis, answers, now)
+        # The model checks read files or an object store, and the first one after a start imports numpy, pyarrow
+        # and the drift engine (scipy: about 3 s on an idle machine, 20 s seen on a busy one): all of it in a
+        # thread, so the event loop keeps serving every other reconcile meanwhile.
+        return await asyncio.to_thread(self._judge_model_checks, spec, answers, now)
+
+    @staticmethod
+    def _judge_model_checks(spec: ModelDeploymentSpec, answers: dict[str, analysis.Answer],
+                            now: datetime) -> list[dict]:
+        """Blocking: reads the prediction log for the canary's model checks and judges every check."""
+        rollout = spec.rollout.canary if spec.rollout else None
+        assert rollout is not None and rollout.analysis is not None
         labelled, predicted = None, None
         log = spec.monitoring.prediction_log if spec.monitoring else None
         seconds = analysis.interval_seconds(rollout.analysis)
-        # file or object-store reads: off the event loop
         if rollout.analysis.accuracy is not None and log is not None:
-            labelled = await asyncio.to_thread(accuracy.labelled, log.uri, rollout.analysis.accuracy, seconds, now)
+            labelled = accuracy.labelled(log.uri, rollout.analysis.accuracy, seconds, now)
         if rollout.analysis.prediction_drift is not None and log is not None:
-            predicted = await asyncio.to_thread(predictiondrift.predictions, log.uri,
-                                                rollout.analysis.prediction_drift, seconds, now)
+            predicted = predictiondrift.predictions(log.uri, rollout.analysis.prediction_drift, seconds, now)
         return analysis.judge(rollout.analysis, answers, now, labelled, predicted)
