@@ -549,9 +549,11 @@ def pod_phase(pod, inits: Sequence[ContainerView], mains: Sequence[ContainerView
         return "Running"
     if all((v.terminated or v.last).exit_code == 0 for v in stopped):
         return "Succeeded"
-    if policy == "Never" or all(v.terminated for v in stopped):
+    if policy == "Never":
         return "Failed"
-    return "Running"  # OnFailure: restarting
+    # OnFailure: a failed container is always restarted, so the pod runs on, as a kubelet's getPhase says, also in
+    # the moment between the exit (shown as Error) and the back-off; Failed is final and must never be shown then.
+    return "Running"
 
 
 def _view_status(pod, c, v: ContainerView) -> dict[str, Any]:

@@ -541,7 +541,8 @@ def running(ready=True):
     ("Always", ran(0), "Running"),  # will restart
     ("Never", ran(0), "Succeeded"),
     ("Never", ran(2), "Failed"),
-    ("OnFailure", ran(2), "Failed"),  # ended for good only when the worker stops restarting it
+    ("OnFailure", ran(2), "Running"),  # exited, not yet backing off: restarted all the same, never Failed
+    ("OnFailure", ran(0), "Succeeded"),
     ("OnFailure", lambda v: (ran(2)(v), v.back_off("CrashLoopBackOff", "")), "Running"),
     ("Always", lambda v: None, "Pending"),  # never started
 ])
