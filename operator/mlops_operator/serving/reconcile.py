@@ -27,7 +27,7 @@ from datetime import datetime
 
 from .. import metrics
 from ..api import MODEL_DEPLOYMENT, InvalidSpec, validate_object
-from ..api.modeldeployment import ModelDeploymentSpec
+from ..api.modeldeployment import CanaryAnalysis, ModelDeploymentSpec
 from ..api.validation import spec_warnings
 from ..k8s.client import APPLY, KubeClient, object_path
 from ..k8s.conditions import dig
@@ -216,19 +216,17 @@ class ModelDeploymentReconciler:
         # The model checks read files or an object store, and the first one after a start imports numpy, pyarrow
         # and the drift engine (scipy: about 3 s on an idle machine, 20 s seen on a busy one): all of it in a
         # thread, so the event loop keeps serving every other reconcile meanwhile.
-        return await asyncio.to_thread(self._judge_model_checks, spec, answers, now)
-
-    @staticmethod
-    def _judge_model_checks(spec: ModelDeploymentSpec, answers: dict[str, analysis.Answer],
-                            now: datetime) -> list[dict]:
-        """Blocking: reads the prediction log for the canary's model checks and judges every check."""
-        rollout = spec.rollout.canary if spec.rollout else None
-        assert rollout is not None and rollout.analysis is not None
-        labelled, predicted = None, None
         log = spec.monitoring.prediction_log if spec.monitoring else None
-        seconds = analysis.interval_seconds(rollout.analysis)
-        if rollout.analysis.accuracy is not None and log is not None:
-            labelled = accuracy.labelled(log.uri, rollout.analysis.accuracy, seconds, now)
-        if rollout.analysis.prediction_drift is not None and log is not None:
-            predicted = predictiondrift.predictions(log.uri, rollout.analysis.prediction_drift, seconds, now)
-        return analysis.judge(rollout.analysis, answers, now, labelled, predicted)
+        return await asyncio.to_thread(_judge_model_checks, rollout.analysis, log.uri if log else None, answers, now)
+
+
+def _judge_model_checks(rule: CanaryAnalysis, log_uri: str | None, answers: dict[str, analysis.Answer],
+                        now: datetime) -> list[dict]:
+    """Blocking: reads the prediction log for the canary's model checks and judges every check."""
+    labelled, predicted = None, None
+    seconds = analysis.interval_seconds(rule)
+    if rule.accuracy is not None and log_uri is not None:
+        labelled = accuracy.labelled(log_uri, rule.accuracy, seconds, now)
+    if rule.prediction_drift is not None and log_uri is not None:
+        predicted = predictiondrift.predictions(log_uri, rule.prediction_drift, seconds, now)
+    return analysis.judge(rule, answers, now, labelled, predicted)
