@@ -2,6 +2,7 @@
 
     config.py     flags and environment
     proxy.py      the request path: forward, time, count, maybe sample
+    upstream.py   the hop to the model server: HTTP/1.1 over kept-alive connections
     metrics.py    Prometheus metrics per model and revision
     protocols.py  rows from v2, v1 and OpenAI bodies (pure)
     sink.py       the bounded buffer and the log's writes

@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 
-from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, TCPConnector, web
+from aiohttp import web
 
 from ..gcpolicy import GcPolicy
 from . import feedback
@@ -16,6 +16,7 @@ from .config import AgentConfig
 from .metrics import AgentMetrics
 from .proxy import Proxy
 from .sink import Sink
+from .upstream import Upstream
 
 log = logging.getLogger("mlops_operator.agent")
 MAX_BODY = 1 << 30  # aiohttp's 1 MiB default would refuse ordinary batch inputs
@@ -30,20 +31,15 @@ class Agent:
         self.port = config.listen_port
         self.metrics_port = config.metrics_port
         self._runners: list[web.AppRunner] = []
-        self._session: ClientSession | None = None
+        self._upstream: Upstream | None = None
         # A full collection stalls every request in flight: keep it to what is new (gcpolicy.py).
         self.gc_policy = GcPolicy("mlops_agent_gc_pause_seconds")
         self._thaw: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg = self.config
-        self._session = ClientSession(
-            connector=TCPConnector(limit=cfg.upstream_connections, keepalive_timeout=30),
-            timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            cookie_jar=DummyCookieJar(),  # cookies belong to the caller and the model server, not to this hop
-        )
-        proxy = Proxy(cfg, self.metrics, self._session, self.sink)
+        self._upstream = Upstream("127.0.0.1", cfg.upstream_port, cfg.upstream_connections)
+        proxy = Proxy(cfg, self.metrics, self._upstream, self.sink)
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(feedback.PATH, feedback.handler(self.sink))
         app.router.add_route("*", "/{tail:.*}", proxy.handle)
@@ -79,8 +75,8 @@ class Agent:
         deadline = time.monotonic() + grace
         inference, *others = self._runners
         await inference.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        if self._upstream is not None:
+            await self._upstream.close()
         if self.sink is not None:
             await self.sink.close(max(deadline - time.monotonic(), 0.1))
         for runner in others:

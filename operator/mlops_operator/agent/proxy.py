@@ -12,14 +12,14 @@ import random
 import time
 import uuid
 
-from aiohttp import ClientError, ClientSession, web
+from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from . import protocols
 from .config import AgentConfig
 from .metrics import AgentMetrics
 from .sink import PREDICTION, Record, Sink, now
+from .upstream import Upstream, UpstreamError
 
 REQUEST_ID = "X-Request-Id"
 # RFC 9110 section 7.6.1, plus the length and host that aiohttp sets for each side itself.
@@ -27,21 +27,29 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
 ))
+# Not sent up either: the agent sets the request id, and it holds the whole body (no 100-continue to wait for).
+NOT_SENT_UP = frozenset(h.encode("ascii") for h in (*HOP_BY_HOP, REQUEST_ID.lower(), "expect"))
 CAPTURE_LIMIT = 1 << 20  # bytes of a sampled streamed answer kept for its row; the client gets every byte anyway
 
 
-def end_to_end(headers: object) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)  # type: ignore[attr-defined]
+def header_lines(raw: tuple[tuple[bytes, bytes], ...], request_id: str) -> bytes:
+    """The request's end-to-end header lines as they came, and the request id."""
+    lines = [b"%s: %s\r\n" % (k, v) for k, v in raw if k.lower() not in NOT_SENT_UP]
+    lines.append(b"X-Request-Id: %s\r\n" % request_id.encode("utf-8", "surrogateescape"))
+    return b"".join(lines)
+
+
+def end_to_end(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
+    return CIMultiDict([(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP])
 
 
 class Proxy:
-    def __init__(self, config: AgentConfig, metrics: AgentMetrics, session: ClientSession,
+    def __init__(self, config: AgentConfig, metrics: AgentMetrics, upstream: Upstream,
                  sink: Sink | None) -> None:
         self.config = config
         self.metrics = metrics
-        self.session = session
+        self.upstream = upstream
         self.sink = sink if config.sample_rate > 0 else None
-        self.upstream = f"http://127.0.0.1:{config.upstream_port}"
         self._every = config.sample_rate >= 1
 
     def _sampled(self) -> bool:
@@ -57,17 +65,13 @@ class Proxy:
         protocol = protocols.detect(request.method, request.path) if self._sampled() else None
         try:
             body = await request.read()
-            headers = end_to_end(request.headers)
-            headers[REQUEST_ID] = request_id
             try:
-                async with self.session.request(request.method, URL(self.upstream + request.raw_path, encoded=True),
-                                                headers=headers, data=body or None,
-                                                allow_redirects=False) as upstream:
+                async with self.upstream.request(request.method, request.raw_path,
+                                                 header_lines(request.raw_headers, request_id), body) as upstream:
                     status = upstream.status
                     answer_headers = end_to_end(upstream.headers)
                     answer_headers[REQUEST_ID] = request_id
-                    streamed = (upstream.content_length is None
-                                or upstream.content_type == "text/event-stream")
+                    streamed = upstream.length is None or upstream.content_type == "text/event-stream"
                     if not streamed:
                         data = await upstream.read()
                         sent = len(data)
@@ -76,7 +80,7 @@ class Proxy:
                     answer = web.StreamResponse(status=status, headers=answer_headers)
                     await answer.prepare(request)
                     captured = bytearray() if protocol else None
-                    async for chunk in upstream.content.iter_any():
+                    async for chunk in upstream.chunks():
                         await answer.write(chunk)
                         sent += len(chunk)
                         if captured is not None and len(captured) < CAPTURE_LIMIT:
@@ -84,7 +88,7 @@ class Proxy:
                     await answer.write_eof()
                     self._offer(protocol, request_id, started, status, body, bytes(captured or b""), streamed=True)
                     return answer
-            except ClientError as err:
+            except UpstreamError as err:
                 if answer is not None and answer.prepared:
                     raise  # the model server broke off mid-stream: so does the client's connection, unterminated
                 status = 502
