@@ -208,6 +208,27 @@ def make_pki(pki: pathlib.Path, log: pathlib.Path, extra_ips: tuple[str, ...] = 
 
 # ---------------------------------------------------------------- the cluster
 
+STARTING_GRACE = 120.0  # seconds a cluster may take from its network to its first process (build excluded)
+
+
+def _sweep_dead_networks(own: str) -> list[str]:
+    """Takes down the pod networks of clusters that died without `down` (a session killed mid-run): recorded by a
+    folder whose state is gone, or whose processes have all exited, or that has started none for STARTING_GRACE.
+    Called with the slot lock held (no other cluster is between its state and its network then). Returns what it
+    removed."""
+    removed: list[str] = []
+    for cid, root in network.owners().items():
+        if cid == own:
+            continue
+        state = LocalCluster(root)._read_state()
+        components = (state or {}).get("components", {}).values()
+        alive = state is not None and (any(_is_ours(c["pid"], c["marker"]) for c in components) if components
+                                       else time.time() - state.get("started", 0) < STARTING_GRACE)
+        if not alive:
+            removed += network.ClusterNetwork.down(cid)
+    return removed
+
+
 class LocalCluster:
     """One local control plane rooted at a state folder."""
 
@@ -294,7 +315,9 @@ class LocalCluster:
             try:
                 if net:
                     self._write_state(state)  # down() finds the network by the folder's id even if up stops here
+                    _sweep_dead_networks(net.cid)
                     net.up(ports["apiserver"])
+                    network.record_owner(net.cid, lay.root)  # after up: up begins with a down, which forgets it
                     lay.network.write_text(json.dumps(net.to_dict()))
                 claim.close()  # the slot's address is on the host now: a cluster starting next sees it taken
                 self._start_all(state, bins, simulate_nodes, pool_file, net)

@@ -9,7 +9,9 @@ clusters never touch each other's:
   `ip netns exec` mounts over /etc/hosts for every process of the pod (see HostsWriter);
 - on the host: the nat chains `MLC-<id>` (OUTPUT: NodePorts on 127.0.0.1; PREROUTING: the API server from the
   cluster namespace) and `MLC-<id>-POST`, and a blackhole route for SERVICE_CIDR with the cluster's own metric.
-`ClusterNetwork.down` removes each of these by name; no other rule, route or namespace is touched.
+`ClusterNetwork.down` removes each of these by name; no other rule, route or namespace is touched. Each network is
+also recorded in OWNERS (`<id>`: the state folder that made it), so that a cluster starting later can take down
+the network of one that died without `down` (its session killed) and whose folder never starts again.
 
 Addressing: every cluster uses the same pod network POD_CIDR and Service range, since both live only inside its
 own namespaces; what is global differs per cluster: the host link's /30 and the NodePort range (its "slot").
@@ -52,6 +54,7 @@ SLOTS = (32767 - NODE_PORT_FIRST + 1) // NODE_PORTS_PER_SLOT
 NETNS_ETC = pathlib.Path("/etc/netns")
 NETNS_RUN = pathlib.Path("/run/netns")  # where `ip netns add` keeps a namespace's handle
 SLOT_LOCK = pathlib.Path("/run/mlops-localcluster-slots.lock")
+OWNERS = pathlib.Path("/run/mlops-localcluster-networks")  # one file per network: <id>, holding its state folder
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)  # setns(2); Python 3.11 has no os.setns
 # A kubelet gives a pod's processes the pod's hostname (spec.hostname, else its name), which the pod's hosts file
@@ -115,6 +118,16 @@ def connect_in_netns(netns: str, address: tuple[str, int], timeout: float | None
         sock.close()
         raise
     return sock
+
+
+def record_owner(cid: str, root: pathlib.Path) -> None:
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    (OWNERS / cid).write_text(str(pathlib.Path(root).resolve()))
+
+
+def owners() -> dict[str, pathlib.Path]:
+    """The networks on this host that a cluster recorded (id -> its state folder); `down` forgets them."""
+    return {p.name: pathlib.Path(p.read_text()) for p in OWNERS.glob("*") if p.is_file()} if OWNERS.is_dir() else {}
 
 
 def netns_names() -> list[str]:
@@ -295,6 +308,7 @@ class ClusterNetwork:
                 if subprocess.run([*nat, "-F", chain], capture_output=True, check=False).returncode == 0:
                     _run(*nat, "-X", chain, check=False)
                     removed.append(f"chain {chain}")
+        (OWNERS / cid).unlink(missing_ok=True)
         return removed
 
     def leftovers(self) -> list[str]:

@@ -3,6 +3,7 @@ own pod network slot."""
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import threading
 import time
@@ -65,3 +66,45 @@ def test_a_slot_is_claimed_by_one_cluster_at_a_time(tmp_path):
     for thread in threads:
         thread.join(10)
     assert order == ["first in", "first out", "second in"]
+
+
+def test_a_cluster_starting_takes_down_only_the_networks_of_clusters_that_died_without_down(tmp_path, monkeypatch):
+    """A session killed mid-run leaves its clusters' namespaces, links and rules; its folders may never start
+    again. The next cluster to start removes them, and nothing of a cluster that is running or starting."""
+    import json
+
+    from mlops_localcluster import controlplane
+
+    monkeypatch.setattr(network, "OWNERS", tmp_path / "owners")
+    downed: list[str] = []
+    monkeypatch.setattr(network.ClusterNetwork, "down", staticmethod(lambda cid: downed.append(cid) or [cid]))
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    long_ago = time.time() - 2 * controlplane.STARTING_GRACE
+
+    def cluster(name: str, started_at: float, pids: list[int]) -> pathlib.Path:
+        root = tmp_path / name
+        lay = controlplane.Layout(root)
+        lay.root.mkdir()
+        lay.state.write_text(json.dumps({"started": started_at, "components": {
+            f"c{i}": {"pid": pid, "marker": str(root)} for i, pid in enumerate(pids)}}))
+        network.record_owner(name, root)
+        return root
+
+    running = cluster("running", long_ago, [])
+    alive = started(f"--data-dir={running}/etcd")
+    try:
+        controlplane.LocalCluster(running)._write_state(
+            {"started": long_ago, "components": {"etcd": {"pid": alive.pid, "marker": str(running)}}})
+        cluster("killed", long_ago, [exited.pid])
+        cluster("killed-just-now", time.time(), [exited.pid])
+        cluster("starting", time.time(), [])
+        cluster("never-started", long_ago, [])
+        cluster("own", long_ago, [])
+        network.record_owner("removed", tmp_path / "removed")  # a folder deleted with its cluster still up
+        dead = ["killed", "killed-just-now", "never-started", "removed"]
+        assert sorted(controlplane._sweep_dead_networks("own")) == dead
+        assert sorted(downed) == dead
+    finally:
+        alive.kill()
+        alive.wait()
