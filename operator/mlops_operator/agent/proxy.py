@@ -22,7 +22,8 @@ from .sink import PREDICTION, Record, Sink, now
 from .upstream import Upstream, UpstreamError
 
 REQUEST_ID = "X-Request-Id"
-# RFC 9110 section 7.6.1, plus the length and host that aiohttp sets for each side itself.
+# RFC 9110 section 7.6.1, plus the length and host that each hop's sender sets itself (upstream.py on the way up,
+# aiohttp's server on the way down).
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
