@@ -70,8 +70,17 @@ def test_regression_metrics_equal_scikit_learn(seed):
     assert ours["mape"] == pytest.approx(skm.mean_absolute_percentage_error(y_true, y_pred), rel=TOL)
 
 
-def test_roc_auc_of_one_class_is_nan_and_bad_input_names_the_problem():
+@pytest.mark.parametrize("scores", [np.full(6, 0.5), np.array([0.1, 0.4, 0.4, 0.4, 0.8, 0.8]),
+                                    np.array([0.9, 0.9, 0.2, 0.2, 0.2, 0.7])])
+def test_roc_auc_with_ties_across_the_classes_equals_scikit_learn(scores):
+    is_positive = np.array([True, False, True, False, True, False])
+    assert roc_auc(is_positive, scores) == pytest.approx(skm.roc_auc_score(is_positive, scores), abs=TOL)
+
+
+def test_roc_auc_of_one_class_or_a_nan_score_is_nan_and_bad_input_names_the_problem():
     assert np.isnan(roc_auc(np.ones(5, bool), np.arange(5.0)))
+    assert np.isnan(roc_auc(np.array([True, False, True]), np.array([0.2, np.nan, 0.7])))
+    assert np.isnan(roc_auc(np.array([True, False, True]), np.array([0.2, 0.1, np.nan])))
     with pytest.raises(PerformanceInputError, match="scores"):
         classification_metrics(np.array([0, 1]), np.array([0, 1]))
     with pytest.raises(PerformanceInputError, match="no labelled rows"):

@@ -39,7 +39,8 @@ class Calibrator:
     y: np.ndarray
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(np.interp(np.clip(scores, self.x[0], self.x[-1]), self.x, self.y), dtype=np.float64)
+        # np.interp holds the end values beyond the ends: the clip of out_of_bounds="clip" without a pass of its own
+        return np.asarray(np.interp(scores, self.x, self.y), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -108,23 +109,27 @@ def estimate_cbpe(model: CBPEModel, scores: np.ndarray, predicted: np.ndarray,
     predicted = np.asarray(predicted).astype(np.int64)
     if raw.shape != predicted.shape or raw.size == 0:
         raise PerformanceInputError("CBPE: scores and predictions must be non-empty and of one length")
-    proba = model.calibrator(raw) if model.calibrator is not None else raw
+    # Scores are sorted before the calibration map looks them up, which then takes a tenth of the time it takes on
+    # scattered ones; the expected ROC AUC walks them in that order anyway. Each sum needs its rows, not their order.
+    calibrate = model.calibrator if model.calibrator is not None else (lambda x: x)
+    positive, negative = predicted == 1, predicted == 0
+    tp = float(calibrate(np.sort(raw[positive])).sum())  # expected counts: a predicted positive is true with chance p
+    fn = float(calibrate(np.sort(raw[negative])).sum())
+    fp = float(np.count_nonzero(positive)) - tp
+    tn = float(np.count_nonzero(negative)) - fn
+    proba = calibrate(np.sort(raw))
     n = raw.size
     out = {}
     for name in metrics:
         if name == "accuracy":
-            value = float((np.sum(np.where(predicted == 1, proba, 0)) + np.sum(np.where(predicted == 0, 1 - proba, 0)))
-                          / n)
+            value = (tp + tn) / n
             error = model.accuracy_std / np.sqrt(n)
         elif name == "f1":
-            tp = np.sum(np.where(predicted == 1, proba, 0))
-            fp = np.sum(np.where(predicted == 1, 1 - proba, 0))
-            fn = np.sum(np.where(predicted == 0, proba, 0))
             denominator = tp + 0.5 * (fp + fn)
             value = float(tp / denominator) if denominator != 0 else 0.0
             error = model.f1_std / np.sqrt(n * model.f1_fraction)
         elif name == "roc_auc":
-            value = expected_roc_auc(proba, raw)
+            value = expected_roc_auc(proba[::-1])
             error = model.auc_std / np.sqrt(n * model.auc_fraction)
         else:
             raise PerformanceInputError(f"CBPE estimates {', '.join(CBPE_METRICS)}, not {name!r}")
@@ -135,11 +140,11 @@ def estimate_cbpe(model: CBPEModel, scores: np.ndarray, predicted: np.ndarray,
     return out
 
 
-def expected_roc_auc(proba: np.ndarray, raw: np.ndarray) -> float:
-    """NannyML's ``estimate_roc_auc``: rows by descending raw score, expected TP = cumulative calibrated probability,
-    FP = rows so far - TP, both rounded to 5 decimals, trapezoid area of (FP rate, TP rate)."""
-    order = np.argsort(raw)[::-1]
-    p = proba[order]
+def expected_roc_auc(descending: np.ndarray) -> float:
+    """NannyML's ``estimate_roc_auc`` of calibrated probabilities in descending order of the raw score: expected
+    TP = cumulative probability, FP = rows so far - TP, both rounded to 5 decimals, trapezoid area of (FP rate, TP
+    rate)."""
+    p = descending
     expected_tp = np.cumsum(p)
     expected_fp = 1 + np.arange(p.size) - expected_tp
     tps = np.round(np.concatenate(([0.0], expected_tp)), ROUND_DECIMALS)

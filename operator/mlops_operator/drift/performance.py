@@ -5,7 +5,7 @@
     scores = regression_metrics(y_true, y_pred)
 
 Each metric equals scikit-learn's with its defaults (binary average on the positive label; macro average when there
-are more than two classes; zero_division gives 0): tests/unit/test_performance_parity.py.  Pure numpy/scipy.
+are more than two classes; zero_division gives 0): tests/unit/test_performance_parity.py.  Pure numpy.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 REGRESSION_METRICS = ("mae", "rmse", "mape")
@@ -74,7 +73,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.nd
     """Accuracy, precision, recall, F1 (binary on ``positive``, macro over classes otherwise) and ROC AUC (binary,
     from ``scores`` = the model's probability of ``positive``)."""
     y_true, y_pred = _paired(y_true, y_pred)
-    classes = np.unique(np.concatenate((y_true, y_pred)))
+    classes = _classes(y_true, y_pred)
     out: dict[str, float] = {}
     binary = classes.size <= 2
     for name in metrics:
@@ -111,15 +110,35 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray,
 
 
 def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney U statistic with average ranks for ties (equal to the trapezoid
-    area scikit-learn integrates); NaN when only one class is present."""
+    """Area under the ROC curve as the Mann-Whitney U statistic, a tie counting one half (equal to the trapezoid
+    area scikit-learn integrates); NaN when only one class is present or a score is NaN.
+
+    Each class's scores are sorted on their own and each positive is placed among the negatives: two sorts of
+    halves and a merge, not a ranking of the whole (a quarter of the time at a million rows).
+    """
     is_positive = np.asarray(is_positive, dtype=bool)
-    n_pos = int(is_positive.sum())
-    n_neg = is_positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.sort(scores[is_positive])
+    negatives = np.sort(scores[~is_positive])
+    if positives.size == 0 or negatives.size == 0 or np.isnan(positives[-1]) or np.isnan(negatives[-1]):
+        return float("nan")  # NaN sorts last
+    # For each positive the negatives below it, plus half of those equal to it (looked up for tied ones only).
+    below = np.searchsorted(negatives, positives, "left")
+    tied = negatives[np.minimum(below, negatives.size - 1)] == positives
+    ties = int((np.searchsorted(negatives, positives[tied], "right") - below[tied]).sum())
+    return (2 * int(below.sum()) + ties) / 2.0 / (positives.size * negatives.size)
+
+
+def _classes(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """The sorted classes present in either array; small integer ranges are counted, not sorted."""
+    if y_true.dtype.kind in "biu" and y_pred.dtype.kind in "biu":
+        low = min(int(y_true.min()), int(y_pred.min()))
+        high = max(int(y_true.max()), int(y_pred.max()))
+        if high - low <= 1 << 16 and high < 1 << 62:  # a uint64 beyond int64 is left to np.unique
+            seen = np.bincount(y_true.astype(np.int64) - low, minlength=high - low + 1)
+            seen += np.bincount(y_pred.astype(np.int64) - low, minlength=high - low + 1)
+            return np.flatnonzero(seen) + low
+    return np.unique(np.concatenate((y_true, y_pred)))
 
 
 def _prf(y_true: np.ndarray, y_pred: np.ndarray, label: Any) -> dict[str, float]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_operator.drift.codes import text_codes
+from mlops_operator.drift.codes import text_counts
 
 FORMAT_VERSION = 1
 
@@ -147,9 +147,9 @@ def build_profile(reference: Mapping[str, np.ndarray]) -> ReferenceProfile:
 def profile_column(name: str, column: np.ndarray) -> FeatureProfile:
     if column.ndim != 1:
         raise ValueError(f"feature '{name}': expected a 1-d column, got shape {column.shape}")
-    text = text_codes(column)
+    text = text_counts(column)
     if text is not None:  # strings and missing values: counted by hashing, not by sorting (codes.py)
-        counts = text.counts()
+        counts = text.counts
         return FeatureProfile(name=name, dtype=column.dtype.str, rows=column.size, count=int(counts.sum()),
                               n_unique=text.categories.size, std=None, categories=text.categories, counts=counts)
     clean = clean_column(column)

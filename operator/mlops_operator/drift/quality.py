@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlops_operator.drift.codes import text_codes
+from mlops_operator.drift.codes import text_counts
 from mlops_operator.drift.profile import FeatureProfile, ReferenceProfile, is_numeric_dtype
 
 DEFAULT_QUALITY_THRESHOLDS = {"missing": 0.05, "outOfRange": 0.05, "newCategories": 0.05, "typeErrors": 0.0}
@@ -107,22 +107,20 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
     rows = column.size
     if ref.numeric:
         values, missing, type_errors = _as_numbers(column)
-        finite = values[np.isfinite(values)]
         ref_values = ref.values
         assert ref_values is not None, "a numeric profile keeps its sorted values"
         if ref_values.size:
+            # The reference's sample is finite, so +/-inf falls outside its range; NaN compares false both ways.
             lo, hi = ref_values[0], ref_values[-1]
-            out_of_range = int(np.count_nonzero((finite < lo) | (finite > hi)))
-            # +/-inf is outside any finite reference range
-            out_of_range += int(values.size - finite.size - np.count_nonzero(np.isnan(values)))
+            out_of_range = int(np.count_nonzero(values < lo)) + int(np.count_nonzero(values > hi))
         else:
             out_of_range = 0
         return _verdict(ref.name, rows, missing, out_of_range, 0, type_errors, (), limits)
     categories, _ = ref.category_counts()
-    text = text_codes(column)
+    text = text_counts(column)
     if text is not None and _all_strings(categories):  # strings and missing values only: no type error
-        new, examples = _unseen(text.categories, text.counts(), categories)
-        return _verdict(ref.name, rows, int(np.count_nonzero(text.missing)), 0, new, 0, examples, limits)
+        new, examples = _unseen(text.categories, text.counts, categories)
+        return _verdict(ref.name, rows, text.missing, 0, new, 0, examples, limits)
     present, missing = _present(column)
     type_errors = _numbers_among_strings(present, ref)
     if type_errors == 0 and present.dtype.kind == "O" and categories.dtype.kind in "OU" and _all_strings(categories):
@@ -138,7 +136,7 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
 def _as_numbers(column: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(float values with NaN where missing or not a number, missing count, type-error count)."""
     if is_numeric_dtype(column.dtype):
-        values = column.astype(np.float64)
+        values = np.asarray(column, dtype=np.float64)  # a float64 column is read in place, not copied
         return values, int(np.count_nonzero(np.isnan(values))), 0
     if column.dtype.kind in "US":  # every value is text: numeric text converts, the rest are type errors
         column = column.astype(object)
