@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator.agent.app import Agent
 from mlops_operator.agent.config import AgentConfig
+from mlops_operator.agent.proxy import end_to_end, header_lines
 
 STREAM_CHUNKS = 5
 
@@ -296,3 +297,13 @@ def test_feedback_rows_join_their_predictions_by_request_id(tmp_path):
         got = sorted((r["request_id"], r["f0"], r["prediction"], r["label"]) for r in joined.to_pylist())
         assert got == sorted((ids[i], i, i + 1, i % 2) for i in range(3))
     run(scenario)
+
+
+def test_headers_that_connection_names_do_not_cross_the_agent():
+    sent = header_lines(((b"Host", b"agent"), (b"Connection", b"keep-alive, X-Hop"), (b"x-hop", b"1"),
+                         (b"X-Kept", b"2"), (b"X-Request-Id", b"caller")), "rid-1")
+    assert sent == b"X-Kept: 2\r\nX-Request-Id: rid-1\r\n"
+    answer = end_to_end([("Content-Type", "application/json"), ("Connection", "close,X-Hop ,Keep-Alive"),
+                         ("X-HOP", "1"), ("Keep-Alive", "timeout=5"), ("X-Kept", "2")])
+    assert list(answer.items()) == [("Content-Type", "application/json"), ("X-Kept", "2")]
+    assert header_lines(((b"X-Kept", b"2"),), "r") == b"X-Kept: 2\r\nX-Request-Id: r\r\n"  # no Connection header

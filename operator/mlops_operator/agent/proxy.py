@@ -34,14 +34,24 @@ CAPTURE_LIMIT = 1 << 20  # bytes of a sampled streamed answer kept for its row; 
 
 
 def header_lines(raw: tuple[tuple[bytes, bytes], ...], request_id: str) -> bytes:
-    """The request's end-to-end header lines as they came, and the request id."""
-    lines = [b"%s: %s\r\n" % (k, v) for k, v in raw if k.lower() not in NOT_SENT_UP]
+    """The request's end-to-end header lines as they came, and the request id. Headers that `Connection` names are
+    hop-by-hop too (RFC 9110, 7.6.1)."""
+    skip = NOT_SENT_UP
+    for k, v in raw:
+        if k.lower() == b"connection":
+            skip = skip | {name.strip() for name in v.lower().split(b",")}
+    lines = [b"%s: %s\r\n" % (k, v) for k, v in raw if k.lower() not in skip]
     lines.append(b"X-Request-Id: %s\r\n" % request_id.encode("utf-8", "surrogateescape"))
     return b"".join(lines)
 
 
 def end_to_end(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
-    return CIMultiDict([(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP])
+    """The answer's headers less the hop-by-hop ones, those its `Connection` names included."""
+    skip: frozenset[str] | set[str] = HOP_BY_HOP
+    for k, v in headers:
+        if k.lower() == "connection":
+            skip = skip | {name.strip() for name in v.lower().split(",")}
+    return CIMultiDict([(k, v) for k, v in headers if k.lower() not in skip])
 
 
 class Proxy:
