@@ -278,6 +278,9 @@ def test_empty_current_names_the_feature():
         one(np.arange(5.0), np.array([], dtype=float))
     with pytest.raises(DriftInputError, match="feature 'x'.*current"):
         one(np.arange(5.0), np.array([np.nan, np.inf]))
+    text = np.array(["a", "b", "a"], dtype=object)
+    with pytest.raises(DriftInputError, match="feature 'x'.*current.*no values left"):
+        one(text, np.array([None, np.nan, float("nan")], dtype=object))  # text counted, none present
 
 
 def test_missing_feature_and_wrong_test_type():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlops_operator.drift import stats
-from mlops_operator.drift.codes import text_codes
+from mlops_operator.drift.codes import text_counts
 from mlops_operator.drift.profile import (
     FeatureProfile,
     ReferenceProfile,
@@ -150,7 +150,7 @@ def feature_drift(ref: FeatureProfile, raw_current: np.ndarray, spec: FeatureSpe
         raise DriftInputError(
             f"feature '{name}': the reference has no values left after dropping NaN/inf ({ref.rows} rows)"
         )
-    if cur.clean.size == 0:
+    if cur.present == 0:
         raise DriftInputError(
             f"feature '{name}': the current window has no values left after dropping NaN/inf ({cur.raw.size} rows)"
         )
@@ -265,7 +265,7 @@ def _binned_percents(ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> tu
         pooled = np.result_type(ref_values.dtype, cur.clean.dtype)
         lo = min(ref_values[0], cur.min)
         hi = max(ref_values[-1], cur.max)
-        edges = stats.sturges_edges(lo, hi, ref.count + cur.clean.size, pooled)
+        edges = stats.sturges_edges(lo, hi, ref.count + cur.present, pooled)
         ref_counts = stats.histogram_sorted(ref_values, edges)
         if cur.has_sorted:
             cur_counts = stats.histogram_sorted(cur.sorted, edges)
@@ -273,7 +273,7 @@ def _binned_percents(ref: FeatureProfile, cur: _CurrentColumn, ftype: str) -> tu
             cur_counts = stats.histogram_unsorted(cur.clean, edges)
     else:
         _, ref_counts, cur_counts = _aligned_counts(ref, cur)
-    return ref_counts / ref.count, cur_counts / cur.clean.size
+    return ref_counts / ref.count, cur_counts / cur.present
 
 
 def _aligned_counts(ref: FeatureProfile, cur: _CurrentColumn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,13 +310,21 @@ class _CurrentColumn:
         self.numeric = is_numeric_dtype(raw.dtype)
         self._sorted: np.ndarray | None = None
         self._counts: tuple[np.ndarray, np.ndarray] | None = None
-        text = text_codes(raw)
+        self._clean: np.ndarray | None = None
+        text = text_counts(raw)
         if text is None:
-            self.clean = clean_column(raw)
-        else:  # strings: counted by hashing, not by sorting (codes.py)
-            missing = text.missing
-            self.clean = raw[~missing] if missing.any() else raw
-            self._counts = (text.categories, text.counts())
+            self._clean = clean_column(raw)
+            self.present = self._clean.size
+        else:  # strings: counted by hashing, not by sorting (codes.py); the values themselves only if asked for
+            self.present = raw.size - text.missing
+            self._counts = (text.categories, text.counts)
+
+    @property
+    def clean(self) -> np.ndarray:
+        """The values left after dropping None, NaN and +/-inf."""
+        if self._clean is None:
+            self._clean = clean_column(self.raw)
+        return self._clean
 
     @property
     def has_sorted(self) -> bool:
