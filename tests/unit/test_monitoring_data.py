@@ -289,3 +289,23 @@ def test_labels_posted_as_feedback_join_the_log_and_a_label_flip_with_unchanged_
     assert flipped["failedChecks"] == ["performance"] and flipped["performance"]["metrics"][0]["value"] == 0.0
     assert reactions.alarming(flipped) and not reactions.alarming(good)
     assert "model checks failed: performance" in reactions.drift_summary(flipped)
+
+
+def test_columns_come_out_as_numpy_the_checks_read_numbers_as_floats_the_rest_as_python_values():
+    table = pa.table({
+        "n": pa.array([1, None, 3], pa.int32()),
+        "s": pa.chunked_array([pa.array(["a", None]), pa.array(["é"])]),
+        "l": pa.array(["x", "y", None], pa.large_string()),
+        "b": pa.array([True, None, False]),
+        "b2": pa.array([True, True, False]),
+        "t": pa.array([1, None, 3], pa.timestamp("us")),
+        "e": pa.array(["p", "q", "r"]).dictionary_encode(),
+    })
+    arrays = data.to_arrays(table, list(table.column_names))
+    assert arrays["n"].dtype == np.float64 and np.isnan(arrays["n"][1]) and arrays["n"][2] == 3.0
+    for name in ("s", "l", "b", "b2", "t", "e"):
+        assert arrays[name].dtype == object, name
+        assert arrays[name].tolist() == table.column(name).to_pylist(), name
+        assert [type(v) for v in arrays[name]] == [type(v) for v in table.column(name).to_pylist()], name
+    empty = data.to_arrays(pa.table({"s": pa.chunked_array([], pa.string())}), ["s"])["s"]
+    assert empty.dtype == object and empty.size == 0
