@@ -8,9 +8,11 @@ parses a body (the sink does that later); unsampled requests are not even copied
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
+from typing import TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -30,6 +32,7 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
 ))
 # Not sent up either: the agent sets the request id, and it holds the whole body (no 100-continue to wait for).
 NOT_SENT_UP = frozenset(h.encode("ascii") for h in (*HOP_BY_HOP, REQUEST_ID.lower(), "expect"))
+_Text = TypeVar("_Text", str, bytes)
 CAPTURE_LIMIT = 1 << 20  # bytes of a sampled streamed answer kept for its row; the client gets every byte anyway
 
 
@@ -38,8 +41,8 @@ def header_lines(raw: tuple[tuple[bytes, bytes], ...], request_id: str) -> bytes
     hop-by-hop too (RFC 9110, 7.6.1)."""
     skip = NOT_SENT_UP
     for k, v in raw:
-        if k.lower() == b"connection":
-            skip = skip | {name.strip() for name in v.lower().split(b",")}
+        if len(k) == 10 and k.lower() == b"connection":
+            skip = _with_listed(skip, v.lower(), b",")
     lines = [b"%s: %s\r\n" % (k, v) for k, v in raw if k.lower() not in skip]
     lines.append(b"X-Request-Id: %s\r\n" % request_id.encode("utf-8", "surrogateescape"))
     return b"".join(lines)
@@ -47,11 +50,19 @@ def header_lines(raw: tuple[tuple[bytes, bytes], ...], request_id: str) -> bytes
 
 def end_to_end(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
     """The answer's headers less the hop-by-hop ones, those its `Connection` names included."""
-    skip: frozenset[str] | set[str] = HOP_BY_HOP
+    skip: frozenset[str] = HOP_BY_HOP
     for k, v in headers:
-        if k.lower() == "connection":
-            skip = skip | {name.strip() for name in v.lower().split(",")}
+        if len(k) == 10 and k.lower() == "connection":
+            skip = _with_listed(skip, v.lower(), ",")
     return CIMultiDict([(k, v) for k, v in headers if k.lower() not in skip])
+
+
+@functools.lru_cache(maxsize=64)
+def _with_listed(skip: frozenset[_Text], value: _Text, comma: _Text) -> frozenset[_Text]:
+    """`skip` and the header names a Connection header's value lists (lower case). The same few values come again
+    and again (`keep-alive`, `close`), so the answer is kept."""
+    listed = frozenset(t.strip() for t in value.split(comma))
+    return skip if listed <= skip else skip | listed
 
 
 class Proxy:
