@@ -8,7 +8,8 @@ prediction and label.  Per check, the time of ours (reference fitting separate f
 there is one) and of the anchor doing the same, also in its two steps: Evidently (quality counts, metrics with
 labels), NannyML (CBPE, PCA reconstruction error, one chunk = the window).  Values are compared in the same run
 (quality counts equal to Evidently's and to pandas', metrics to scikit-learn's and Evidently's to 1e-9, CBPE and
-reconstruction error to NannyML's to 1e-6) and the line says so.  Writes the section
+reconstruction error to NannyML's to 1e-6) and the line says so.  Per check, also 1/50 of the anchor's window time
+and the floor: the passes over the window the check's method needs, each timed in bare numpy.  Writes the section
 "## Model quality checks" of docs/benchmarks.md.
 """
 
@@ -64,8 +65,8 @@ def timed(fn):
 
 
 def floor(*passes) -> float:
-    """Best of three of the passes over the window that any implementation of a check makes (each check's docstring
-    says which): what a window cannot be checked in, in numpy on this machine."""
+    """Best of three of the passes over the window that the check's method needs (each check's docstring says
+    which), each in bare numpy: no numpy implementation checks a window faster on this machine."""
     return min(sum(timed(p)[0] for p in passes) for _ in range(3))
 
 
@@ -280,8 +281,8 @@ def report(rows: int, cols: int, cells: list[dict]) -> list[str]:
         "timed in its two steps: \"fit\" once per reference (ours: the profile or model a monitor keeps; the "
         "anchor's: `fit`, or the reference's ranges and categories), \"window\" per checked window. \"50x "
         "needs\" is the anchor's window time over 50; \"floor\" is the best of three of the passes over the window "
-        "that any implementation of the check makes (its docstring in bench/quality_bench.py names them), in "
-        "numpy: a window cannot be checked faster than that here.",
+        "that the check's method needs (its docstring in bench/quality_bench.py names them), each in bare numpy: "
+        "no numpy implementation checks a window faster here.",
         "",
         "| check | anchor | ours: fit | ours: window | anchor: fit | anchor: window | speed-up: window | "
         "speed-up: fit | speed-up: fit + window | 50x needs | floor | values |",
