@@ -208,8 +208,7 @@ def bench_cbpe(ref: dict, cur: dict) -> dict:
 
     t_fit, model = timed(lambda: fit_cbpe(ref["score"], ref["label"], ref["pred"]))
     t_ours, ours = timed(lambda: estimate_cbpe(model, cur["score"], cur["pred"]))
-    calibrator = model.calibrator if model.calibrator is not None else (lambda x: x)
-    least = floor(lambda: calibrator(np.sort(cur["score"])))
+    least = floor(lambda: model.calibrated(np.sort(cur["score"])))
     nannyml = _nannyml()
     if nannyml is None:
         return cell("CBPE (accuracy, F1, ROC AUC)", "NannyML", t_fit, t_ours, None, None, "NannyML not installed",

@@ -55,6 +55,10 @@ class CBPEModel:
     reference: dict[str, float]  # realized metrics on the reference
     reference_rows: int
 
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """The scores as calibrated probabilities (as they are when the reference needed no calibration)."""
+        return self.calibrator(scores) if self.calibrator is not None else scores
+
 
 @dataclass(frozen=True)
 class MetricEstimate:
@@ -111,7 +115,7 @@ def estimate_cbpe(model: CBPEModel, scores: np.ndarray, predicted: np.ndarray,
         raise PerformanceInputError("CBPE: scores and predictions must be non-empty and of one length")
     # Scores are sorted before the calibration map looks them up, which then takes a tenth of the time it takes on
     # scattered ones; the expected ROC AUC walks them in that order anyway. Each sum needs its rows, not their order.
-    calibrate = model.calibrator if model.calibrator is not None else (lambda x: x)
+    calibrate = model.calibrated
     positive, negative = predicted == 1, predicted == 0
     tp = float(calibrate(np.sort(raw[positive])).sum())  # expected counts: a predicted positive is true with chance p
     fn = float(calibrate(np.sort(raw[negative])).sum())

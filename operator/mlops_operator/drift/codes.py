@@ -12,6 +12,7 @@ Only columns whose every value is a str or missing take this path: `text_counts`
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,17 +34,28 @@ def text_counts(column: np.ndarray) -> TextCounts | None:
         tally = Counter(column.tolist())
     except TypeError:  # an unhashable value (a list): not a text column
         return None
-    text: list[str] = []
-    missing = 0
-    for value, rows in tally.items():
-        if isinstance(value, str):
-            text.append(value)
-        elif value is None or (isinstance(value, float) and value != value):
-            missing += rows  # each NaN object is its own key: NaN is unequal to itself
-        else:
-            return None
+    split = split_text(tally)
+    if split is None:
+        return None
+    text, missing_values = split
+    missing = sum(tally[v] for v in missing_values)
     text.sort()
     categories = np.empty(len(text), dtype=object)
     categories[:] = text
     counts = np.fromiter((tally[v] for v in text), dtype=np.int64, count=len(text))
     return TextCounts(categories=categories, counts=counts, missing=missing)
+
+
+def split_text(distinct: Iterable[object]) -> tuple[list[str], list[object]] | None:
+    """The strings and the missing values (None, NaN) among a column's distinct values; None when any is something
+    else (a number, a boolean, another object): then it is not a text column."""
+    text: list[str] = []
+    missing: list[object] = []
+    for value in distinct:
+        if isinstance(value, str):
+            text.append(value)
+        elif value is None or (isinstance(value, float) and value != value):
+            missing.append(value)  # each NaN object is its own key: NaN is unequal to itself
+        else:
+            return None
+    return text, missing

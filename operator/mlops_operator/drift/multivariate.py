@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mlops_operator.drift.codes import text_counts
+from mlops_operator.drift.codes import split_text, text_counts
 from mlops_operator.drift.engine import DriftInputError
 from mlops_operator.drift.quality import missing_mask
 
@@ -183,14 +183,12 @@ def _text_shares(items: list, shares: Mapping[object, float], missing: float) ->
         distinct = set(items)
     except TypeError:  # an unhashable value
         return None
-    table: dict[object, float] = {}
-    for value in distinct:  # each NaN object is its own key: NaN is unequal to itself
-        if isinstance(value, str):
-            table[value] = shares.get(value, 0.0)
-        elif value is None or (isinstance(value, float) and value != value):
-            table[value] = missing
-        else:
-            return None
+    split = split_text(distinct)
+    if split is None:
+        return None
+    text, missing_values = split
+    table: dict[object, float] = {v: shares.get(v, 0.0) for v in text}
+    table.update(dict.fromkeys(missing_values, missing))
     return table
 
 
