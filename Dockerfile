@@ -24,11 +24,13 @@ RUN groupadd --gid 1000 mlops \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin mlops
 COPY --from=build /opt/mlops /opt/mlops
 # HOME=/tmp: fsspec, huggingface_hub and friends write their caches under $HOME; the chart mounts an emptyDir
-# at /tmp because the root filesystem is read-only. Bytecode is compiled at install time, never at run time.
+# at /tmp because the root filesystem is read-only. Bytecode is compiled at install time, never at run time; the
+# drift checks' compiled loops (numba) are compiled on first use into NUMBA_CACHE_DIR.
 ENV PATH=/opt/mlops/bin:$PATH \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    NUMBA_CACHE_DIR=/tmp/numba
 # Numeric, so Kubernetes can check runAsNonRoot without reading /etc/passwd.
 USER 1000:1000
 WORKDIR /tmp

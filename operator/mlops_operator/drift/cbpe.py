@@ -12,7 +12,7 @@ Follows NannyML 0.13.1's CBPE (``performance_estimation/confidence_based``): iso
 reference when it lowers the expected calibration error in 10 stratified 90/10 splits (``needs_calibration``,
 same splits as scikit-learn's StratifiedShuffleSplit(random_state=42)), its sampling errors
 (``sampling_error/binary_classification``) and a band of 3 sampling errors clipped to [0, 1].
-Parity: tests/unit/test_cbpe_parity.py.  Pure numpy/scipy.
+Parity: tests/unit/test_cbpe_parity.py.  numpy/scipy, and one compiled pass per window (kernels.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from mlops_operator.drift.kernels import cbpe_cells, segments
 from mlops_operator.drift.performance import PerformanceInputError, classification_metrics, roc_auc
 
 CBPE_METRICS = ("accuracy", "f1", "roc_auc")
@@ -29,6 +30,7 @@ SAMPLING_ERROR_RANGE = 3  # NannyML's band: estimate +/- 3 sampling errors
 CALIBRATION_SPLITS, CALIBRATION_BINS, CALIBRATION_TEST_SHARE, CALIBRATION_SEED = 10, 10, 0.1, 42
 ALREADY_CALIBRATED_AUC = 0.999  # NannyML skips calibration above this reference ROC AUC
 ROUND_DECIMALS = 5  # NannyML rounds the expected TP/FP counts before the ROC curve
+CBPE_AUC_TOLERANCE = 1e-8  # the compiled pass's ROC AUC is used when it is surely this close to the exact one
 
 
 @dataclass(frozen=True)
@@ -110,18 +112,26 @@ def estimate_cbpe(model: CBPEModel, scores: np.ndarray, predicted: np.ndarray,
                   metrics: tuple[str, ...] = CBPE_METRICS) -> dict[str, MetricEstimate]:
     """Expected metrics of a window from its scores and predicted classes (0/1)."""
     raw = np.asarray(scores, dtype=np.float64)
-    predicted = np.asarray(predicted).astype(np.int64)
+    predicted = np.asarray(predicted).astype(np.int64, copy=False)
     if raw.shape != predicted.shape or raw.size == 0:
         raise PerformanceInputError("CBPE: scores and predictions must be non-empty and of one length")
-    # Scores are sorted before the calibration map looks them up, which then takes a tenth of the time it takes on
-    # scattered ones; the expected ROC AUC walks them in that order anyway. Each sum needs its rows, not their order.
+    # One compiled pass gives the expected counts and, within CBPE_AUC_TOLERANCE, the expected ROC AUC (kernels.py).
+    # Otherwise (a NaN score, a class other than 0/1, or scores bunched so that the bound is wider) the scores are
+    # sorted: the calibration map then looks them up ten times faster, and the ROC AUC walks them in that order.
+    calibrator = model.calibrator
+    sums = cbpe_cells(raw, predicted, *segments(None if calibrator is None else calibrator.x,
+                                                None if calibrator is None else calibrator.y))
     calibrate = model.calibrated
-    positive, negative = predicted == 1, predicted == 0
-    tp = float(calibrate(np.sort(raw[positive])).sum())  # expected counts: a predicted positive is true with chance p
-    fn = float(calibrate(np.sort(raw[negative])).sum())
-    fp = float(np.count_nonzero(positive)) - tp
-    tn = float(np.count_nonzero(negative)) - fn
-    proba = calibrate(np.sort(raw))
+    if sums is not None:
+        tp, fn = sums.tp, sums.fn
+        fp = float(sums.positives) - tp
+        tn = float(raw.size - sums.positives) - fn
+    else:
+        positive, negative = predicted == 1, predicted == 0
+        tp = float(calibrate(np.sort(raw[positive])).sum())  # a predicted positive is true with chance p
+        fn = float(calibrate(np.sort(raw[negative])).sum())
+        fp = float(np.count_nonzero(positive)) - tp
+        tn = float(np.count_nonzero(negative)) - fn
     n = raw.size
     out = {}
     for name in metrics:
@@ -133,7 +143,10 @@ def estimate_cbpe(model: CBPEModel, scores: np.ndarray, predicted: np.ndarray,
             value = float(tp / denominator) if denominator != 0 else 0.0
             error = model.f1_std / np.sqrt(n * model.f1_fraction)
         elif name == "roc_auc":
-            value = expected_roc_auc(proba[::-1])
+            if sums is not None and sums.bound <= CBPE_AUC_TOLERANCE:
+                value = sums.roc_auc
+            else:
+                value = expected_roc_auc(calibrate(np.sort(raw))[::-1])
             error = model.auc_std / np.sqrt(n * model.auc_fraction)
         else:
             raise PerformanceInputError(f"CBPE estimates {', '.join(CBPE_METRICS)}, not {name!r}")

@@ -1,9 +1,11 @@
 """Text columns counted by hashing instead of sorting.
 
 A categorical column arrives as a numpy object array of Python strings, with None or NaN where a value is missing.
-`np.unique` sorts it, one Python comparison at a time: about 0.4 s per million rows. `text_counts` tallies the rows
-with a Counter instead, one C loop over the column (about 0.03 s per million), and sorts only the few distinct
-values. Categories come out sorted, as `np.unique` gives them, so callers get the same answer either way.
+`np.unique` sorts it, one Python comparison at a time: about 0.4 s per million rows. `text_counts` counts the
+column's distinct objects in one compiled pass (kernels.distinct_objects, about 3 ms per million rows: a column read
+from Parquet shares one object per value), then merges equal values among those few; a column of more distinct
+objects is tallied with a Counter (about 0.03 s per million). Only the distinct values are sorted. Categories come out
+sorted, as `np.unique` gives them, so callers get the same answer either way.
 
 Only columns whose every value is a str or missing take this path: `text_counts` returns None for anything else
 (numbers among strings, booleans, other objects), and the caller keeps its numpy path for those.
@@ -16,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+from mlops_operator.drift.kernels import distinct_objects
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ def text_counts(column: np.ndarray) -> TextCounts | None:
     if column.dtype.kind != "O" or column.ndim != 1:
         return None
     try:
-        tally = Counter(column.tolist())
+        tally = _tally(column)
     except TypeError:  # an unhashable value (a list): not a text column
         return None
     split = split_text(tally)
@@ -44,6 +48,17 @@ def text_counts(column: np.ndarray) -> TextCounts | None:
     categories[:] = text
     counts = np.fromiter((tally[v] for v in text), dtype=np.int64, count=len(text))
     return TextCounts(categories=categories, counts=counts, missing=missing)
+
+
+def _tally(column: np.ndarray) -> Counter[object]:
+    """Rows per distinct value of an object column."""
+    distinct = distinct_objects(column)
+    if distinct is None:
+        return Counter(column.tolist())
+    tally: Counter[object] = Counter()
+    for value, count in zip(column[distinct.rows].tolist(), distinct.counts.tolist()):
+        tally[value] += count  # equal values held by different objects add up; each NaN object stays its own
+    return tally
 
 
 def split_text(distinct: Iterable[object]) -> tuple[list[str], list[object]] | None:

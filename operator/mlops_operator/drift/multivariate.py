@@ -8,7 +8,8 @@ frequent value for categorical ones), categories replaced by their share in the 
 every column standardised, PCA keeping the fewest components that explain 65% of the variance.  A row's error is
 the Euclidean distance between it and its projection back from those components; the window's value is the mean
 error.  When the relations between columns change, rows leave the reference's subspace and the error rises, even
-if no column drifts on its own.  Parity: tests/unit/test_multivariate_parity.py.  Pure numpy.
+if no column drifts on its own.  Parity: tests/unit/test_multivariate_parity.py.  numpy for the fit; a window
+is one compiled pass (kernels.residual_norms).
 
 The verdict: drift when the mean error exceeds ``upper`` (absolute), or, by default, the reference's mean error by
 more than 3 sampling errors of a window this size *and* by at least ``min_increase`` (relative, default 5%), so a
@@ -25,6 +26,7 @@ import numpy as np
 
 from mlops_operator.drift.codes import split_text, text_counts
 from mlops_operator.drift.engine import DriftInputError
+from mlops_operator.drift.kernels import TextColumn, distinct_objects, residual_norms
 from mlops_operator.drift.quality import missing_mask
 
 VARIANCE_KEPT = 0.65  # NannyML's default n_components
@@ -43,6 +45,7 @@ class ReconstructionModel:
     scale: np.ndarray
     pca_mean: np.ndarray
     components: np.ndarray  # (k, columns)
+    residual: np.ndarray  # (columns - k, columns): the rest of the orthonormal basis, what the components leave out
     reference_error: float  # mean error over the reference rows
     reference_std: float  # std (ddof=1) of the per-row error over the reference
 
@@ -99,7 +102,7 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
     partial = ReconstructionModel(
         numerical=tuple(sorted(numerical)), categorical=tuple(sorted(categorical)), columns=names, fill=fill,
         frequencies=freqs, mean=np.zeros(0), scale=np.zeros(0), pca_mean=np.zeros(0), components=np.zeros((0, 0)),
-        reference_error=0.0, reference_std=0.0)
+        residual=np.zeros((0, 0)), reference_error=0.0, reference_std=0.0)
     x = _encode(partial, reference)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -116,8 +119,9 @@ def fit_reconstruction(reference: Mapping[str, np.ndarray], names: Sequence[str]
     ratio = np.cumsum(eigenvalues / eigenvalues.sum())
     k = int(np.searchsorted(ratio, variance, side="right")) + 1
     components = eigenvectors[:, order[:k]].T
+    residual = np.ascontiguousarray(eigenvectors[:, order[k:]].T)
     model = ReconstructionModel(**{**partial.__dict__, "mean": mean, "scale": scale, "pca_mean": pca_mean,
-                                   "components": components})
+                                   "components": components, "residual": residual})
     errors = _row_errors(model, z)
     return ReconstructionModel(**{**model.__dict__, "reference_error": float(errors.mean()),
                                   "reference_std": float(np.std(errors, ddof=1))})
@@ -128,18 +132,32 @@ def reconstruction_error(model: ReconstructionModel, current: Mapping[str, np.nd
     for name in model.columns:
         if name not in current:
             raise DriftInputError(f"column '{name}': not in the current data")
-    centred = _encode(model, current)
-    # (x - mean) / scale - pca_mean in two passes over the window, not three
-    centred *= 1.0 / model.scale
-    centred -= model.mean / model.scale + model.pca_mean
-    errors = _row_errors(model, centred)
-    n = errors.size
-    if n < 2:
-        raise DriftInputError(f"multivariate drift needs at least 2 rows in the window, got {n}")
-    value = float(errors.mean())
-    sampling_error = float(np.std(errors, ddof=1) / np.sqrt(n))
+    rows = len(np.asarray(current[model.columns[0]]))
+    if rows < 2:
+        raise DriftInputError(f"multivariate drift needs at least 2 rows in the window, got {rows}")
+    # z = (x - mean) / scale - pca_mean = x * multiply + add, applied row by row in one compiled pass (kernels.py):
+    # numbers as they are (NaN -> fill), text as codes into a table of its standardised shares.
+    multiply = 1.0 / model.scale
+    add = -(model.mean * multiply + model.pca_mean)
+    numbers: list[tuple[np.ndarray, float, int]] = []
+    text: list[TextColumn] = []
+    for j, name in enumerate(model.columns):
+        col = np.asarray(current[name])
+        if col.shape != (rows,):
+            raise DriftInputError(f"column '{name}': {col.size} values in a window of {rows} rows")
+        coded = _coded_shares(model, name, col) if name in model.frequencies else None
+        if coded is not None:
+            codes, table = coded
+            text.append(TextColumn(codes=codes, table=table * multiply[j] + add[j], position=j))
+        elif name in model.frequencies:
+            numbers.append((_encode_column(model, name, col, coded=None), 0.0, j))
+        else:
+            numbers.append((np.asarray(col, dtype=np.float64), float(model.fill[name]), j))
+    total, squares = residual_norms(rows, numbers, text, multiply, add, model.residual)
+    value = total / rows
+    sampling_error = float(np.sqrt(max(squares - total * value, 0.0) / (rows - 1)) / np.sqrt(rows))
     if upper is None:
-        reference_error = model.reference_std / np.sqrt(n)
+        reference_error = model.reference_std / np.sqrt(rows)
         upper = max(model.reference_error + SAMPLING_ERROR_RANGE * reference_error,
                     model.reference_error * (1 + min_increase))
     return MultivariateResult(
@@ -157,23 +175,50 @@ def _encode(model: ReconstructionModel, data: Mapping[str, np.ndarray]) -> np.nd
     for j, name in enumerate(model.columns):
         col = np.asarray(data[name])
         if name in model.frequencies:
-            shares = model.frequencies[name]
-            items = col.tolist() if col.dtype.kind == "O" and col.ndim == 1 else None
-            table = None if items is None else _text_shares(items, shares, shares.get(model.fill[name], 0.0))
-            if items is not None and table is not None:  # strings: each row looked up by hashing
-                out[:, j] = np.fromiter(map(table.__getitem__, items), dtype=np.float64, count=len(items))
-                continue
-            missing = missing_mask(col)
-            if missing.any():
-                col = col.copy()
-                col[missing] = model.fill[name]
-            values, inverse = np.unique(col, return_inverse=True)
-            out[:, j] = np.asarray([shares.get(v, 0.0) for v in values.tolist()], dtype=np.float64)[inverse.ravel()]
+            out[:, j] = _encode_column(model, name, col)
         else:
             numbers = out[:, j]
             numbers[:] = col
             numbers[np.isnan(numbers)] = model.fill[name]
     return out
+
+
+def _encode_column(model: ReconstructionModel, name: str, col: np.ndarray,
+                   coded: tuple[np.ndarray, np.ndarray] | None | bool = True) -> np.ndarray:
+    """A categorical column as the reference share of each row's value (missing: the fill's share). ``coded``: the
+    column's `_coded_shares` when the caller has them (None: it has none), True to find them here."""
+    shares = model.frequencies[name]
+    if coded is True:
+        coded = _coded_shares(model, name, col)
+    if isinstance(coded, tuple):
+        codes, table = coded
+        return np.asarray(table[codes], dtype=np.float64)
+    items = col.tolist() if col.dtype.kind == "O" and col.ndim == 1 else None
+    lookup = None if items is None else _text_shares(items, shares, shares.get(model.fill[name], 0.0))
+    if items is not None and lookup is not None:  # strings of many distinct objects: each row looked up by hashing
+        return np.fromiter(map(lookup.__getitem__, items), dtype=np.float64, count=len(items))
+    missing = missing_mask(col)
+    if missing.any():
+        col = col.copy()
+        col[missing] = model.fill[name]
+    values, inverse = np.unique(col, return_inverse=True)
+    return np.asarray([shares.get(v, 0.0) for v in values.tolist()], dtype=np.float64)[inverse.ravel()]
+
+
+def _coded_shares(model: ReconstructionModel, name: str, col: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A text column as (per row, the slot of its object; slot -> reference share), from its distinct objects
+    (kernels.distinct_objects); None unless it is a column of strings and missing values of few distinct objects."""
+    distinct = distinct_objects(col, codes=True)
+    if distinct is None or distinct.codes is None:
+        return None
+    shares = model.frequencies[name]
+    values = col[distinct.rows].tolist()
+    lookup = _text_shares(values, shares, shares.get(model.fill[name], 0.0))
+    if lookup is None:
+        return None
+    table = np.zeros(distinct.size)
+    table[distinct.slots] = [lookup[v] for v in values]
+    return distinct.codes, table
 
 
 def _text_shares(items: list, shares: Mapping[object, float], missing: float) -> dict[object, float] | None:
@@ -195,12 +240,8 @@ def _text_shares(items: list, shares: Mapping[object, float], missing: float) ->
 def _row_errors(model: ReconstructionModel, centred: np.ndarray) -> np.ndarray:
     """Each row's distance to its projection on the components (`centred`: standardised, less the PCA mean).
 
-    The components are orthonormal, so the squared distance is |z|^2 - |z C^T|^2: the projection back and the
-    residual, two passes over the window as large as it, are never formed. The difference loses digits only where
-    a row lies almost in the subspace; its error is then at most about 1e-8 |z| (tests hold the mean to NannyML's
-    explicit reconstruction within 1e-6)."""
-    projected = centred @ model.components.T
-    squared = np.einsum("ij,ij->i", centred, centred)
-    squared -= np.einsum("ij,ij->i", projected, projected)
-    np.maximum(squared, 0.0, out=squared)
-    return np.asarray(np.sqrt(squared), dtype=np.float64)
+    The components and the residual basis together are orthonormal, so the distance is the norm of the row's
+    coordinates on the residual basis: the projection back, a pass over the window as large as it, is never formed,
+    and no digits are lost to a difference of squares."""
+    off = centred @ model.residual.T
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", off, off)), dtype=np.float64)

@@ -7,7 +7,7 @@ Per column: the share of missing values (None, NaN), of values outside the refer
 columns), of categories the reference never had (categorical columns), and of type errors (a value that is not a
 number in a numerical column, or a number in a column whose reference values are strings).  A column fails when a
 share exceeds its threshold; the window fails when any column does.  Counts equal a pandas computation
-(tests/unit/test_quality_parity.py).  Pure numpy, no I/O.
+(tests/unit/test_quality_parity.py).  numpy and compiled passes (kernels.py), no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlops_operator.drift.codes import text_counts
+from mlops_operator.drift.kernels import number_counts
 from mlops_operator.drift.profile import FeatureProfile, ReferenceProfile, is_numeric_dtype
 
 DEFAULT_QUALITY_THRESHOLDS = {"missing": 0.05, "outOfRange": 0.05, "newCategories": 0.05, "typeErrors": 0.0}
@@ -106,15 +107,15 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
         raise ValueError(f"column '{ref.name}': expected a 1-d column, got shape {column.shape}")
     rows = column.size
     if ref.numeric:
-        values, missing, type_errors = _as_numbers(column)
         ref_values = ref.values
         assert ref_values is not None, "a numeric profile keeps its sorted values"
-        if ref_values.size:
-            # The reference's sample is finite, so +/-inf falls outside its range; NaN compares false both ways.
-            lo, hi = ref_values[0], ref_values[-1]
-            out_of_range = int(np.count_nonzero(values < lo)) + int(np.count_nonzero(values > hi))
-        else:
-            out_of_range = 0
+        # The reference's sample is finite, so +/-inf falls outside its range; NaN compares false both ways.
+        lo, hi = (ref_values[0], ref_values[-1]) if ref_values.size else (-np.inf, np.inf)
+        if column.dtype.kind == "f":  # missing and out of range counted in one compiled pass (kernels.py)
+            missing, below, above = number_counts(column, lo, hi)
+            return _verdict(ref.name, rows, missing, below + above, 0, 0, (), limits)
+        values, missing, type_errors = _as_numbers(column)
+        out_of_range = int(np.count_nonzero(values < lo)) + int(np.count_nonzero(values > hi))
         return _verdict(ref.name, rows, missing, out_of_range, 0, type_errors, (), limits)
     categories, _ = ref.category_counts()
     text = text_counts(column)
