@@ -68,12 +68,18 @@ def test_cbpe_cells_equal_the_sorting_path_within_their_bound(calibration, ties)
     ref = rng.random(20_000)
     model = fit_cbpe(ref, (rng.random(ref.size) < ref ** 2).astype(int), (ref > 0.5).astype(int), calibration)
     scores = rng.beta(2, 3, 200_000)
+    if calibration == "isotonic":  # scores beyond the knots, where the map is flat (an infinite one too)
+        scores = np.concatenate((scores, [-0.5, 1.5, np.inf]))
     if ties:  # many rows on one value: the bound counts a cell's width, so it may pass the tolerance
         scores = np.round(scores, 3)
     predicted = (scores > 0.4).astype(np.int64)
     calibrator = model.calibrator
-    sums = kernels.cbpe_cells(scores, predicted, *kernels.segments(
-        None if calibrator is None else calibrator.x, None if calibrator is None else calibrator.y))
+    if calibrator is None:
+        sums = kernels.cbpe_cells(scores, predicted, *kernels.segments(None, None))
+    else:  # as estimate_cbpe: cells between the knots; scores beyond them (there are) in the flat outer cells
+        assert scores.min() < calibrator.x[0] or scores.max() > calibrator.x[-1]
+        sums = kernels.cbpe_cells(scores, predicted, *kernels.segments(calibrator.x, calibrator.y),
+                                  span=(calibrator.x[0], calibrator.x[-1]))
     assert sums is not None
     tp, fn, auc = exact(model, scores, predicted)
     assert sums.tp == pytest.approx(tp, rel=1e-12) and sums.fn == pytest.approx(fn, rel=1e-12)
@@ -104,6 +110,12 @@ def test_estimate_cbpe_takes_the_exact_path_when_the_bound_is_wide(monkeypatch):
     predicted = (scores > 0.5).astype(np.int64)
     monkeypatch.setattr("mlops_operator.drift.cbpe.CBPE_AUC_TOLERANCE", 0.0)
     assert estimate_cbpe(model, scores, predicted)["roc_auc"].value == exact(model, scores, predicted)[2]
+
+
+def test_cbpe_cells_with_a_span_decline_a_nan_score():
+    scores, predicted = np.array([0.2, np.nan, 0.9]), np.array([0, 1, 1])
+    assert kernels.cbpe_cells(scores, predicted, *kernels.segments(np.array([0.0, 1.0]), np.array([0.1, 0.8])),
+                              span=(0.0, 1.0)) is None
 
 
 @pytest.mark.parametrize("case", ["nan score", "class 2", "empty", "one value"])
@@ -150,3 +162,50 @@ def test_residual_norms_equal_the_numpy_errors():
     many[:] = [(v + " ")[:-1] if isinstance(v, str) else v for v in many.tolist()]  # a new object per row
     assert kernels.distinct_objects(many) is None
     assert reconstruction_error(model, {**window, "t": many}).value == pytest.approx(result.value, rel=1e-12)
+
+
+def test_worker_count_follows_the_setting(monkeypatch):
+    monkeypatch.setenv("MLOPS_DRIFT_THREADS", "3")
+    assert kernels.worker_count() == 3
+    monkeypatch.setenv("MLOPS_DRIFT_THREADS", "1")
+    assert kernels.worker_count() == 1
+    assert kernels.row_ranges(10**6) == [(0, 10**6)]
+    monkeypatch.delenv("MLOPS_DRIFT_THREADS")
+    assert 1 <= kernels.worker_count() <= kernels.MAX_WORKERS
+
+
+def test_row_ranges_cover_the_window_once(monkeypatch):
+    monkeypatch.setenv("MLOPS_DRIFT_THREADS", "3")
+    assert kernels.row_ranges(kernels.PARALLEL_ROWS - 1) == [(0, kernels.PARALLEL_ROWS - 1)]
+    ranges = kernels.row_ranges(100_003)
+    assert len(ranges) == 3 and ranges[0][0] == 0 and ranges[-1][1] == 100_003
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_threads_give_the_answers_of_one_thread(monkeypatch):
+    """The same window checked on one thread and split over three (rows, columns): equal results."""
+    from mlops_operator.drift.profile import build_profile
+    from mlops_operator.drift.quality import data_quality
+
+    monkeypatch.setattr(kernels, "PARALLEL_ROWS", 1000)
+    rng = np.random.default_rng(7)
+    names = ["a", "b", "c", "d", "t"]
+    model = fit_reconstruction(pca_data(rng, 4000), names)
+    profile = build_profile(pca_data(rng, 4000))
+    window = pca_data(rng, 5003)
+    window["t"][17] = "new one"
+    ref_scores = rng.random(5000)
+    cbpe = fit_cbpe(ref_scores, (rng.random(5000) < ref_scores).astype(int), (ref_scores > 0.5).astype(int),
+                    "isotonic")
+    scores = rng.random(5003)
+    predicted = (scores > 0.5).astype(np.int64)
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MLOPS_DRIFT_THREADS", threads)
+        results.append((reconstruction_error(model, window), data_quality(profile, window).to_status(),
+                        {k: v.value for k, v in estimate_cbpe(cbpe, scores, predicted).items()}))
+    one, three = results
+    assert three[0].value == pytest.approx(one[0].value, rel=1e-12)
+    assert three[0].sampling_error == pytest.approx(one[0].sampling_error, rel=1e-9)
+    assert three[1] == one[1]
+    assert three[2] == pytest.approx(one[2], rel=1e-12)

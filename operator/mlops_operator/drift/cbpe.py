@@ -119,8 +119,11 @@ def estimate_cbpe(model: CBPEModel, scores: np.ndarray, predicted: np.ndarray,
     # Otherwise (a NaN score, a class other than 0/1, or scores bunched so that the bound is wider) the scores are
     # sorted: the calibration map then looks them up ten times faster, and the ROC AUC walks them in that order.
     calibrator = model.calibrator
-    sums = cbpe_cells(raw, predicted, *segments(None if calibrator is None else calibrator.x,
-                                                None if calibrator is None else calibrator.y))
+    if calibrator is None:
+        sums = cbpe_cells(raw, predicted, *segments(None, None))
+    else:  # cells between the first and last knot, beyond which the map is flat: no pass for the window's range
+        sums = cbpe_cells(raw, predicted, *segments(calibrator.x, calibrator.y),
+                          span=(float(calibrator.x[0]), float(calibrator.x[-1])))
     calibrate = model.calibrated
     if sums is not None:
         tp, fn = sums.tp, sums.fn

@@ -26,7 +26,7 @@ import numpy as np
 
 from mlops_operator.drift.codes import split_text, text_counts
 from mlops_operator.drift.engine import DriftInputError
-from mlops_operator.drift.kernels import TextColumn, distinct_objects, residual_norms
+from mlops_operator.drift.kernels import TextColumn, distinct_objects, parallel_map, residual_norms
 from mlops_operator.drift.quality import missing_mask
 
 VARIANCE_KEPT = 0.65  # NannyML's default n_components
@@ -141,11 +141,15 @@ def reconstruction_error(model: ReconstructionModel, current: Mapping[str, np.nd
     add = -(model.mean * multiply + model.pca_mean)
     numbers: list[tuple[np.ndarray, float, int]] = []
     text: list[TextColumn] = []
-    for j, name in enumerate(model.columns):
-        col = np.asarray(current[name])
+    columns = [np.asarray(current[name]) for name in model.columns]
+    for name, col in zip(model.columns, columns):
         if col.shape != (rows,):
             raise DriftInputError(f"column '{name}': {col.size} values in a window of {rows} rows")
-        coded = _coded_shares(model, name, col) if name in model.frequencies else None
+    categorical = [j for j, name in enumerate(model.columns) if name in model.frequencies]
+    found = parallel_map(lambda j: _coded_shares(model, model.columns[j], columns[j]), categorical, rows)
+    coded_at = dict(zip(categorical, found))
+    for j, (name, col) in enumerate(zip(model.columns, columns)):
+        coded = coded_at.get(j)
         if coded is not None:
             codes, table = coded
             text.append(TextColumn(codes=codes, table=table * multiply[j] + add[j], position=j))

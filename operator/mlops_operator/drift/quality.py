@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlops_operator.drift.codes import text_counts
-from mlops_operator.drift.kernels import number_counts
+from mlops_operator.drift.kernels import number_counts, parallel_map
 from mlops_operator.drift.profile import FeatureProfile, ReferenceProfile, is_numeric_dtype
 
 DEFAULT_QUALITY_THRESHOLDS = {"missing": 0.05, "outOfRange": 0.05, "newCategories": 0.05, "typeErrors": 0.0}
@@ -90,14 +90,16 @@ def data_quality(profile: ReferenceProfile, current: Mapping[str, np.ndarray], n
     it get the defaults).  A column missing from the window counts as all missing.
     """
     names = list(names) if names is not None else [n for n in profile.names if n in current]
-    results = []
     for name in names:
         if name not in profile:
             raise ValueError(f"column '{name}': not in the reference data")
-        limits = _limits(thresholds, name)
+
+    def check(name: str) -> ColumnQuality:
         column = np.asarray(current[name]) if name in current else None
-        results.append(column_quality(profile[name], column, limits))
-    return QualityResult(columns=tuple(results))
+        return column_quality(profile[name], column, _limits(thresholds, name))
+
+    rows = max((len(current[n]) for n in names if n in current), default=0)
+    return QualityResult(columns=tuple(parallel_map(check, names, rows)))  # columns side by side on large windows
 
 
 def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: QualityThresholds) -> ColumnQuality:
