@@ -167,6 +167,12 @@ def test_residual_norms_equal_the_numpy_errors():
 def test_worker_count_follows_the_setting(monkeypatch):
     monkeypatch.setenv("MLOPS_DRIFT_THREADS", "3")
     assert kernels.worker_count() == 3
+    monkeypatch.setenv("MLOPS_DRIFT_THREADS", "99")
+    assert kernels.worker_count() == kernels.MAX_WORKERS
+    for wrong in ("0", "two", "-1"):
+        monkeypatch.setenv("MLOPS_DRIFT_THREADS", wrong)
+        with pytest.raises(ValueError, match="MLOPS_DRIFT_THREADS"):
+            kernels.worker_count()
     monkeypatch.setenv("MLOPS_DRIFT_THREADS", "1")
     assert kernels.worker_count() == 1
     assert kernels.row_ranges(10**6) == [(0, 10**6)]

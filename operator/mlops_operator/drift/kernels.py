@@ -50,11 +50,14 @@ _pool_lock = threading.Lock()
 
 def worker_count() -> int:
     """Threads a large window is split over: the CPUs this process may use (its affinity, and its cgroup's CPU
-    quota when it has one, as in a pod with a CPU limit), at most MAX_WORKERS; MLOPS_DRIFT_THREADS overrides."""
+    quota when it has one, as in a pod with a CPU limit), at most MAX_WORKERS; MLOPS_DRIFT_THREADS sets it (up to
+    MAX_WORKERS too)."""
     setting = os.environ.get("MLOPS_DRIFT_THREADS", "").strip()
     if setting:
-        return max(1, int(setting))
-    cpus = len(os.sched_getaffinity(0))
+        if not setting.isdigit() or int(setting) < 1:
+            raise ValueError(f"MLOPS_DRIFT_THREADS={setting!r}: give a whole number of threads, at least 1")
+        return min(int(setting), MAX_WORKERS)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         with open("/sys/fs/cgroup/cpu.max") as f:
             quota, period = f.read().split()[:2]

@@ -154,7 +154,7 @@ def reconstruction_error(model: ReconstructionModel, current: Mapping[str, np.nd
             codes, table = coded
             text.append(TextColumn(codes=codes, table=table * multiply[j] + add[j], position=j))
         elif name in model.frequencies:
-            numbers.append((_encode_column(model, name, col, coded=None), 0.0, j))
+            numbers.append((_encode_column(model, name, col, None), 0.0, j))
         else:
             numbers.append((np.asarray(col, dtype=np.float64), float(model.fill[name]), j))
     total, squares = residual_norms(rows, numbers, text, multiply, add, model.residual)
@@ -179,7 +179,7 @@ def _encode(model: ReconstructionModel, data: Mapping[str, np.ndarray]) -> np.nd
     for j, name in enumerate(model.columns):
         col = np.asarray(data[name])
         if name in model.frequencies:
-            out[:, j] = _encode_column(model, name, col)
+            out[:, j] = _encode_column(model, name, col, _coded_shares(model, name, col))
         else:
             numbers = out[:, j]
             numbers[:] = col
@@ -188,13 +188,11 @@ def _encode(model: ReconstructionModel, data: Mapping[str, np.ndarray]) -> np.nd
 
 
 def _encode_column(model: ReconstructionModel, name: str, col: np.ndarray,
-                   coded: tuple[np.ndarray, np.ndarray] | None | bool = True) -> np.ndarray:
-    """A categorical column as the reference share of each row's value (missing: the fill's share). ``coded``: the
-    column's `_coded_shares` when the caller has them (None: it has none), True to find them here."""
+                   coded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """A categorical column as the reference share of each row's value (missing: the fill's share); ``coded``: the
+    column's `_coded_shares`."""
     shares = model.frequencies[name]
-    if coded is True:
-        coded = _coded_shares(model, name, col)
-    if isinstance(coded, tuple):
+    if coded is not None:
         codes, table = coded
         return np.asarray(table[codes], dtype=np.float64)
     items = col.tolist() if col.dtype.kind == "O" and col.ndim == 1 else None
