@@ -1,4 +1,4 @@
-"""Text columns counted by hashing instead of sorting.
+"""Text columns counted without sorting.
 
 A categorical column arrives as a numpy object array of Python strings, with None or NaN where a value is missing.
 `np.unique` sorts it, one Python comparison at a time: about 0.4 s per million rows. `text_counts` counts the

@@ -113,12 +113,13 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
         assert ref_values is not None, "a numeric profile keeps its sorted values"
         # The reference's sample is finite, so +/-inf falls outside its range; NaN compares false both ways.
         lo, hi = (ref_values[0], ref_values[-1]) if ref_values.size else (-np.inf, np.inf)
-        if column.dtype.kind == "f":  # missing and out of range counted in one compiled pass (kernels.py)
+        if is_numeric_dtype(column.dtype):  # missing (NaN) and out of range in one compiled pass (kernels.py)
             missing, below, above = number_counts(column, lo, hi)
-            return _verdict(ref.name, rows, missing, below + above, 0, 0, (), limits)
-        values, missing, type_errors = _as_numbers(column)
-        out_of_range = int(np.count_nonzero(values < lo)) + int(np.count_nonzero(values > hi))
-        return _verdict(ref.name, rows, missing, out_of_range, 0, type_errors, (), limits)
+            type_errors = 0
+        else:  # objects or text: each value converted, then the same pass over the numbers
+            values, missing, type_errors = _as_numbers(column)
+            _, below, above = number_counts(values, lo, hi)
+        return _verdict(ref.name, rows, missing, below + above, 0, type_errors, (), limits)
     categories, _ = ref.category_counts()
     text = text_counts(column)
     if text is not None and _all_strings(categories):  # strings and missing values only: no type error
@@ -137,10 +138,8 @@ def column_quality(ref: FeatureProfile, column: np.ndarray | None, limits: Quali
 
 
 def _as_numbers(column: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(float values with NaN where missing or not a number, missing count, type-error count)."""
-    if is_numeric_dtype(column.dtype):
-        values = np.asarray(column, dtype=np.float64)  # a float64 column is read in place, not copied
-        return values, int(np.count_nonzero(np.isnan(values))), 0
+    """A column of objects or text as (float values with NaN where missing or not a number, missing count,
+    type-error count)."""
     if column.dtype.kind in "US":  # every value is text: numeric text converts, the rest are type errors
         column = column.astype(object)
     values = np.full(column.size, np.nan)
